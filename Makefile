@@ -1,0 +1,76 @@
+# ModelRollout — entry points. The README names two of them: `make demo` and `make test`.
+# Every target installs what it needs, idempotently: a Python venv in .venv, Debian packages
+# through apt-get when missing, and the control plane's Go binaries in a cache outside the repo.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+CLUSTER_DIR ?= .cluster
+export MODELROLLOUT_CACHE ?= $(HOME)/.cache/modelrollout
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# --- Python environment ------------------------------------------------------------------------
+
+$(STAMP): operator/pyproject.toml serving-image/pyproject.toml requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ./operator -e ./serving-image -r requirements-dev.txt
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with the operator, the model server and the test tools
+
+# --- Control plane -----------------------------------------------------------------------------
+
+.PHONY: tools
+tools: ## build etcd, kube-*, kubectl, kwok and helm from the Go module proxy (cached)
+	@hack/build-tools.sh >/dev/null
+
+.PHONY: cluster-up
+cluster-up: venv tools ## start the local control plane in the background (kubeconfig in .cluster/)
+	$(PY) -m hack.localcluster up --dir $(CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: ## stop the local control plane started by cluster-up
+	@if [ -x $(PY) ]; then $(PY) -m hack.localcluster down --dir $(CLUSTER_DIR); fi
+
+# --- Code generation ---------------------------------------------------------------------------
+
+.PHONY: crds
+crds: venv ## regenerate crds/ from the pydantic models in operator/modelrollout/api
+	$(PY) -m modelrollout.api.crdgen > crds/modeldeployments.modelrollout.io.yaml
+
+# --- Checks ------------------------------------------------------------------------------------
+
+.PHONY: lint
+lint: venv ## ruff and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: fmt
+fmt: venv ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: test-unit
+test-unit: venv ## pure, fast tests
+	$(BIN)/pytest -q tests/unit
+
+.PHONY: test-integration
+test-integration: venv tools ## tests against the real local control plane
+	$(BIN)/pytest -q tests/integration
+
+.PHONY: test
+test: venv tools lint ## lint, then every test (unit and integration)
+	$(BIN)/pytest -q tests
+
+-include mk/*.mk
