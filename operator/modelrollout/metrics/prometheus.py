@@ -1,0 +1,337 @@
+"""Prometheus metric provider: instant PromQL queries over the HTTP API.
+
+Three queries per sample, each one an overridable template:
+
+- ``requests``: requests served in the window (default ``sum(increase(...requests_total[W]))``)
+- ``errors``: 5xx responses in the window (same, with ``code=~"5.."``)
+- ``p99``: 99th percentile latency in seconds from the duration histogram
+
+Templates use ``{{ name }}`` placeholders (spaces inside the braces optional). Single braces are
+left alone because PromQL uses them for label matchers. Placeholders:
+
+- ``{{ revision }}``, ``{{ namespace }}``, ``{{ model }}``, ``{{ track }}``: the label values of
+  the query, already escaped for use inside a double-quoted PromQL string;
+- ``{{ window }}``: the analysis window as a PromQL duration, e.g. ``60s``;
+- ``{{ selector }}``: the ready-made label matchers, e.g. ``revision="abc",namespace="prod"``.
+
+A template must select the revision (through ``{{ revision }}`` or ``{{ selector }}``),
+otherwise canary and stable would read the same numbers and a regression could never show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Final
+
+import httpx
+
+from .base import ProviderError, TrackSample, WindowQuery
+
+__all__ = [
+    "DEFAULT_ERRORS_QUERY",
+    "DEFAULT_P99_QUERY",
+    "DEFAULT_REQUESTS_QUERY",
+    "PLACEHOLDERS",
+    "PrometheusProvider",
+    "QueryTemplateError",
+    "QueryTemplates",
+    "promql_duration",
+    "render_template",
+    "validate_template",
+]
+
+PLACEHOLDERS: Final = frozenset({"revision", "namespace", "model", "track", "window", "selector"})
+
+DEFAULT_REQUESTS_QUERY: Final = (
+    "sum(increase(modelserver_requests_total{ {{ selector }} }[{{ window }}]))"
+)
+DEFAULT_ERRORS_QUERY: Final = (
+    'sum(increase(modelserver_requests_total{ {{ selector }}, code=~"5.." }[{{ window }}]))'
+)
+DEFAULT_P99_QUERY: Final = (
+    "histogram_quantile(0.99, sum by (le) "
+    "(rate(modelserver_request_duration_seconds_bucket{ {{ selector }} }[{{ window }}])))"
+)
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_SNIPPET = 200
+
+
+class QueryTemplateError(ValueError):
+    """A query template is malformed or names an unknown placeholder."""
+
+
+def _placeholders(template: str) -> list[str]:
+    """Names used by the template, in order; raises QueryTemplateError when malformed."""
+    if not template.strip():
+        raise QueryTemplateError("query template is empty")
+    names = _PLACEHOLDER.findall(template)
+    unknown = sorted({n for n in names if n not in PLACEHOLDERS})
+    if unknown:
+        shown = ", ".join("{{ " + n + " }}" for n in unknown)
+        known = ", ".join("{{ " + n + " }}" for n in sorted(PLACEHOLDERS))
+        raise QueryTemplateError(f"unknown placeholder {shown} in query template; known: {known}")
+    rest = _PLACEHOLDER.sub("", template)
+    for marker in ("{{", "}}"):
+        at = rest.find(marker)
+        if at >= 0:
+            raise QueryTemplateError(
+                f"malformed placeholder near {rest[max(0, at - 20) : at + 22]!r} in query "
+                "template: placeholders look like {{ revision }}"
+            )
+    return names
+
+
+def validate_template(template: str) -> None:
+    """Raise QueryTemplateError unless the template is usable (for spec validation too)."""
+    names = _placeholders(template)
+    if "revision" not in names and "selector" not in names:
+        raise QueryTemplateError(
+            "query template must select the revision with {{ revision }} or {{ selector }}"
+        )
+
+
+def _escape(value: str) -> str:
+    # PromQL double-quoted strings use Go escapes.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def promql_duration(seconds: float) -> str:
+    """A PromQL duration for a number of seconds (whole seconds, else milliseconds)."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be positive, got {seconds}")
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def render_template(template: str, values: Mapping[str, str | None]) -> str:
+    """Fill the placeholders; a placeholder whose value is None is a ProviderError."""
+    _placeholders(template)
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        value = values.get(name)
+        if value is None:
+            raise ProviderError(
+                f"query template uses {{{{ {name} }}}} but the analysis gives no {name}",
+                query=template,
+            )
+        return value
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryTemplates:
+    """The three PromQL templates; each default may be replaced on its own."""
+
+    requests: str = DEFAULT_REQUESTS_QUERY
+    errors: str = DEFAULT_ERRORS_QUERY
+    p99: str = DEFAULT_P99_QUERY
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            try:
+                validate_template(getattr(self, f.name))
+            except QueryTemplateError as exc:
+                raise QueryTemplateError(f"{f.name} query: {exc}") from None
+
+
+class PrometheusProvider:
+    """Measures a revision with instant queries against ``{base_url}/api/v1/query``.
+
+    ``client`` may be given (tests, connection reuse); it is then not closed here. Without one,
+    each ``sample`` uses a short-lived client, so a provider built per reconcile leaks nothing.
+    ``namespace_label`` is the label the scrape configuration puts the pod namespace in; None
+    means the series carry no namespace and a query's namespace is not used in the selector.
+    """
+
+    kind: Final = "prometheus"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        templates: QueryTemplates | None = None,
+        timeout_seconds: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+        headers: Mapping[str, str] | None = None,
+        namespace_label: str | None = "namespace",
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"Prometheus address must be an http(s) URL, got {base_url!r}")
+        if not math.isfinite(timeout_seconds) or timeout_seconds <= 0:
+            raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
+        self.base_url = base_url.rstrip("/")
+        self.templates = templates or QueryTemplates()
+        self.timeout_seconds = timeout_seconds
+        self.namespace_label = namespace_label
+        self._client = client
+        self._headers = dict(headers or {})
+
+    @property
+    def query_url(self) -> str:
+        return f"{self.base_url}/api/v1/query"
+
+    def selector(self, query: WindowQuery) -> str:
+        matchers = [f'revision="{_escape(query.revision)}"']
+        if query.namespace is not None and self.namespace_label:
+            matchers.append(f'{self.namespace_label}="{_escape(query.namespace)}"')
+        if query.model is not None:
+            matchers.append(f'model="{_escape(query.model)}"')
+        if query.track is not None:
+            matchers.append(f'track="{_escape(query.track)}"')
+        return ",".join(matchers)
+
+    def render(self, query: WindowQuery) -> dict[str, str]:
+        """The PromQL the sample would send, by name (requests, errors, p99)."""
+        values: dict[str, str | None] = {
+            "revision": _escape(query.revision),
+            "namespace": None if query.namespace is None else _escape(query.namespace),
+            "model": None if query.model is None else _escape(query.model),
+            "track": None if query.track is None else _escape(query.track),
+            "window": promql_duration(query.window_seconds),
+            "selector": self.selector(query),
+        }
+        return {
+            f.name: render_template(getattr(self.templates, f.name), values)
+            for f in fields(self.templates)
+        }
+
+    async def sample(self, query: WindowQuery) -> TrackSample:
+        promql = self.render(query)
+        if self._client is not None:
+            values = await self._run_all(self._client, promql, query.at)
+        else:
+            async with httpx.AsyncClient() as client:
+                values = await self._run_all(client, promql, query.at)
+        return TrackSample(
+            requests=_count(values["requests"]),
+            errors=_count(values["errors"]),
+            p99_seconds=_single_seconds(values["p99"], promql["p99"]),
+            window_seconds=query.window_seconds,
+        )
+
+    async def _run_all(
+        self, client: httpx.AsyncClient, promql: Mapping[str, str], at: float | None
+    ) -> dict[str, list[float]]:
+        names = list(promql)
+        outcomes = await asyncio.gather(
+            *(self._query(client, name, promql[name], at) for name in names),
+            return_exceptions=True,
+        )
+        values: dict[str, list[float]] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            values[name] = outcome
+        return values
+
+    async def _query(
+        self, client: httpx.AsyncClient, name: str, promql: str, at: float | None
+    ) -> list[float]:
+        params = {"query": promql, "timeout": promql_duration(self.timeout_seconds)}
+        if at is not None:
+            params["time"] = repr(float(at))
+        what = f"Prometheus {name} query at {self.query_url}"
+        try:
+            response = await client.get(
+                self.query_url,
+                params=params,
+                headers=self._headers,
+                timeout=self.timeout_seconds,
+            )
+        except httpx.TimeoutException:
+            raise ProviderError(
+                f"{what} timed out after {self.timeout_seconds:g}s", query=promql
+            ) from None
+        except httpx.HTTPError as exc:
+            detail = str(exc) or type(exc).__name__
+            raise ProviderError(f"{what} failed: {detail}", query=promql) from None
+        return _parse(response, what, promql)
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "..."
+
+
+def _parse(response: httpx.Response, what: str, promql: str) -> list[float]:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("status") == "error":
+        # Prometheus explains bad queries and overload in the body, with a 4xx/5xx status.
+        kind = body.get("errorType") or f"HTTP {response.status_code}"
+        message = body.get("error") or "no message"
+        raise ProviderError(f"{what} was rejected ({kind}): {message}", query=promql)
+    if response.is_error:
+        raise ProviderError(
+            f"{what} returned HTTP {response.status_code}: {_snippet(response.text)}",
+            query=promql,
+        )
+    if not isinstance(body, dict):
+        raise ProviderError(
+            f"{what} returned a non-JSON answer: {_snippet(response.text)}", query=promql
+        )
+    if body.get("status") != "success":
+        raise ProviderError(f"{what} returned status {body.get('status')!r}", query=promql)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ProviderError(f"{what} returned no data", query=promql)
+    result_type = data.get("resultType")
+    result = data.get("result")
+    if result_type == "scalar":
+        return [_value(result, what, promql)]
+    if result_type != "vector":
+        raise ProviderError(
+            f"{what} returned a {result_type!r} result; the query must return an instant "
+            "vector or a scalar",
+            query=promql,
+        )
+    if not isinstance(result, list):
+        raise ProviderError(f"{what} returned a malformed vector", query=promql)
+    out: list[float] = []
+    for series in result:
+        if not isinstance(series, dict):
+            raise ProviderError(f"{what} returned a malformed vector", query=promql)
+        out.append(_value(series.get("value"), what, promql))
+    return out
+
+
+def _value(pair: object, what: str, promql: str) -> float:
+    # A sample is [unix_time, "value"]; the value is a string so it can carry NaN and ±Inf.
+    if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
+        raise ProviderError(f"{what} returned a malformed sample: {pair!r}", query=promql)
+    raw = pair[1]
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ProviderError(f"{what} returned a non-numeric value {raw!r}", query=promql) from None
+
+
+def _count(values: list[float]) -> int | None:
+    # No series at all means nothing happened (e.g. no 5xx yet), which is a real 0.
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        return None
+    # increase() extrapolates to the window edges, so counts come back fractional.
+    return round(sum(values))
+
+
+def _single_seconds(values: list[float], promql: str) -> float | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ProviderError(
+            f"the p99 query returned {len(values)} series; it must return at most one "
+            "(aggregate, e.g. with sum by (le))",
+            query=promql,
+        )
+    value = values[0]
+    return value if math.isfinite(value) and value >= 0 else None
