@@ -1,0 +1,93 @@
+"""The onnxruntime session and the model metadata read from it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .datatypes import OIP_TO_NUMPY, ONNX_TO_OIP
+
+log = logging.getLogger(__name__)
+
+
+class UnsupportedModelError(Exception):
+    """The model has an input this server cannot feed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str  # OIP name
+    shape: tuple[int, ...]  # -1 for a dynamic dimension
+    dtype: np.dtype[np.generic]
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+def _dims(shape: list[Any] | None) -> tuple[int, ...]:
+    # onnxruntime reports symbolic dims as strings and unknown ones as None.
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (shape or []))
+
+
+def _spec(arg: Any) -> TensorSpec | None:
+    datatype = ONNX_TO_OIP.get(arg.type)
+    if datatype is None:
+        return None
+    return TensorSpec(arg.name, datatype, _dims(arg.shape), OIP_TO_NUMPY[datatype])
+
+
+def choose_providers(requested: str, available: list[str]) -> list[str]:
+    """CUDA only when asked for and present; CPU is always the fallback."""
+    if requested == "cuda" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if requested == "cuda":
+        log.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
+    return ["CPUExecutionProvider"]
+
+
+class Runtime:
+    """One onnxruntime session. ``run`` blocks: callers keep it off the event loop."""
+
+    def __init__(self, path: Path, *, threads: int = 1, provider: str = "cpu") -> None:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        # Spinning workers burn a CPU-limited pod's quota while idle and get it throttled.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = choose_providers(provider, ort.get_available_providers())
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.provider: str = self.session.get_providers()[0]
+
+        inputs: list[TensorSpec] = []
+        for arg in self.session.get_inputs():
+            spec = _spec(arg)
+            if spec is None:
+                raise UnsupportedModelError(f"input {arg.name!r} has unsupported type {arg.type}")
+            inputs.append(spec)
+        outputs: list[TensorSpec] = []
+        for arg in self.session.get_outputs():
+            spec = _spec(arg)
+            if spec is None:
+                # Non-tensor outputs (sequences, maps) cannot be expressed in OIP: hide them.
+                log.warning("output %r of type %s is not served", arg.name, arg.type)
+                continue
+            outputs.append(spec)
+        if not outputs:
+            raise UnsupportedModelError("the model has no tensor outputs")
+        self.inputs: dict[str, TensorSpec] = {s.name: s for s in inputs}
+        self.outputs: dict[str, TensorSpec] = {s.name: s for s in outputs}
+        self._output_names = [s.name for s in outputs]
+        # Batching concatenates along axis 0, which is only sound when every tensor has it.
+        self.batchable = all(len(s.shape) >= 1 and s.shape[0] == -1 for s in (*inputs, *outputs))
+
+    def run(self, feeds: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        results = self.session.run(self._output_names, feeds)
+        return dict(zip(self._output_names, results, strict=True))
