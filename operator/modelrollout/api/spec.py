@@ -1,0 +1,415 @@
+"""ModelDeployment spec: the single source of truth for the CRD schema (see crdgen.py).
+
+Validation lives here twice on purpose: pydantic validators guard the operator, and the
+`x-kubernetes-validations` CEL rules carried in the JSON schema make the API server refuse the
+same bad specs at admission, with messages that name the field.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelrollout.api.types import (
+    NAME_PATTERN,
+    SHA256_PATTERN,
+    ApiModel,
+    Duration,
+    Quantity,
+)
+
+# --- model ------------------------------------------------------------------------------------
+
+
+class ModelFormat(StrEnum):
+    ONNX = "onnx"
+
+
+class ModelSpec(ApiModel):
+    """Which model to serve. A change to any of these fields starts a new revision."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.uri.matches('^(file|https?|s3)://.+') "
+                    "|| self.uri.startsWith('/')",
+                    "message": "spec.model.uri must be an absolute path or a file://, http(s):// "
+                    "or s3:// URI",
+                    "fieldPath": ".uri",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    )
+
+    uri: str = Field(min_length=1, max_length=2048)
+    """Where the ONNX file lives: an absolute path, file://, http(s):// or s3:// URI."""
+
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    """Lower-case hex SHA-256 of the model file. The server refuses to load a file that does
+    not match, so a wrong or tampered file never serves traffic."""
+
+    version: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Version label of the model, reported in metrics and status (for example `v3` or
+    `2024-06-01`)."""
+
+    format: ModelFormat = ModelFormat.ONNX
+    """Model format. Only `onnx` is served today."""
+
+    name: str | None = Field(default=None, max_length=63, pattern=NAME_PATTERN)
+    """Name the model is served under at `/v2/models/{name}`. Defaults to the
+    ModelDeployment's name."""
+
+    @model_validator(mode="after")
+    def _uri_scheme(self) -> ModelSpec:
+        if not (self.uri.startswith("/") or self.uri.split("://", 1)[0] in _SCHEMES):
+            raise ValueError(
+                "spec.model.uri must be an absolute path or a file://, http(s):// or s3:// URI"
+            )
+        return self
+
+
+_SCHEMES = {"file", "http", "https", "s3"}
+
+# --- serving ----------------------------------------------------------------------------------
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    """Environment variable name."""
+
+    value: str = Field(default="", max_length=32768)
+    """Environment variable value."""
+
+
+class Resources(ApiModel):
+    """Compute resources of the serving container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] | None = None
+    """Minimum resources, for example `{cpu: 500m, memory: 1Gi}`."""
+
+    limits: dict[str, Quantity] | None = None
+    """Maximum resources, for example `{memory: 2Gi, nvidia.com/gpu: "1"}`."""
+
+
+class BatchingSpec(ApiModel):
+    """Dynamic batching in the model server (only for models with a dynamic batch axis)."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    """Largest batch the server assembles from concurrent requests."""
+
+    window: Duration = "2ms"
+    """How long the server waits for more requests before running a partial batch."""
+
+
+class ServingSpec(ApiModel):
+    """How the model server container runs."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Model server image. Defaults to the operator's configured serving image. A change starts
+    a new revision."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port of the Open Inference Protocol v2 REST endpoint."""
+
+    metrics_port: int = Field(default=9090, ge=1, le=65535)
+    """Port of the Prometheus metrics endpoint."""
+
+    resources: Resources | None = None
+    """Explicit resources. When set they win over the hardware policy's choice."""
+
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra environment variables for the model server."""
+
+    threads: int | None = Field(default=None, ge=1, le=256)
+    """onnxruntime intra-op threads. Defaults to the CPU request of the chosen hardware tier."""
+
+    batching: BatchingSpec | None = None
+    """Dynamic batching. Off when absent."""
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> ServingSpec:
+        if self.port == self.metrics_port:
+            raise ValueError("spec.serving.port and spec.serving.metricsPort must differ")
+        return self
+
+
+# --- autoscaling -----------------------------------------------------------------------------
+
+
+class AutoscalingSpec(ApiModel):
+    """Replica bounds and the HorizontalPodAutoscaler targets."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "spec.autoscaling.minReplicas must be less than or equal to "
+                    "spec.autoscaling.maxReplicas",
+                    "fieldPath": ".minReplicas",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    """Fewest replicas of the stable revision."""
+
+    max_replicas: int = Field(default=3, ge=1, le=1000)
+    """Most replicas of the stable revision."""
+
+    target_cpu_utilization: int | None = Field(default=None, ge=1, le=100)
+    """Average CPU utilisation (percent of request) the autoscaler aims for. Defaults to 70 when
+    no other target is set."""
+
+    target_requests_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    """Per-pod request rate the autoscaler aims for, read from the `modelserver_requests_per_second`
+    Pods metric (needs a custom-metrics adapter such as prometheus-adapter)."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                "spec.autoscaling.minReplicas must be less than or equal to "
+                "spec.autoscaling.maxReplicas"
+            )
+        return self
+
+
+# --- hardware --------------------------------------------------------------------------------
+
+
+class HardwareMode(StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(default=None, max_length=316)
+    """Taint key the toleration applies to; empty matches all keys."""
+
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """`Exists` or `Equal`."""
+
+    value: str | None = Field(default=None, max_length=63)
+    """Taint value to match when operator is `Equal`."""
+
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
+
+
+class HardwareSpec(ApiModel):
+    """Where the model runs. `auto` picks CPU or GPU from the model's size and compute cost and
+    checks that the cluster can schedule it."""
+
+    mode: HardwareMode = HardwareMode.AUTO
+    """`auto`, `cpu` or `gpu`."""
+
+    node_selector: dict[str, str] | None = None
+    """Explicit node selector; wins over the policy's choice."""
+
+    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+    """Explicit tolerations; win over the policy's choice."""
+
+    allow_cpu_fallback: bool = True
+    """When `auto` picks GPU but no GPU capacity is schedulable, serve on CPU instead of
+    waiting."""
+
+
+# --- rollout ---------------------------------------------------------------------------------
+
+
+class PauseStep(ApiModel):
+    duration: Duration | None = None
+    """How long to pause. Absent: pause until resumed."""
+
+
+class AnalysisStep(ApiModel):
+    """Run the analysis for this many intervals before moving on."""
+
+    intervals: int = Field(default=1, ge=1, le=100)
+    """Consecutive passing analysis intervals required."""
+
+
+class RolloutStep(ApiModel):
+    """One step of a canary rollout: exactly one of setWeight, pause or analysis."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.setWeight), has(self.pause), has(self.analysis)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "each rollout step sets exactly one of setWeight, pause or analysis",
+                }
+            ]
+        }
+    )
+
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    """Percent of traffic sent to the new revision."""
+
+    pause: PauseStep | None = None
+    """Hold the current weight."""
+
+    analysis: AnalysisStep | None = None
+    """Judge the new revision against the stable one before the next step."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RolloutStep:
+        chosen = [x for x in (self.set_weight, self.pause, self.analysis) if x is not None]
+        if len(chosen) != 1:
+            raise ValueError("each rollout step sets exactly one of setWeight, pause or analysis")
+        return self
+
+
+class QueryOverrides(ApiModel):
+    """PromQL templates replacing the built-in queries. Placeholders: {revision}, {namespace},
+    {model}, {window}."""
+
+    requests: str | None = Field(default=None, max_length=4096)
+    """Number of requests of one revision in the window."""
+
+    errors: str | None = Field(default=None, max_length=4096)
+    """Number of failed (5xx) requests of one revision in the window."""
+
+    latency_p99: str | None = Field(default=None, max_length=4096)
+    """99th percentile request latency in seconds of one revision in the window."""
+
+
+class AnalysisSpec(ApiModel):
+    """How a canary is judged against the stable revision."""
+
+    interval: Duration = "30s"
+    """Length of one analysis window."""
+
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    """Highest acceptable canary error rate (fraction of requests answered with 5xx)."""
+
+    max_error_rate_increase: float = Field(default=0.02, ge=0, le=1)
+    """Highest acceptable canary error rate above the stable revision's."""
+
+    max_latency_ratio: float = Field(default=1.5, ge=1, le=100)
+    """Highest acceptable ratio of canary p99 latency to stable p99 latency."""
+
+    min_requests: int = Field(default=50, ge=1, le=10_000_000)
+    """Fewer canary requests than this in a window make the verdict Inconclusive: the step holds."""
+
+    failure_limit: int = Field(default=2, ge=1, le=100)
+    """Consecutive failed windows that trigger a rollback."""
+
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://.+")
+    """Prometheus to query. Defaults to the operator's configured address."""
+
+    queries: QueryOverrides | None = None
+    """Replace the built-in PromQL queries."""
+
+
+class GatewayAPIRouter(ApiModel):
+    """Weights on a Gateway API HTTPRoute's backendRefs."""
+
+    type: Literal["gatewayAPI"] = "gatewayAPI"
+    http_route: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
+    """Name of the HTTPRoute (same namespace) whose rule the operator owns."""
+
+
+class IstioRouter(ApiModel):
+    """Weights on an Istio VirtualService's routes."""
+
+    type: Literal["istio"] = "istio"
+    virtual_service: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
+    """Name of the VirtualService (same namespace) whose route the operator owns."""
+
+
+class ReplicaRatioRouter(ApiModel):
+    """No mesh or gateway: one Service over both tracks, replicas apportioned by weight.
+    Approximate: the split follows the replica ratio, not per-request weights."""
+
+    type: Literal["replicas"] = "replicas"
+
+
+TrafficRouter = Annotated[
+    GatewayAPIRouter | IstioRouter | ReplicaRatioRouter, Field(discriminator="type")
+]
+
+
+def _default_steps() -> list[RolloutStep]:
+    steps: list[RolloutStep] = []
+    for weight in (10, 25, 50):
+        steps += [RolloutStep(set_weight=weight), RolloutStep(analysis=AnalysisStep())]
+    return steps
+
+
+class RolloutSpec(ApiModel):
+    """How a new revision replaces the stable one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.steps) || "
+                    "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+                    "message": "spec.rollout.steps setWeight values must be ascending",
+                    "fieldPath": ".steps",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    )
+
+    steps: list[RolloutStep] = Field(default_factory=_default_steps, max_length=64)
+    """Steps from 0% to 100%. Default: 10%, 25%, 50% with an analysis after each, then 100%."""
+
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    """Canary analysis settings used by analysis steps and the bake window."""
+
+    traffic_router: TrafficRouter = Field(default_factory=ReplicaRatioRouter)
+    """How traffic is split between revisions."""
+
+    progress_deadline: Duration = "15m"
+    """A rollout that has not finished in this time is aborted and rolled back."""
+
+    bake_time: Duration = "5m"
+    """After promotion, keep watching the new stable this long and roll back on regression."""
+
+    scale_down_delay: Duration = "30s"
+    """How long an old revision keeps its pods after traffic left it."""
+
+    @model_validator(mode="after")
+    def _ascending(self) -> RolloutSpec:
+        weights = [s.set_weight for s in self.steps if s.set_weight is not None]
+        if weights != sorted(weights):
+            raise ValueError("spec.rollout.steps setWeight values must be ascending")
+        return self
+
+
+# --- the whole spec --------------------------------------------------------------------------
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state of a ModelDeployment: a model served by an autoscaled, observable service
+    that moves to new versions step by step."""
+
+    model: ModelSpec
+    """The model to serve."""
+
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    """The model server container."""
+
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    """Replica bounds and autoscaling targets."""
+
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec)
+    """CPU or GPU placement."""
+
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    """Canary strategy for new revisions."""
+
+    paused: bool = False
+    """Hold any rollout in progress at its current step."""

@@ -1,0 +1,134 @@
+"""kopf wiring: the only module that imports kopf.
+
+Each ModelDeployment gets one daemon that runs the level-based reconcile in a loop, sleeping
+until its requeue time or until something wakes it: a spec change, or an event on one of its
+children (which is how a child deleted or edited by hand is put back within seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import kopf
+from prometheus_client import CollectorRegistry, start_http_server
+
+from modelrollout.api import GROUP, PLURAL, VERSION
+from modelrollout.k8s.cluster import Cluster, make_client
+from modelrollout.plan.children import LABEL_DEPLOYMENT, MANAGED_BY
+from modelrollout.reconciler import Reconciler
+from modelrollout.settings import OperatorSettings
+from modelrollout.telemetry import OperatorMetrics
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+CHILD_KINDS = (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = OperatorSettings()
+    # Keep kopf's bookkeeping under this project's API group, not kopf's own.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # The reconciler records its own, meaningful events; kopf's per-handler ones are noise.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.bind_address, registry=registry)
+    memo.config = config
+    memo.metrics = metrics
+    memo.reconciler = Reconciler(Cluster(make_client(config)), config, metrics)
+    memo.wakeups = {}
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    await reconciler.cluster.client.close()
+
+
+def _wake(memo: kopf.Memo, namespace: str | None, name: str | None) -> None:
+    if namespace and name:
+        wakeups: dict[Key, asyncio.Event] = memo.wakeups
+        event = wakeups.get((namespace, name))
+        if event is not None:
+            event.set()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
+async def reconcile_loop(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    config: OperatorSettings = memo.config
+    wakeups: dict[Key, asyncio.Event] = memo.wakeups
+    key = (namespace, name)
+    wake = wakeups.setdefault(key, asyncio.Event())
+    memo.metrics.managed.inc()
+    try:
+        while True:
+            wake.clear()
+            outcome = await reconciler.reconcile(namespace, name)
+            delay = outcome.requeue_after or config.resync_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+    finally:
+        wakeups.pop(key, None)
+        memo.metrics.managed.dec()
+        reconciler.forget(namespace, name)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
+async def on_update(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    _wake(memo, namespace, name)
+
+
+async def on_child_event(
+    labels: dict[str, str], namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    _wake(memo, namespace, labels.get(LABEL_DEPLOYMENT))
+
+
+for _group, _version, _plural in CHILD_KINDS:
+    kopf.on.event(_group, _version, _plural, labels=MANAGED)(on_child_event)  # type: ignore[arg-type]
+
+
+def run() -> None:
+    """Entry point: run the operator with settings from the environment."""
+    config = OperatorSettings()
+    logging.basicConfig(
+        level=logging.INFO,
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
+        '"message":"%(message)s"}'
+        if config.log_format == "json"
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if config.kubeconfig:
+        # kopf's own login reads $KUBECONFIG; point it at the same file the client uses.
+        os.environ["KUBECONFIG"] = str(config.kubeconfig)
+    liveness = (
+        f"http://{config.bind_address}:{config.health_port}/healthz" if config.health_port else None
+    )
+    kopf.run(
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        liveness_endpoint=liveness,
+    )

@@ -1,0 +1,195 @@
+"""Cluster I/O for the reconciler: read a ModelDeployment and its children, apply manifests with
+server-side apply, delete, write status, record events. Everything here talks to the API server;
+nothing here decides anything."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from lightkube import ApiError, AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Event, Service
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+from lightkube.types import PatchType
+
+from modelrollout.api import GROUP, KIND, PLURAL, VERSION
+from modelrollout.k8s.diff import contains
+from modelrollout.plan import children
+from modelrollout.plan.children import Manifest
+from modelrollout.plan.reconcile import ChildRef, ObservedDeployment
+from modelrollout.settings import FIELD_MANAGER, OperatorSettings
+
+log = logging.getLogger(__name__)
+
+ModelDeploymentResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+
+_KINDS: dict[tuple[str, str], type[NamespacedResource]] = {
+    ("apps/v1", "Deployment"): Deployment,
+    ("v1", "Service"): Service,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
+    ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
+}
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    # lightkube's to_dict is untyped; every resource serialises to a JSON object.
+    return cast(dict[str, Any], obj.to_dict())
+
+
+def make_client(settings: OperatorSettings) -> AsyncClient:
+    config = KubeConfig.from_file(settings.kubeconfig) if settings.kubeconfig else None
+    return AsyncClient(config=config, field_manager=FIELD_MANAGER)
+
+
+def _resource(api_version: str, kind: str) -> type[NamespacedResource]:
+    try:
+        return _KINDS[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"the operator does not manage {api_version} {kind}") from None
+
+
+def observe_deployment(obj: dict[str, Any]) -> ObservedDeployment:
+    """Summarise a live Deployment the way the planner needs it."""
+    meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
+    available = conditions.get("Available", {}).get("status") == "True"
+    replicas = spec.get("replicas", 1)
+    current = (
+        status.get("observedGeneration", 0) >= meta.get("generation", 0)
+        and status.get("updatedReplicas", 0) >= replicas
+        and status.get("availableReplicas", 0) >= replicas
+    )
+    progressing = conditions.get("Progressing", {})
+    failed = (
+        progressing.get("message", "ProgressDeadlineExceeded")
+        if progressing.get("reason") == "ProgressDeadlineExceeded"
+        else None
+    )
+    return ObservedDeployment(
+        name=meta["name"],
+        revision=meta.get("labels", {}).get(children.LABEL_REVISION, ""),
+        replicas=status.get("replicas", 0),
+        ready_replicas=status.get("readyReplicas", 0),
+        available=available and current,
+        failed_reason=failed,
+    )
+
+
+@dataclass
+class ChildSet:
+    """Live children of one ModelDeployment, keyed by (kind, name)."""
+
+    objects: dict[tuple[str, str], dict[str, Any]]
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return [o for (kind, _), o in self.objects.items() if kind == "Deployment"]
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, name))
+
+
+class Cluster:
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(ModelDeploymentResource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        return _as_dict(obj)
+
+    async def children(self, namespace: str, owner: str) -> ChildSet:
+        selector: dict[str, Any] = {children.LABEL_DEPLOYMENT: owner}
+        objects: dict[tuple[str, str], dict[str, Any]] = {}
+        for res in _KINDS.values():
+            async for obj in self.client.list(res, namespace=namespace, labels=selector):
+                data = _as_dict(obj)
+                objects[(data["kind"], data["metadata"]["name"])] = data
+        return ChildSet(objects)
+
+    async def apply(self, manifest: Manifest, live: dict[str, Any] | None) -> bool:
+        """Server-side apply `manifest` unless `live` already holds it. True if it patched."""
+        if live is not None and contains(live, manifest):
+            return False
+        res = _resource(manifest["apiVersion"], manifest["kind"])
+        meta = manifest["metadata"]
+        # force: this operator owns these fields; a hand edit is drift to be reset.
+        await self.client.patch(
+            res,
+            meta["name"],
+            manifest,
+            namespace=meta["namespace"],
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+        log.info("applied %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])
+        return True
+
+    async def delete(self, namespace: str, ref: ChildRef) -> None:
+        try:
+            await self.client.delete(
+                _resource(ref.api_version, ref.kind), ref.name, namespace=namespace
+            )
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        log.info("deleted %s %s/%s", ref.kind, namespace, ref.name)
+
+    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        # A merge patch with explicit nulls replaces the whole status: fields the planner
+        # cleared are removed rather than left behind.
+        await self.client.patch(
+            ModelDeploymentResource.Status,
+            name,
+            {"status": status},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def record_events(
+        self, owner: dict[str, Any], events: Iterable[tuple[str, str, str]]
+    ) -> None:
+        meta = owner["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for event_type, reason, message in events:
+            body = {
+                "metadata": {
+                    "name": f"{meta['name']}.{secrets.token_hex(8)}",
+                    "namespace": meta["namespace"],
+                },
+                "involvedObject": {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                    "resourceVersion": meta.get("resourceVersion"),
+                },
+                "type": event_type,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": FIELD_MANAGER,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            try:
+                event = cast(Event, Event.from_dict(body))
+                await self.client.create(event)
+            except ApiError as exc:
+                # An event that can't be recorded must not fail the reconcile it describes.
+                log.warning("could not record event %s: %s", reason, exc.status.message)

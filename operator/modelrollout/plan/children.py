@@ -1,0 +1,305 @@
+"""Desired child objects of a ModelDeployment, as plain manifests for server-side apply.
+
+Pure functions: the same inputs always give the same manifests, so applying them twice changes
+nothing and a diff against the live object tells whether a patch is needed at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelrollout.api import API_VERSION, KIND
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.types import parse_duration
+
+Manifest = dict[str, Any]
+
+MANAGED_BY = "modelrollout"
+LABEL_DEPLOYMENT = "modelrollout.io/deployment"
+LABEL_REVISION = "modelrollout.io/revision"
+CONTAINER = "modelserver"
+DEFAULT_CPU_TARGET = 70
+RPS_METRIC = "modelserver_requests_per_second"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment every child points back to, so deleting it collects them."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and with what a revision's pods run (from the hardware policy)."""
+
+    tier: str
+    requests: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, str], ...] = ()
+    threads: int = 1
+    provider: str = "cpu"
+    # GPUs rarely have room for a surge pod: replace pods one at a time, old one first.
+    scale_down_first: bool = False
+
+
+def common_labels(owner: Owner) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelserver",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_DEPLOYMENT: owner.name,
+    }
+
+
+def deployment_name(owner: Owner, revision: str) -> str:
+    return f"{owner.name}-{revision}"
+
+
+def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def _server_env(
+    owner: Owner, spec: ModelDeploymentSpec, revision: str, placement: Placement
+) -> list[dict[str, str]]:
+    serving, model = spec.serving, spec.model
+    env = {
+        "MODELSERVER_MODEL_NAME": model.name or owner.name,
+        "MODELSERVER_MODEL_URI": model.uri,
+        "MODELSERVER_MODEL_VERSION": model.version,
+        "MODELSERVER_REVISION": revision,
+        "MODELSERVER_PORT": str(serving.port),
+        "MODELSERVER_METRICS_PORT": str(serving.metrics_port),
+        "MODELSERVER_THREADS": str(serving.threads or placement.threads),
+        "MODELSERVER_PROVIDER": placement.provider,
+        "MODELSERVER_MODEL_DIR": "/models",
+    }
+    if model.sha256:
+        env["MODELSERVER_MODEL_SHA256"] = model.sha256
+    if serving.batching:
+        env["MODELSERVER_MAX_BATCH_SIZE"] = str(serving.batching.max_batch_size)
+        window_ms = parse_duration(serving.batching.window).total_seconds() * 1000
+        env["MODELSERVER_BATCH_WINDOW_MS"] = f"{window_ms:g}"
+    # User variables come last so they can override the defaults above.
+    for var in serving.env:
+        env[var.name] = var.value
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def deployment(
+    owner: Owner, spec: ModelDeploymentSpec, revision: str, image: str, placement: Placement
+) -> Manifest:
+    """One Deployment per revision. `replicas` is left to the HorizontalPodAutoscaler."""
+    serving = spec.serving
+    labels = common_labels(owner) | {LABEL_REVISION: revision}
+    selector = {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}
+    resources: dict[str, Any] = {}
+    explicit = serving.resources
+    requests = dict(explicit.requests or {}) if explicit else dict(placement.requests)
+    limits = dict(explicit.limits or {}) if explicit else dict(placement.limits)
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    strategy: dict[str, Any] = (
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+        if placement.scale_down_first
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+    )
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [
+            {"name": "http", "containerPort": serving.port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": serving.metrics_port, "protocol": "TCP"},
+        ],
+        "env": _server_env(owner, spec, revision, placement),
+        "resources": resources,
+        # Downloading and verifying a large model can take minutes; readiness says when it's done.
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "models", "mountPath": "/models"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+    }
+    node_selector = spec.hardware.node_selector or placement.node_selector
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    tolerations = (
+        [t.wire() for t in spec.hardware.tolerations]
+        if spec.hardware.tolerations is not None
+        else [dict(t) for t in placement.tolerations]
+    )
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, deployment_name(owner, revision), labels),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "revisionHistoryLimit": 2,
+            "progressDeadlineSeconds": 600,
+            "strategy": strategy,
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(serving.metrics_port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
+    """One Service over every live revision of the ModelDeployment."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, owner.name, common_labels(owner)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_DEPLOYMENT: owner.name},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": spec.serving.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                },
+                {
+                    "name": "metrics",
+                    "port": spec.serving.metrics_port,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def autoscaler(owner: Owner, spec: ModelDeploymentSpec, target_deployment: str) -> Manifest:
+    scaling = spec.autoscaling
+    metrics: list[dict[str, Any]] = []
+    cpu_target = scaling.target_cpu_utilization
+    if cpu_target is None and scaling.target_requests_per_second is None:
+        cpu_target = DEFAULT_CPU_TARGET
+    if cpu_target is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": cpu_target},
+                },
+            }
+        )
+    if scaling.target_requests_per_second is not None:
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": RPS_METRIC},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": _quantity(scaling.target_requests_per_second),
+                    },
+                },
+            }
+        )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner, owner.name, common_labels(owner)),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": target_deployment,
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": metrics,
+        },
+    }
+
+
+def disruption_budget(owner: Owner) -> Manifest:
+    """At most one pod of the model down at a time during node drains; never blocks a drain
+    of a single-replica deployment (maxUnavailable rather than minAvailable)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, owner.name, common_labels(owner)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {LABEL_DEPLOYMENT: owner.name}},
+        },
+    }
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity for a rate: whole numbers as-is, fractions in milli-units."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"

@@ -1,0 +1,201 @@
+"""One reconcile of one ModelDeployment: observe → plan → act → write status once.
+
+Framework-free: handlers.py (the only kopf importer) decides *when* this runs; this module
+decides nothing either, it gathers inputs for `plan.reconcile.plan` and carries out its result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import ApiError
+from pydantic import ValidationError
+
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.status import ModelDeploymentStatus, Phase
+from modelrollout.k8s.cluster import Cluster, observe_deployment
+from modelrollout.plan import reconcile as planner
+from modelrollout.plan.children import Owner, Placement
+from modelrollout.plan.conditions import (
+    DEGRADED,
+    PROGRESSING,
+    READY,
+    ConditionUpdate,
+    merge_conditions,
+)
+from modelrollout.settings import OperatorSettings
+from modelrollout.telemetry import OperatorMetrics
+
+log = logging.getLogger(__name__)
+
+# After a failure the object is looked at again this soon (the resync would be too slow).
+RETRY_AFTER_ERROR = 10.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: Phase | None
+    requeue_after: float | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{path}: {err['msg']}" if path else err["msg"])
+    return "; ".join(parts)
+
+
+def default_placement() -> Placement:
+    return Placement(
+        tier="cpu-small",
+        requests={"cpu": "1", "memory": "1Gi"},
+        limits={"memory": "2Gi"},
+        threads=1,
+    )
+
+
+class Reconciler:
+    def __init__(
+        self, cluster: Cluster, settings: OperatorSettings, metrics: OperatorMetrics
+    ) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.metrics = metrics
+
+    async def reconcile(self, namespace: str, name: str) -> Outcome:
+        started = time.perf_counter()
+        try:
+            return await self._reconcile(namespace, name)
+        except ApiError as exc:
+            self.metrics.reconcile_errors.labels(namespace, "api").inc()
+            log.warning("reconcile of %s/%s failed: %s", namespace, name, exc.status.message)
+            await self._write_failure(namespace, name, "ApiError", exc.status.message or str(exc))
+            return Outcome(None, RETRY_AFTER_ERROR)
+        finally:
+            self.metrics.reconcile_duration.labels(namespace).observe(time.perf_counter() - started)
+
+    async def _reconcile(self, namespace: str, name: str) -> Outcome:
+        obj = await self.cluster.get_model_deployment(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            # Children carry owner references: the garbage collector removes them.
+            return Outcome(None, None)
+        meta = obj["metadata"]
+        previous = self._previous_status(obj)
+        try:
+            spec = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as exc:
+            # Admission refuses these; an object stored under an older schema can still get here.
+            self.metrics.reconcile_errors.labels(namespace, "invalid_spec").inc()
+            await self._write_failure(namespace, name, "InvalidSpec", _format_validation(exc), obj)
+            return Outcome(Phase.FAILED, None)
+
+        owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+        live = await self.cluster.children(namespace, name)
+        result = planner.plan(
+            planner.Inputs(
+                owner=owner,
+                generation=meta.get("generation", 0),
+                spec=spec,
+                status=previous,
+                image=spec.serving.image or self.settings.serving_image,
+                placement=default_placement(),
+                deployments=tuple(observe_deployment(d) for d in live.deployments()),
+                now=_now(),
+            )
+        )
+        for manifest in result.apply:
+            if await self.cluster.apply(
+                manifest, live.get(manifest["kind"], manifest["metadata"]["name"])
+            ):
+                self.metrics.children_applied.labels(manifest["kind"]).inc()
+        for ref in result.delete:
+            await self.cluster.delete(namespace, ref)
+
+        await self._write_status(namespace, name, previous, result.status)
+        await self.cluster.record_events(
+            obj, [(e.type, e.reason, e.message) for e in result.events]
+        )
+        self._export_phase(namespace, name, result.status.phase)
+        return Outcome(result.status.phase, result.requeue_after)
+
+    def _previous_status(self, obj: dict[str, Any]) -> ModelDeploymentStatus:
+        try:
+            return ModelDeploymentStatus.model_validate(obj.get("status") or {})
+        except ValidationError:
+            # A status this version can't read is rebuilt from the cluster, not trusted.
+            log.warning("ignoring unreadable status of %s", obj["metadata"]["name"])
+            return ModelDeploymentStatus()
+
+    async def _write_status(
+        self,
+        namespace: str,
+        name: str,
+        previous: ModelDeploymentStatus,
+        status: ModelDeploymentStatus,
+    ) -> None:
+        if status == previous:
+            return
+        body = status.model_dump(by_alias=True, mode="json")
+        await self.cluster.write_status(namespace, name, body)
+
+    async def _write_failure(
+        self,
+        namespace: str,
+        name: str,
+        reason: str,
+        message: str,
+        obj: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a failure in status, keeping everything else (stable revision, history)."""
+        try:
+            obj = obj or await self.cluster.get_model_deployment(namespace, name)
+            if obj is None:
+                return
+            previous = self._previous_status(obj)
+            generation = obj["metadata"].get("generation", 0)
+            now = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+            stable_serving = previous.ready_replicas > 0
+            status = previous.model_copy(
+                update={
+                    "observed_generation": generation,
+                    "phase": Phase.FAILED if reason == "InvalidSpec" else Phase.DEGRADED,
+                    "message": message,
+                    "conditions": merge_conditions(
+                        previous.conditions,
+                        [
+                            ConditionUpdate(
+                                READY, "True" if stable_serving else "False", reason, message
+                            ),
+                            ConditionUpdate(PROGRESSING, "False", reason, message),
+                            ConditionUpdate(DEGRADED, "True", reason, message),
+                        ],
+                        now=now,
+                        generation=generation,
+                    ),
+                }
+            )
+            await self._write_status(namespace, name, previous, status)
+            if status.phase != previous.phase:
+                await self.cluster.record_events(obj, [("Warning", reason, message)])
+            self._export_phase(namespace, name, status.phase)
+        except ApiError as exc:
+            log.warning("could not record failure of %s/%s: %s", namespace, name, exc)
+
+    def _export_phase(self, namespace: str, name: str, phase: Phase) -> None:
+        for candidate in Phase:
+            self.metrics.phase.labels(namespace, name, candidate.value).set(
+                1 if candidate == phase else 0
+            )
+
+    def forget(self, namespace: str, name: str) -> None:
+        for candidate in Phase:
+            self.metrics.phase.remove(namespace, name, candidate.value)

@@ -1,0 +1,44 @@
+"""Operator settings, from MODELROLLOUT_* environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FIELD_MANAGER = "modelrollout"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELROLLOUT_", env_file=".env", extra="ignore")
+
+    kubeconfig: Path | None = None
+    """Kubeconfig to use. Unset: in-cluster config, then $KUBECONFIG, then ~/.kube/config."""
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch, as a JSON list such as ["ml-a","ml-b"]. Empty: the whole cluster."""
+
+    serving_image: str = "ghcr.io/modelrollout/modelserver:0.1.0"
+    """Model server image for ModelDeployments that don't name one."""
+
+    prometheus_url: str = "http://prometheus-server.monitoring.svc:9090"
+    """Prometheus the canary analysis queries unless a ModelDeployment names its own."""
+
+    resync_seconds: float = Field(default=30.0, gt=0)
+    """Period of the level-based resync of every ModelDeployment."""
+
+    metrics_port: int = Field(default=8000, ge=0, le=65535)
+    """Port of the operator's own Prometheus metrics; 0 disables them."""
+
+    health_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the liveness endpoint (/healthz); 0 disables it."""
+
+    bind_address: str = "0.0.0.0"
+    """Address the metrics and health endpoints listen on."""
+
+    peering: str | None = None
+    """kopf peering name for running more than one replica (leader election). Unset: standalone."""
+
+    log_format: str = Field(default="plain", pattern="^(plain|json)$")
+    """Log format: plain or json."""
