@@ -277,9 +277,8 @@ def _parse(response: httpx.Response, what: str, promql: str) -> list[float]:
             query=promql,
         )
     if not isinstance(body, dict):
-        raise ProviderError(
-            f"{what} returned a non-JSON answer: {_snippet(response.text)}", query=promql
-        )
+        shape = "a non-JSON answer" if body is None else "JSON that is not an API response"
+        raise ProviderError(f"{what} returned {shape}: {_snippet(response.text)}", query=promql)
     if body.get("status") != "success":
         raise ProviderError(f"{what} returned status {body.get('status')!r}", query=promql)
     data = body.get("data")

@@ -54,8 +54,8 @@ class AnalysisThresholds:
 
     # Canary 5xx rate above this fails (when significant).
     max_error_rate: float = 0.05
-    # Canary 5xx rate more than this many points above the stable's fails (when significant);
-    # None turns the relative limit off.
+    # Canary 5xx rate more than this above the stable's fails (when significant); 0.02 means
+    # 2 percentage points, so 0.5% -> 3% fails. None turns the relative limit off.
     max_error_rate_increase: float | None = 0.02
     # Canary p99 / stable p99 above this fails; None turns the ratio off.
     max_p99_ratio: float | None = 1.5
@@ -290,14 +290,14 @@ def _judge_errors(
     if t.max_error_rate_increase is not None and c.rate - baseline.rate > (
         t.max_error_rate_increase
     ):
-        limits.append(f"stable + {_limit_pct(t.max_error_rate_increase)}")
+        limits.append(f"stable + {t.max_error_rate_increase * 100:g} points")
     if not limits:
         return _Finding(Verdict.PASS, f"{head}: within limits"), None
 
     p = fisher_greater(c.errors, c.requests, baseline.errors, baseline.requests)
     z = two_proportion_z(c.errors, c.requests, baseline.errors, baseline.requests)
     stats = f"z={z:.1f}, p={_pvalue(p)}"
-    over = f"limit {' and '.join(limits)}"
+    over = f"exceeds {' and '.join(limits)}"
     if p < t.significance:
         return _Finding(Verdict.FAIL, f"{head}: {over}, {stats}"), p
     if baseline.rate > t.max_error_rate:

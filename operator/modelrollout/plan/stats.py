@@ -13,7 +13,6 @@ from collections.abc import Callable
 __all__ = [
     "binomial_sf",
     "fisher_greater",
-    "normal_sf",
     "two_proportion_z",
 ]
 
@@ -30,12 +29,6 @@ def _log_choose(n: int, k: int) -> float:
 def _check_count(name: str, successes: int, trials: int) -> None:
     if trials < 0 or successes < 0 or successes > trials:
         raise ValueError(f"{name}: need 0 <= successes <= trials, got {successes}/{trials}")
-
-
-def normal_sf(z: float) -> float:
-    """P(Z >= z) for a standard normal Z."""
-    # erfc keeps precision far into the upper tail, where 1 - cdf would round to 0.
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def _decreasing_tail(first: int, last: int, log_pmf: Callable[[int], float], ratio: Ratio) -> float:

@@ -1,0 +1,367 @@
+"""Prometheus provider: the queries it sends and how it reads answers (HTTP mocked)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import pytest
+from modelrollout.metrics import (
+    MetricProvider,
+    PrometheusProvider,
+    ProviderError,
+    QueryTemplateError,
+    QueryTemplates,
+    TrackSample,
+    WindowQuery,
+)
+from modelrollout.metrics.prometheus import promql_duration, validate_template
+
+BASE = "http://prometheus.test:9090"
+QUERY = WindowQuery(revision="rev-abc", window_seconds=60, namespace="prod")
+
+
+def vector(*values: str) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": {}, "value": [1700000000.0, v]} for v in values],
+        },
+    }
+
+
+def kind_of(promql: str) -> str:
+    if "histogram_quantile" in promql:
+        return "p99"
+    if 'code=~"5.."' in promql:
+        return "errors"
+    return "requests"
+
+
+Answer = dict[str, Any] | httpx.Response | Exception
+
+
+class FakePrometheus:
+    """Answers each of the three queries from a table and records what was asked."""
+
+    def __init__(self, answers: Mapping[str, Answer]) -> None:
+        self.answers = answers
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers[kind_of(request.url.params["query"])]
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, httpx.Response):
+            return answer
+        return httpx.Response(200, json=answer)
+
+    def sent(self) -> dict[str, str]:
+        return {kind_of(r.url.params["query"]): r.url.params["query"] for r in self.requests}
+
+
+def provider_for(
+    answers: Mapping[str, Answer], **kwargs: Any
+) -> tuple[PrometheusProvider, FakePrometheus]:
+    fake = FakePrometheus(answers)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    return PrometheusProvider(BASE, client=client, **kwargs), fake
+
+
+HEALTHY: dict[str, Answer] = {
+    "requests": vector("199.7"),
+    "errors": vector("2.2"),
+    "p99": vector("0.087"),
+}
+
+
+async def test_vector_results() -> None:
+    provider, _ = provider_for(HEALTHY)
+    sample = await provider.sample(QUERY)
+    assert sample == TrackSample(requests=200, errors=2, p99_seconds=0.087, window_seconds=60)
+
+
+async def test_counts_sum_over_series() -> None:
+    # A user template that forgot sum() still counts every pod.
+    answers = {**HEALTHY, "requests": vector("100", "50.4", "49.8")}
+    provider, _ = provider_for(answers)
+    assert (await provider.sample(QUERY)).requests == 200
+
+
+async def test_empty_results_mean_no_traffic_not_an_error() -> None:
+    empty = vector()
+    provider, _ = provider_for({"requests": empty, "errors": empty, "p99": empty})
+    sample = await provider.sample(QUERY)
+    assert sample == TrackSample(requests=0, errors=0, p99_seconds=None, window_seconds=60)
+
+
+async def test_no_errors_series_yet_is_zero() -> None:
+    provider, _ = provider_for({**HEALTHY, "errors": vector()})
+    assert (await provider.sample(QUERY)).errors == 0
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ({**HEALTHY, "p99": vector("NaN")}, TrackSample(200, 2, None, 60)),
+        ({**HEALTHY, "p99": vector("+Inf")}, TrackSample(200, 2, None, 60)),
+        ({**HEALTHY, "requests": vector("NaN")}, TrackSample(None, 2, 0.087, 60)),
+        ({**HEALTHY, "errors": vector("1", "NaN")}, TrackSample(200, None, 0.087, 60)),
+        ({**HEALTHY, "requests": vector("-Inf")}, TrackSample(None, 2, 0.087, 60)),
+        ({**HEALTHY, "requests": vector("-3")}, TrackSample(None, 2, 0.087, 60)),
+    ],
+    ids=["p99 NaN", "p99 +Inf", "requests NaN", "errors partly NaN", "-Inf", "negative"],
+)
+async def test_unusable_values_become_none(
+    answers: dict[str, Answer], expected: TrackSample
+) -> None:
+    provider, _ = provider_for(answers)
+    assert await provider.sample(QUERY) == expected
+
+
+async def test_scalar_result() -> None:
+    scalar = {"status": "success", "data": {"resultType": "scalar", "result": [1.0, "42"]}}
+    provider, _ = provider_for({**HEALTHY, "requests": scalar})
+    assert (await provider.sample(QUERY)).requests == 42
+
+
+def error_body(status: int, error_type: str, message: str) -> httpx.Response:
+    body = {"status": "error", "errorType": error_type, "error": message}
+    return httpx.Response(status, json=body)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            error_body(400, "bad_data", 'parse error: unexpected "}"'),
+            r'requests query .* rejected \(bad_data\): parse error: unexpected "}"',
+        ),
+        (
+            error_body(503, "unavailable", "too many queries"),
+            r"rejected \(unavailable\): too many queries",
+        ),
+        (
+            {"status": "error", "errorType": "execution", "error": "query timed out"},
+            r"rejected \(execution\): query timed out",
+        ),
+        (httpx.Response(500, text="internal meltdown\n"), r"HTTP 500: internal meltdown"),
+        (httpx.Response(502, text="<html>bad gateway</html>"), r"HTTP 502: <html>bad gateway"),
+        (httpx.Response(200, text="<html>login</html>"), r"non-JSON answer: <html>login"),
+        (httpx.Response(200, json=["not", "an", "object"]), r"JSON that is not an API response"),
+        ({"status": "success"}, r"returned no data"),
+        (
+            {"status": "success", "data": {"resultType": "matrix", "result": []}},
+            r"'matrix' result; the query must return an instant vector or a scalar",
+        ),
+        (
+            {"status": "success", "data": {"resultType": "vector", "result": [{"v": 1}]}},
+            r"malformed sample",
+        ),
+        (vector("lots"), r"non-numeric value 'lots'"),
+        (httpx.ReadTimeout("slow"), r"requests query at .* timed out after 5s"),
+        (httpx.ConnectError("connection refused"), r"failed: connection refused"),
+    ],
+    ids=[
+        "bad query",
+        "overloaded",
+        "error status with 200",
+        "HTTP 500",
+        "HTTP 502 html",
+        "non-JSON",
+        "JSON not an object",
+        "no data",
+        "matrix",
+        "malformed sample",
+        "non-numeric",
+        "timeout",
+        "connection refused",
+    ],
+)
+async def test_provider_errors(answer: Answer, message: str) -> None:
+    provider, _ = provider_for({**HEALTHY, "requests": answer})
+    with pytest.raises(ProviderError, match=message) as caught:
+        await provider.sample(QUERY)
+    assert caught.value.query is not None
+    assert "rev-abc" in caught.value.query
+
+
+async def test_p99_with_several_series_is_an_error() -> None:
+    provider, _ = provider_for({**HEALTHY, "p99": vector("0.1", "0.2")})
+    with pytest.raises(ProviderError, match="p99 query returned 2 series"):
+        await provider.sample(QUERY)
+
+
+async def test_default_queries_select_revision_namespace_and_window() -> None:
+    provider, fake = provider_for(HEALTHY)
+    await provider.sample(QUERY)
+    sent = fake.sent()
+    assert set(sent) == {"requests", "errors", "p99"}
+    for promql in sent.values():
+        assert 'revision="rev-abc"' in promql
+        assert 'namespace="prod"' in promql
+        assert "[60s]" in promql
+    assert sent["requests"].startswith("sum(increase(modelserver_requests_total{")
+    assert 'code=~"5.."' in sent["errors"]
+    assert sent["p99"].startswith("histogram_quantile(0.99, sum by (le) (rate(")
+    assert "modelserver_request_duration_seconds_bucket{" in sent["p99"]
+
+
+async def test_request_shape() -> None:
+    provider, fake = provider_for(HEALTHY, timeout_seconds=2.5)
+    await provider.sample(
+        WindowQuery(revision="r1", window_seconds=30, model="m", track="canary", at=1700000000.5)
+    )
+    request = fake.requests[0]
+    assert request.method == "GET"
+    assert str(request.url).startswith(f"{BASE}/api/v1/query?")
+    assert request.url.params["time"] == "1700000000.5"
+    assert request.url.params["timeout"] == "2500ms"
+    promql = request.url.params["query"]
+    assert 'model="m"' in promql
+    assert 'track="canary"' in promql
+    assert "namespace" not in promql
+    assert "[30s]" in promql
+
+
+async def test_no_time_parameter_means_now() -> None:
+    provider, fake = provider_for(HEALTHY)
+    await provider.sample(QUERY)
+    assert "time" not in fake.requests[0].url.params
+
+
+async def test_headers_are_sent() -> None:
+    provider, fake = provider_for(HEALTHY, headers={"Authorization": "Bearer t0ken"})
+    await provider.sample(QUERY)
+    assert all(r.headers["Authorization"] == "Bearer t0ken" for r in fake.requests)
+
+
+async def test_base_url_with_path_prefix() -> None:
+    fake = FakePrometheus(HEALTHY)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    provider = PrometheusProvider("https://gw.test/prometheus/", client=client)
+    await provider.sample(QUERY)
+    assert fake.requests[0].url.path == "/prometheus/api/v1/query"
+
+
+async def test_label_values_are_escaped() -> None:
+    provider, fake = provider_for(HEALTHY)
+    await provider.sample(WindowQuery(revision='a"b\\c', window_seconds=60))
+    assert 'revision="a\\"b\\\\c"' in fake.sent()["requests"]
+
+
+async def test_namespace_label_is_configurable() -> None:
+    provider, fake = provider_for(HEALTHY, namespace_label="kubernetes_namespace")
+    await provider.sample(QUERY)
+    assert 'kubernetes_namespace="prod"' in fake.sent()["requests"]
+
+    provider, fake = provider_for(HEALTHY, namespace_label=None)
+    await provider.sample(QUERY)
+    assert "prod" not in fake.sent()["requests"]
+
+
+# --- templates -------------------------------------------------------------------------------
+
+
+async def test_template_overrides() -> None:
+    templates = QueryTemplates(
+        requests='sum(increase(http_total{app="x",rev="{{revision}}",ns="{{ namespace }}"}'
+        "[{{ window }}]))",
+        p99="histogram_quantile(0.99, sum by (le) (rate(lat_bucket{ {{ selector }} }[5m])))",
+    )
+    provider, fake = provider_for(HEALTHY, templates=templates)
+    await provider.sample(QUERY)
+    sent = fake.sent()
+    assert sent["requests"] == 'sum(increase(http_total{app="x",rev="rev-abc",ns="prod"}[60s]))'
+    assert 'lat_bucket{ revision="rev-abc",namespace="prod" }[5m]' in sent["p99"]
+    # The errors query was not overridden and keeps its default.
+    assert "modelserver_requests_total" in sent["errors"]
+
+
+async def test_template_needing_a_value_the_query_lacks() -> None:
+    templates = QueryTemplates(requests='sum(x{rev="{{ revision }}", ns="{{ namespace }}"})')
+    provider, _ = provider_for(HEALTHY, templates=templates)
+    with pytest.raises(ProviderError, match=r"uses \{\{ namespace \}\} but the analysis gives"):
+        await provider.sample(WindowQuery(revision="r", window_seconds=60))
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ('sum(x{rev="{{ revison }}"})', r"unknown placeholder \{\{ revison \}\}.*known:"),
+        ('sum(x{rev="{{ revision }}", a="{{ pod }}"})', r"unknown placeholder \{\{ pod \}\}"),
+        ('sum(x{rev="{{ revision"})', r"malformed placeholder"),
+        ('sum(x{rev="{{ rev-ision }}"})', r"malformed placeholder"),
+        ('sum(x{rev="revision }}"})', r"malformed placeholder"),
+        ("   ", r"empty"),
+        ("sum(rate(x[{{ window }}]))", r"must select the revision"),
+    ],
+    ids=["typo", "unknown", "unclosed", "bad name", "stray close", "empty", "no revision"],
+)
+def test_bad_templates(template: str, message: str) -> None:
+    with pytest.raises(QueryTemplateError, match=message):
+        validate_template(template)
+    with pytest.raises(QueryTemplateError, match="errors query: "):
+        QueryTemplates(errors=template)
+
+
+def test_default_templates_are_valid() -> None:
+    templates = QueryTemplates()
+    for template in (templates.requests, templates.errors, templates.p99):
+        validate_template(template)
+
+
+def test_query_template_error_is_a_value_error() -> None:
+    # So pydantic validators in the spec can raise it directly.
+    assert issubclass(QueryTemplateError, ValueError)
+
+
+# --- construction and contract ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "duration"), [(60, "60s"), (60.0, "60s"), (1.5, "1500ms"), (0.0001, "1ms")]
+)
+def test_promql_duration(seconds: float, duration: str) -> None:
+    assert promql_duration(seconds) == duration
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: PrometheusProvider("prometheus:9090"),
+        lambda: PrometheusProvider(BASE, timeout_seconds=0),
+        lambda: WindowQuery(revision="", window_seconds=60),
+        lambda: WindowQuery(revision="r", window_seconds=0.5),
+        lambda: WindowQuery(revision="r", window_seconds=float("nan")),
+        lambda: promql_duration(0),
+    ],
+    ids=["no scheme", "zero timeout", "no revision", "short window", "NaN window", "0s"],
+)
+def test_construction_rejects_nonsense(build: Callable[[], object]) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        build()
+
+
+def test_is_a_metric_provider() -> None:
+    assert isinstance(PrometheusProvider(BASE), MetricProvider)
+
+
+def test_provider_error_message_is_its_string() -> None:
+    error = ProviderError("Prometheus said no", query="up")
+    assert str(error) == "Prometheus said no"
+    assert error.query == "up"
+
+
+async def test_own_client_reports_unreachable_prometheus() -> None:
+    # A port that was just free: nothing listens, so the connect fails at once.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    provider = PrometheusProvider(f"http://127.0.0.1:{port}", timeout_seconds=2)
+    with pytest.raises(ProviderError, match=f"127.0.0.1:{port}.* failed"):
+        await provider.sample(QUERY)
