@@ -117,8 +117,9 @@ def _from_json(
         except (ValueError, TypeError):
             raise _bad(f"input '{name}': data is ragged or has mixed types") from None
         if arr.size:
-            _check_values(name, spec, arr)
-        arr = arr.astype(spec.dtype, copy=False)
+            arr = _convert(name, spec, arr, data)
+        else:
+            arr = arr.astype(spec.dtype)
     if arr.size != count:
         raise _bad(
             f"input '{name}': {arr.size} data elements do not match shape {list(shape)} "
@@ -127,17 +128,28 @@ def _from_json(
     return arr.reshape(shape)
 
 
-def _check_values(name: str, spec: TensorSpec, arr: np.ndarray[Any, Any]) -> None:
+def _convert(
+    name: str, spec: TensorSpec, arr: np.ndarray[Any, Any], data: list[Any]
+) -> np.ndarray[Any, Any]:
+    """Cast parsed JSON numbers to the model's type, refusing lossy or out-of-range casts."""
     kind = arr.dtype.kind
     want = spec.dtype.kind
     if want == "b":
         ok = kind == "b"
     elif want in "iu":
-        ok = kind in "iu"
-        if ok:
+        if kind in "iu":
             info = np.iinfo(spec.dtype)  # type: ignore[type-var]
             if int(arr.min()) < info.min or int(arr.max()) > info.max:
                 raise _bad(f"input '{name}': values out of range for {spec.datatype}")
+            ok = True
+        elif kind == "f" and bool(np.all(arr == np.trunc(arr))):
+            # numpy turns a mix of int64 and larger uint64 values into float64: cast exactly.
+            try:
+                return np.asarray(data, dtype=spec.dtype)
+            except (OverflowError, ValueError, TypeError):
+                raise _bad(f"input '{name}': values out of range for {spec.datatype}") from None
+        else:
+            ok = False
     else:  # float
         ok = kind in "iuf"
     if not ok:
@@ -145,6 +157,7 @@ def _check_values(name: str, spec: TensorSpec, arr: np.ndarray[Any, Any]) -> Non
             kind, f"{arr.dtype} values"
         )
         raise _bad(f"input '{name}': {spec.datatype} data cannot hold {what}")
+    return arr.astype(spec.dtype, copy=False)
 
 
 def _from_binary(

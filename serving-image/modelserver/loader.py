@@ -15,6 +15,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+BACKOFF_S = 0.5  # doubled per retry, capped at 5 s
 
 
 class LoadError(Exception):
@@ -47,7 +48,7 @@ def _download_http(uri: str, dest: Path, *, max_bytes: int, retries: int, timeou
     last: Exception | None = None
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(min(0.2 * 2**attempt, 5.0))
+            time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), 5.0))
         try:
             _download_http_once(uri, dest, max_bytes=max_bytes, timeout_s=timeout_s)
             return
