@@ -1,6 +1,13 @@
 """Metric providers: measure a revision's requests, 5xx errors and p99 over a window."""
 
-from .base import MetricProvider, ProviderError, TrackSample, WindowQuery
+from .base import (
+    MetricProvider,
+    ProviderError,
+    TrackSample,
+    TrackSamples,
+    WindowQuery,
+    sample_tracks,
+)
 from .prometheus import PrometheusProvider, QueryTemplateError, QueryTemplates
 
 __all__ = [
@@ -10,5 +17,7 @@ __all__ = [
     "QueryTemplateError",
     "QueryTemplates",
     "TrackSample",
+    "TrackSamples",
     "WindowQuery",
+    "sample_tracks",
 ]

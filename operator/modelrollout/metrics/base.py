@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MetricProvider", "ProviderError", "TrackSample", "WindowQuery"]
+__all__ = [
+    "MetricProvider",
+    "ProviderError",
+    "TrackSample",
+    "TrackSamples",
+    "WindowQuery",
+    "sample_tracks",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +77,45 @@ class MetricProvider(Protocol):
     async def sample(self, query: WindowQuery) -> TrackSample:
         """Measure the revision; raise ProviderError when the backend cannot answer."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSamples:
+    """Both tracks of one window, shaped for ``plan.analysis.analyse``.
+
+    A track that could not be measured is None, and ``error`` says why.
+    """
+
+    canary: TrackSample | None
+    stable: TrackSample | None
+    error: str | None = None
+
+
+async def sample_tracks(
+    provider: MetricProvider, canary: WindowQuery, stable: WindowQuery | None
+) -> TrackSamples:
+    """Measure canary and stable concurrently; provider errors become data, not exceptions.
+
+    Give both queries the same ``at`` so they cover the same window. ``stable`` None (no
+    stable revision, e.g. during the bake window after promotion) measures only the canary.
+    """
+
+    async def one(query: WindowQuery | None) -> TrackSample | ProviderError | None:
+        if query is None:
+            return None
+        try:
+            return await provider.sample(query)
+        except ProviderError as exc:
+            return exc
+
+    canary_out, stable_out = await asyncio.gather(one(canary), one(stable))
+    errors = [
+        f"{track}: {out}"
+        for track, out in (("canary", canary_out), ("stable", stable_out))
+        if isinstance(out, ProviderError)
+    ]
+    return TrackSamples(
+        canary=canary_out if isinstance(canary_out, TrackSample) else None,
+        stable=stable_out if isinstance(stable_out, TrackSample) else None,
+        error="; ".join(errors) or None,
+    )

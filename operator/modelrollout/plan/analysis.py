@@ -195,7 +195,6 @@ def analyse(
     c = _counts(canary)
     s = _counts(stable)
     z: float | None = None
-    p_value: float | None = None
     ratio: float | None = None
     if c is not None and s is not None and c.requests and s.requests:
         z = two_proportion_z(c.errors, c.requests, s.errors, s.requests)
@@ -204,7 +203,7 @@ def analyse(
     if canary_p99 is not None and stable_p99 is not None and stable_p99 > 0:
         ratio = canary_p99 / stable_p99
 
-    def result(verdict: Verdict, reason: str) -> AnalysisResult:
+    def result(verdict: Verdict, reason: str, p_value: float | None = None) -> AnalysisResult:
         return AnalysisResult(
             verdict=verdict,
             reason=reason,
@@ -248,7 +247,7 @@ def analyse(
     for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS):
         chosen = [f.text for f in findings if f.verdict is verdict]
         if chosen:
-            return result(verdict, "; ".join(chosen))
+            return result(verdict, "; ".join(chosen), p_value)
     raise AssertionError("the error-rate check always yields a finding")
 
 
