@@ -116,10 +116,7 @@ def _from_json(
             arr = np.asarray(data)
         except (ValueError, TypeError):
             raise _bad(f"input '{name}': data is ragged or has mixed types") from None
-        if arr.size:
-            arr = _convert(name, spec, arr, data)
-        else:
-            arr = arr.astype(spec.dtype)
+        arr = _convert(name, spec, arr, data) if arr.size else arr.astype(spec.dtype)
     if arr.size != count:
         raise _bad(
             f"input '{name}': {arr.size} data elements do not match shape {list(shape)} "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from modelserver.rest import TokenFile
 
 from .conftest import Models, ServeFactory
@@ -17,11 +16,22 @@ async def test_token_required(serve: ServeFactory, models: Models, tmp_path: Pat
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")  # Secrets often end in a newline
     s = await serve(model_uri=str(models.mlp), token_file=token)
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"},
-                    {"Authorization": "Basic s3cret-token"}, {"Authorization": "Bearer s3cret-tokenX"}):
-        for method, url in (("GET", "/v2"), ("GET", "/v2/models/mlp"), ("GET", "/v2/models/mlp/ready"),
-                            ("POST", s.infer_url())):
-            r = await s.client.request(method, url, headers=headers, json=BODY if method == "POST" else None)
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "s3cret-token"},
+        {"Authorization": "Basic s3cret-token"},
+        {"Authorization": "Bearer s3cret-tokenX"},
+    ):
+        for method, url in (
+            ("GET", "/v2"),
+            ("GET", "/v2/models/mlp"),
+            ("GET", "/v2/models/mlp/ready"),
+            ("POST", s.infer_url()),
+        ):
+            r = await s.client.request(
+                method, url, headers=headers, json=BODY if method == "POST" else None
+            )
             assert r.status_code == 401, (headers, url)
             assert r.json() == {"error": "missing or invalid bearer token"}
     good = {"Authorization": "Bearer s3cret-token"}
@@ -33,7 +43,9 @@ async def test_token_required(serve: ServeFactory, models: Models, tmp_path: Pat
     assert (await s.client.get("/metrics")).status_code == 200
 
 
-async def test_unknown_model_hidden_behind_auth(serve: ServeFactory, models: Models, tmp_path: Path) -> None:
+async def test_unknown_model_hidden_behind_auth(
+    serve: ServeFactory, models: Models, tmp_path: Path
+) -> None:
     token = tmp_path / "token"
     token.write_text("t")
     s = await serve(model_uri=str(models.mlp), token_file=token)
@@ -41,7 +53,9 @@ async def test_unknown_model_hidden_behind_auth(serve: ServeFactory, models: Mod
     assert r.status_code == 401  # no probing for model names without a token
 
 
-def test_token_rotation_and_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_rotation_and_unreadable_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(TokenFile, "_RECHECK_S", -1.0)
     path = tmp_path / "token"
     path.write_text("one")

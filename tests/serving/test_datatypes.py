@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-
 from modelserver.datatypes import OIP_TO_NUMPY
 
 from .conftest import Models, ServeFactory
@@ -25,7 +24,9 @@ def sample(datatype: str) -> np.ndarray[Any, Any]:
     if dtype.kind in "iu":
         info = np.iinfo(dtype)  # type: ignore[type-var]
         return np.array([[info.min, info.max, 0], [1, 7, info.max - 1]], dtype=dtype)
-    return np.array([[-1.5, 0.0, 3.25], [1e-3, -2.0, 65504.0 if datatype == "FP16" else 1e30]], dtype=dtype)
+    return np.array(
+        [[-1.5, 0.0, 3.25], [1e-3, -2.0, 65504.0 if datatype == "FP16" else 1e30]], dtype=dtype
+    )
 
 
 def encode_bytes(arr: np.ndarray[Any, Any]) -> bytes:
@@ -52,7 +53,9 @@ async def test_json_round_trip(serve: ServeFactory, models: Models, datatype: st
     assert meta["inputs"] == [{"name": "value", "datatype": datatype, "shape": [-1, -1]}]
     assert meta["outputs"] == [{"name": "echo", "datatype": datatype, "shape": [-1, -1]}]
     arr = sample(datatype)
-    body = {"inputs": [{"name": "value", "datatype": datatype, "shape": [2, 3], "data": arr.tolist()}]}
+    body = {
+        "inputs": [{"name": "value", "datatype": datatype, "shape": [2, 3], "data": arr.tolist()}]
+    }
     r = await s.client.post(s.infer_url(), content=orjson.dumps(body))
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
@@ -68,7 +71,9 @@ async def test_json_round_trip(serve: ServeFactory, models: Models, datatype: st
 async def test_binary_round_trip(serve: ServeFactory, models: Models, datatype: str) -> None:
     s = await serve(model_uri=str(models.identity[datatype]), model_name="echo")
     arr = sample(datatype)
-    blob = encode_bytes(arr) if datatype == "BYTES" else arr.astype(OIP_TO_NUMPY[datatype]).tobytes()
+    blob = (
+        encode_bytes(arr) if datatype == "BYTES" else arr.astype(OIP_TO_NUMPY[datatype]).tobytes()
+    )
     header = orjson.dumps(
         {
             "inputs": [

@@ -62,7 +62,9 @@ async def test_model_ready(serve: ServeFactory, models: Models) -> None:
 
 async def test_unknown_model_version_and_route(serve: ServeFactory, models: Models) -> None:
     s = await serve(model_uri=str(models.mlp), model_version="2")
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0] * 16}]}
+    body = {
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0] * 16}]
+    }
     cases = [
         ("GET", "/v2/models/nope", "unknown model 'nope'"),
         ("GET", "/v2/models/nope/ready", "unknown model 'nope'"),
@@ -93,7 +95,9 @@ async def test_infer_json_flat_and_nested(serve: ServeFactory, models: Models) -
             body = {
                 "id": "req-7",
                 "parameters": {"custom": 1},
-                "inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 16], "data": data}],
+                "inputs": [
+                    {"name": "features", "datatype": "FP32", "shape": [3, 16], "data": data}
+                ],
             }
             r = await s.client.post(url, json=body)
             assert r.status_code == 200, r.text
@@ -105,14 +109,18 @@ async def test_infer_json_flat_and_nested(serve: ServeFactory, models: Models) -
             for name, arr in want.items():
                 assert outs[name]["datatype"] == "FP32"
                 assert outs[name]["shape"] == [3, 8]
-                np.testing.assert_allclose(np.array(outs[name]["data"]).reshape(3, 8), arr, rtol=1e-6)
+                np.testing.assert_allclose(
+                    np.array(outs[name]["data"]).reshape(3, 8), arr, rtol=1e-6
+                )
 
 
 async def test_requested_outputs(serve: ServeFactory, models: Models) -> None:
     s = await serve(model_uri=str(models.mlp))
     x = features(2, seed=4)
     body = {
-        "inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 16], "data": x.ravel().tolist()}],
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [2, 16], "data": x.ravel().tolist()}
+        ],
         "outputs": [{"name": "probabilities"}],
     }
     doc = (await s.client.post(s.infer_url(), json=body)).json()
@@ -162,7 +170,9 @@ async def test_binary_tensor_extension(serve: ServeFactory, models: Models) -> N
     assert "data" not in logits
     assert len(blob) == 4 * 8 * 4
     np.testing.assert_allclose(np.frombuffer(blob, "<f4").reshape(4, 8), want["logits"], rtol=1e-6)
-    np.testing.assert_allclose(np.array(probs["data"]).reshape(4, 8), want["probabilities"], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.array(probs["data"]).reshape(4, 8), want["probabilities"], rtol=1e-6
+    )
 
 
 async def test_binary_data_output_parameter(serve: ServeFactory, models: Models) -> None:
@@ -171,7 +181,9 @@ async def test_binary_data_output_parameter(serve: ServeFactory, models: Models)
     want = reference(models.mlp, {"features": x})
     body = {
         "parameters": {"binary_data_output": True},
-        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": x.ravel().tolist()}],
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 16], "data": x.ravel().tolist()}
+        ],
     }
     r = await s.client.post(s.infer_url(), json=body)
     assert r.status_code == 200
@@ -179,14 +191,18 @@ async def test_binary_data_output_parameter(serve: ServeFactory, models: Models)
     sizes = [o["parameters"]["binary_data_size"] for o in doc["outputs"]]
     assert sizes == [32, 32]
     np.testing.assert_allclose(np.frombuffer(blob[:32], "<f4"), want["logits"].ravel(), rtol=1e-6)
-    np.testing.assert_allclose(np.frombuffer(blob[32:], "<f4"), want["probabilities"].ravel(), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.frombuffer(blob[32:], "<f4"), want["probabilities"].ravel(), rtol=1e-6
+    )
 
 
 async def test_fixed_batch_model(serve: ServeFactory, models: Models) -> None:
     s = await serve(model_uri=str(models.fixed), model_name="fixed", batch_max_size=8)
     x = np.arange(8, dtype=np.float32).reshape(1, 8)
     want = reference(models.fixed, {"x": x})["y"]
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": x.ravel().tolist()}]}
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": x.ravel().tolist()}]
+    }
     doc = (await s.client.post(s.infer_url(), json=body)).json()
     np.testing.assert_allclose(np.array(doc["outputs"][0]["data"]).reshape(1, 4), want, rtol=1e-6)
     body["inputs"][0]["shape"] = [2, 8]
@@ -198,7 +214,9 @@ async def test_fixed_batch_model(serve: ServeFactory, models: Models) -> None:
 
 async def test_cnn_binary_batch(serve: ServeFactory, models: Models) -> None:
     assert 9_000_000 <= serving_param_count(models) <= 11_000_000
-    s = await serve(model_uri=str(models.cnn), model_name="cnn", batch_max_size=4, batch_window_ms=1)
+    s = await serve(
+        model_uri=str(models.cnn), model_name="cnn", batch_max_size=4, batch_window_ms=1
+    )
     x = np.random.default_rng(5).standard_normal((2, 3, 64, 64)).astype(np.float32)
     want = reference(models.cnn, {"image": x})["logits"]
     header = orjson.dumps(
@@ -222,7 +240,9 @@ async def test_cnn_binary_batch(serve: ServeFactory, models: Models) -> None:
     assert r.status_code == 200, r.text
     doc, blob = split_binary(r.content, int(r.headers["inference-header-content-length"]))
     assert doc["outputs"][0]["shape"] == [2, 1000]
-    np.testing.assert_allclose(np.frombuffer(blob, "<f4").reshape(2, 1000), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.frombuffer(blob, "<f4").reshape(2, 1000), want, rtol=1e-5, atol=1e-5
+    )
 
 
 def serving_param_count(models: Models) -> int:

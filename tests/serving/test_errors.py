@@ -67,7 +67,7 @@ BAD_JSON_BODIES: list[tuple[str, Any, str]] = [
 
 @pytest.fixture
 async def mlp_server(serve: ServeFactory, models: Models) -> AsyncIterator[Any]:
-    yield await serve(model_uri=str(models.mlp), max_body_bytes=64 * 1024)
+    return await serve(model_uri=str(models.mlp), max_body_bytes=64 * 1024)
 
 
 async def _still_serves(served: Any) -> None:
@@ -75,7 +75,9 @@ async def _still_serves(served: Any) -> None:
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize(("case", "body", "message"), BAD_JSON_BODIES, ids=[c[0] for c in BAD_JSON_BODIES])
+@pytest.mark.parametrize(
+    ("case", "body", "message"), BAD_JSON_BODIES, ids=[c[0] for c in BAD_JSON_BODIES]
+)
 async def test_bad_json_request(mlp_server: Any, case: str, body: Any, message: str) -> None:
     r = await mlp_server.client.post(mlp_server.infer_url(), content=orjson.dumps(body))
     assert r.status_code == 400, case
@@ -112,18 +114,21 @@ async def test_malformed_json(mlp_server: Any, raw: bytes) -> None:
 
 async def test_int_out_of_range_and_float_for_int(serve: ServeFactory, models: Models) -> None:
     s = await serve(model_uri=str(models.identity["UINT8"]), model_name="u8")
-    for data, message in (([300], "out of range for UINT8"), ([-1], "out of range for UINT8"),
-                          ([1.5], "UINT8 data cannot hold float64 values")):
+    for data, message in (
+        ([300], "out of range for UINT8"),
+        ([-1], "out of range for UINT8"),
+        ([1.5], "UINT8 data cannot hold float64 values"),
+    ):
         body = {"inputs": [{"name": "value", "datatype": "UINT8", "shape": [1, 1], "data": data}]}
         r = await s.client.post(s.infer_url(), json=body)
         assert r.status_code == 400
         assert message in r.json()["error"]
 
 
-def _binary_request(size: int, payload: bytes, header_length: int | None = None) -> tuple[bytes, dict[str, str]]:
-    header = orjson.dumps(
-        {"inputs": [_input(data=None, parameters={"binary_data_size": size})]}
-    )
+def _binary_request(
+    size: int, payload: bytes, header_length: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    header = orjson.dumps({"inputs": [_input(data=None, parameters={"binary_data_size": size})]})
     length = len(header) if header_length is None else header_length
     return header + payload, {"Inference-Header-Content-Length": str(length)}
 
@@ -131,7 +136,12 @@ def _binary_request(size: int, payload: bytes, header_length: int | None = None)
 @pytest.mark.parametrize(
     ("size", "payload", "header_length", "message"),
     [
-        (60, b"\0" * 60, None, "binary_data_size 60 does not match shape [1, 16] of FP32 (64 bytes)"),
+        (
+            60,
+            b"\0" * 60,
+            None,
+            "binary_data_size 60 does not match shape [1, 16] of FP32 (64 bytes)",
+        ),
         (64, b"\0" * 32, None, "binary_data_size 64 overruns the request body"),
         (64, b"\0" * 80, None, "16 bytes of binary data belong to no input"),
         (64, b"\0" * 64, 10**6, "is outside the"),
@@ -162,7 +172,8 @@ async def test_body_too_large(mlp_server: Any) -> None:
     assert len(big) > 64 * 1024
     r = await mlp_server.client.post(mlp_server.infer_url(), content=big)
     assert r.status_code == 413
-    assert "64-byte limit" not in r.json()["error"] and "65536-byte limit" in r.json()["error"]
+    assert "64-byte limit" not in r.json()["error"]
+    assert "65536-byte limit" in r.json()["error"]
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while reading
         for i in range(0, len(big), 8192):

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from modelserver import loader
 from modelserver.loader import LoadError, fetch_model
 
@@ -73,12 +72,16 @@ async def test_checksum_mismatch_never_ready(serve: ServeFactory, models: Models
     ready = await s.client.get("/v2/health/ready")
     assert ready.status_code == 503
     reason = ready.json()["error"]
-    assert "sha256 mismatch" in reason and wrong in reason and sha256(models.mlp) in reason
+    assert "sha256 mismatch" in reason
+    assert wrong in reason
+    assert sha256(models.mlp) in reason
     for url in ("/v2/models/mlp", "/v2/models/mlp/ready"):
         r = await s.client.get(url)
         assert r.status_code == 503
         assert "sha256 mismatch" in r.json()["error"]
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0] * 16}]}
+    body = {
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0] * 16}]
+    }
     r = await s.client.post(s.infer_url(), json=body)
     assert r.status_code == 503
     assert (await s.client.get("/v2/health/live")).status_code == 200
@@ -105,7 +108,9 @@ async def test_http_download_verified_and_cached(
     s = await serve(model_uri=uri, model_sha256=sha256(models.mlp), model_dir=tmp_path / "c")
     assert s.plane.state == "ready", s.plane.reason
     assert files.hits["/mlp.onnx"] == 1
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [1] * 16}]}
+    body = {
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [1] * 16}]
+    }
     assert (await s.client.post(s.infer_url(), json=body)).status_code == 200
     # A restart with the same checksum finds the verified file in the cache.
     again = await serve(model_uri=uri, model_sha256=sha256(models.mlp), model_dir=tmp_path / "c")
@@ -114,14 +119,18 @@ async def test_http_download_verified_and_cached(
     assert not list((tmp_path / "c").glob("*.part"))
 
 
-async def test_http_retries_then_succeeds(serve: ServeFactory, files: _Files, tmp_path: Path) -> None:
+async def test_http_retries_then_succeeds(
+    serve: ServeFactory, files: _Files, tmp_path: Path
+) -> None:
     files.failures["/mlp.onnx"] = [503, 500]
     s = await serve(model_uri=f"{files.url}/mlp.onnx", model_dir=tmp_path / "c", download_retries=2)
     assert s.plane.state == "ready", s.plane.reason
     assert files.hits["/mlp.onnx"] == 3
 
 
-async def test_http_failures_are_reported(serve: ServeFactory, files: _Files, tmp_path: Path) -> None:
+async def test_http_failures_are_reported(
+    serve: ServeFactory, files: _Files, tmp_path: Path
+) -> None:
     s = await serve(model_uri=f"{files.url}/missing.onnx", model_dir=tmp_path / "c")
     assert s.plane.state == "failed"
     assert files.hits["/missing.onnx"] == 1  # a 404 is not retried
