@@ -4,18 +4,20 @@ Three queries per sample, each one an overridable template:
 
 - ``requests``: requests served in the window (default ``sum(increase(...requests_total[W]))``)
 - ``errors``: 5xx responses in the window (same, with ``code=~"5.."``)
-- ``p99``: 99th percentile latency in seconds from the duration histogram
+- ``latency_p99``: 99th percentile latency in seconds from the duration histogram
 
-Templates use ``{{ name }}`` placeholders (spaces inside the braces optional). Single braces are
-left alone because PromQL uses them for label matchers. Placeholders:
+Placeholders are a name in single braces, ``{revision}``. PromQL's own braces never hold a bare
+name (a label matcher always has an operator, ``{job="x"}``), so the two cannot be confused
+and no escaping is needed. Placeholders:
 
-- ``{{ revision }}``, ``{{ namespace }}``, ``{{ model }}``, ``{{ track }}``: the label values of
-  the query, already escaped for use inside a double-quoted PromQL string;
-- ``{{ window }}``: the analysis window as a PromQL duration, e.g. ``60s``;
-- ``{{ selector }}``: the ready-made label matchers, e.g. ``revision="abc",namespace="prod"``.
+- ``{revision}``, ``{namespace}``, ``{model}``, ``{track}``: the label values of the query,
+  already escaped for use inside a double-quoted PromQL string: ``rev="{revision}"``;
+- ``{window}``: the analysis window as a PromQL duration, e.g. ``60s``;
+- ``{selector}``: the ready-made label matchers, e.g. ``revision="abc",namespace="prod"``,
+  used as ``metric{{selector}}`` or ``metric{{selector},code="500"}``.
 
-A template must select the revision (through ``{{ revision }}`` or ``{{ selector }}``),
-otherwise canary and stable would read the same numbers and a regression could never show.
+A template must select the revision (through ``{revision}`` or ``{selector}``), otherwise
+canary and stable would read the same numbers and a regression could never show.
 """
 
 from __future__ import annotations
@@ -46,18 +48,19 @@ __all__ = [
 
 PLACEHOLDERS: Final = frozenset({"revision", "namespace", "model", "track", "window", "selector"})
 
-DEFAULT_REQUESTS_QUERY: Final = (
-    "sum(increase(modelserver_requests_total{ {{ selector }} }[{{ window }}]))"
-)
+DEFAULT_REQUESTS_QUERY: Final = "sum(increase(modelserver_requests_total{{selector}}[{window}]))"
 DEFAULT_ERRORS_QUERY: Final = (
-    'sum(increase(modelserver_requests_total{ {{ selector }}, code=~"5.." }[{{ window }}]))'
+    'sum(increase(modelserver_requests_total{{selector},code=~"5.."}[{window}]))'
 )
 DEFAULT_P99_QUERY: Final = (
     "histogram_quantile(0.99, sum by (le) "
-    "(rate(modelserver_request_duration_seconds_bucket{ {{ selector }} }[{{ window }}])))"
+    "(rate(modelserver_request_duration_seconds_bucket{{selector}}[{window}])))"
 )
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+# "{{ revision }}" inside a label value: Go-template habits would render to "{abc}", a valid
+# but never-matching value, and the analysis would sit Inconclusive without saying why.
+_DOUBLED = re.compile(r"\"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\"")
 _SNIPPET = 200
 
 
@@ -65,24 +68,27 @@ class QueryTemplateError(ValueError):
     """A query template is malformed or names an unknown placeholder."""
 
 
+def _known() -> str:
+    return ", ".join("{" + n + "}" for n in sorted(PLACEHOLDERS))
+
+
 def _placeholders(template: str) -> list[str]:
     """Names used by the template, in order; raises QueryTemplateError when malformed."""
     if not template.strip():
         raise QueryTemplateError("query template is empty")
+    doubled = _DOUBLED.search(template)
+    if doubled:
+        name = doubled.group(1)
+        raise QueryTemplateError(
+            f'write "{{{name}}}" with single braces, not {doubled.group(0)}, in query template'
+        )
     names = _PLACEHOLDER.findall(template)
     unknown = sorted({n for n in names if n not in PLACEHOLDERS})
     if unknown:
-        shown = ", ".join("{{ " + n + " }}" for n in unknown)
-        known = ", ".join("{{ " + n + " }}" for n in sorted(PLACEHOLDERS))
-        raise QueryTemplateError(f"unknown placeholder {shown} in query template; known: {known}")
-    rest = _PLACEHOLDER.sub("", template)
-    for marker in ("{{", "}}"):
-        at = rest.find(marker)
-        if at >= 0:
-            raise QueryTemplateError(
-                f"malformed placeholder near {rest[max(0, at - 20) : at + 22]!r} in query "
-                "template: placeholders look like {{ revision }}"
-            )
+        shown = ", ".join("{" + n + "}" for n in unknown)
+        raise QueryTemplateError(
+            f"unknown placeholder {shown} in query template; known: {_known()}"
+        )
     return names
 
 
@@ -91,7 +97,7 @@ def validate_template(template: str) -> None:
     names = _placeholders(template)
     if "revision" not in names and "selector" not in names:
         raise QueryTemplateError(
-            "query template must select the revision with {{ revision }} or {{ selector }}"
+            "query template must select the revision with {revision} or {selector}"
         )
 
 
@@ -118,7 +124,7 @@ def render_template(template: str, values: Mapping[str, str | None]) -> str:
         value = values.get(name)
         if value is None:
             raise ProviderError(
-                f"query template uses {{{{ {name} }}}} but the analysis gives no {name}",
+                f"query template uses {{{name}}} but the analysis gives no {name}",
                 query=template,
             )
         return value
@@ -132,7 +138,7 @@ class QueryTemplates:
 
     requests: str = DEFAULT_REQUESTS_QUERY
     errors: str = DEFAULT_ERRORS_QUERY
-    p99: str = DEFAULT_P99_QUERY
+    latency_p99: str = DEFAULT_P99_QUERY
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -189,7 +195,7 @@ class PrometheusProvider:
         return ",".join(matchers)
 
     def render(self, query: WindowQuery) -> dict[str, str]:
-        """The PromQL the sample would send, by name (requests, errors, p99)."""
+        """The PromQL the sample would send, by name (requests, errors, latency_p99)."""
         values: dict[str, str | None] = {
             "revision": _escape(query.revision),
             "namespace": None if query.namespace is None else _escape(query.namespace),
@@ -213,7 +219,7 @@ class PrometheusProvider:
         return TrackSample(
             requests=_count(values["requests"]),
             errors=_count(values["errors"]),
-            p99_seconds=_single_seconds(values["p99"], promql["p99"]),
+            p99_seconds=_single_seconds(values["latency_p99"], promql["latency_p99"]),
             window_seconds=query.window_seconds,
         )
 
@@ -328,7 +334,7 @@ def _single_seconds(values: list[float], promql: str) -> float | None:
         return None
     if len(values) > 1:
         raise ProviderError(
-            f"the p99 query returned {len(values)} series; it must return at most one "
+            f"the latency_p99 query returned {len(values)} series; it must return at most one "
             "(aggregate, e.g. with sum by (le))",
             query=promql,
         )

@@ -368,11 +368,12 @@ def next_failure_count(previous: int, verdict: Verdict) -> int:
 
 
 def should_rollback(failures: int, failure_limit: int) -> bool:
-    """True once consecutive failures exceed the limit.
+    """True once the consecutive failures reach the limit.
 
-    Like Argo Rollouts' ``failureLimit``, the limit is how many failures are tolerated:
-    0 rolls back on the first Fail, 2 on the third in a row.
+    The limit is the number of failed windows in a row that triggers a rollback (Flagger's
+    ``threshold``; Argo Rollouts' ``failureLimit`` counts tolerated failures, one fewer): 1 rolls
+    back on the first Fail, 2 on the second in a row.
     """
-    if failure_limit < 0:
-        raise ValueError(f"failure_limit cannot be negative, got {failure_limit}")
-    return failures > failure_limit
+    if failure_limit < 1:
+        raise ValueError(f"failure_limit must be at least 1, got {failure_limit}")
+    return failures >= failure_limit

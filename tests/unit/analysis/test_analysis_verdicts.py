@@ -396,7 +396,7 @@ def test_next_failure_count(previous: int, verdict: Verdict, expected: int) -> N
 
 @pytest.mark.parametrize(
     ("failures", "limit", "expected"),
-    [(0, 0, False), (1, 0, True), (1, 1, False), (2, 1, True), (3, 2, True), (2, 2, False)],
+    [(0, 1, False), (1, 1, True), (1, 2, False), (2, 2, True), (3, 2, True), (2, 3, False)],
 )
 def test_should_rollback(failures: int, limit: int, expected: bool) -> None:
     assert should_rollback(failures, limit) is expected
@@ -405,10 +405,10 @@ def test_should_rollback(failures: int, limit: int, expected: bool) -> None:
 @pytest.mark.parametrize(
     ("verdicts", "limit", "rolled_back_at"),
     [
-        ([FAIL, INCONCLUSIVE, FAIL], 1, 2),  # a metrics gap does not reset the count
-        ([FAIL, PASS, FAIL, PASS], 1, None),  # a pass does
-        ([INCONCLUSIVE] * 10, 0, None),  # holding forever never rolls back by itself
-        ([PASS, FAIL], 0, 1),
+        ([FAIL, INCONCLUSIVE, FAIL], 2, 2),  # a metrics gap does not reset the count
+        ([FAIL, PASS, FAIL, PASS], 2, None),  # a pass does
+        ([INCONCLUSIVE] * 10, 1, None),  # holding forever never rolls back by itself
+        ([PASS, FAIL], 1, 1),
     ],
 )
 def test_failure_sequences(verdicts: list[Verdict], limit: int, rolled_back_at: int | None) -> None:
@@ -424,5 +424,5 @@ def test_failure_sequences(verdicts: list[Verdict], limit: int, rolled_back_at: 
 def test_counting_rejects_negatives() -> None:
     with pytest.raises(ValueError, match="negative"):
         next_failure_count(-1, FAIL)
-    with pytest.raises(ValueError, match="negative"):
-        should_rollback(1, -1)
+    with pytest.raises(ValueError, match="at least 1"):
+        should_rollback(1, 0)

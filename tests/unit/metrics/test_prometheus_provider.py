@@ -192,7 +192,7 @@ async def test_provider_errors(answer: Answer, message: str) -> None:
 
 async def test_p99_with_several_series_is_an_error() -> None:
     provider, _ = provider_for({**HEALTHY, "p99": vector("0.1", "0.2")})
-    with pytest.raises(ProviderError, match="p99 query returned 2 series"):
+    with pytest.raises(ProviderError, match="latency_p99 query returned 2 series"):
         await provider.sample(QUERY)
 
 
@@ -269,38 +269,39 @@ async def test_namespace_label_is_configurable() -> None:
 
 async def test_template_overrides() -> None:
     templates = QueryTemplates(
-        requests='sum(increase(http_total{app="x",rev="{{revision}}",ns="{{ namespace }}"}'
-        "[{{ window }}]))",
-        p99="histogram_quantile(0.99, sum by (le) (rate(lat_bucket{ {{ selector }} }[5m])))",
+        requests='sum(increase(http_total{app="x",rev="{revision}",ns="{ namespace }"}[{window}]))',
+        latency_p99="histogram_quantile(0.99, sum by (le) (rate(lat_bucket{{selector}}[5m])))",
     )
     provider, fake = provider_for(HEALTHY, templates=templates)
     await provider.sample(QUERY)
     sent = fake.sent()
     assert sent["requests"] == 'sum(increase(http_total{app="x",rev="rev-abc",ns="prod"}[60s]))'
-    assert 'lat_bucket{ revision="rev-abc",namespace="prod" }[5m]' in sent["p99"]
+    assert 'lat_bucket{revision="rev-abc",namespace="prod"}[5m]' in sent["p99"]
     # The errors query was not overridden and keeps its default.
     assert "modelserver_requests_total" in sent["errors"]
 
 
 async def test_template_needing_a_value_the_query_lacks() -> None:
-    templates = QueryTemplates(requests='sum(x{rev="{{ revision }}", ns="{{ namespace }}"})')
+    templates = QueryTemplates(requests='sum(x{rev="{revision}", ns="{namespace}"})')
     provider, _ = provider_for(HEALTHY, templates=templates)
-    with pytest.raises(ProviderError, match=r"uses \{\{ namespace \}\} but the analysis gives"):
+    with pytest.raises(ProviderError, match=r"uses \{namespace\} but the analysis gives"):
         await provider.sample(WindowQuery(revision="r", window_seconds=60))
 
 
 @pytest.mark.parametrize(
     ("template", "message"),
     [
-        ('sum(x{rev="{{ revison }}"})', r"unknown placeholder \{\{ revison \}\}.*known:"),
-        ('sum(x{rev="{{ revision }}", a="{{ pod }}"})', r"unknown placeholder \{\{ pod \}\}"),
-        ('sum(x{rev="{{ revision"})', r"malformed placeholder"),
-        ('sum(x{rev="{{ rev-ision }}"})', r"malformed placeholder"),
-        ('sum(x{rev="revision }}"})', r"malformed placeholder"),
+        (
+            'sum(x{rev="{revison}"})',
+            r"placeholder \{revison\} in query template; known: \{model\}",
+        ),
+        ('sum(x{rev="{revision}", a="{ pod }"})', r"unknown placeholder \{pod\}"),
+        ('sum(x{rev="{{ revision }}"})', r'write "\{revision\}" with single braces'),
         ("   ", r"empty"),
-        ("sum(rate(x[{{ window }}]))", r"must select the revision"),
+        ("sum(rate(x[{window}]))", r"must select the revision"),
+        ('sum(rate(x{rev="abc"}[1m]))', r"must select the revision"),
     ],
-    ids=["typo", "unknown", "unclosed", "bad name", "stray close", "empty", "no revision"],
+    ids=["typo", "unknown", "doubled braces", "empty", "no revision", "literal revision"],
 )
 def test_bad_templates(template: str, message: str) -> None:
     with pytest.raises(QueryTemplateError, match=message):
@@ -311,7 +312,7 @@ def test_bad_templates(template: str, message: str) -> None:
 
 def test_default_templates_are_valid() -> None:
     templates = QueryTemplates()
-    for template in (templates.requests, templates.errors, templates.p99):
+    for template in (templates.requests, templates.errors, templates.latency_p99):
         validate_template(template)
 
 
