@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 import pytest
+import pytest_asyncio
 
-from .conftest import Models, ServeFactory
+from .conftest import Models, Served, ServeFactory
 
 
 def _input(**fields: Any) -> dict[str, Any]:
@@ -65,12 +66,12 @@ BAD_JSON_BODIES: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.fixture
-async def mlp_server(serve: ServeFactory, models: Models) -> AsyncIterator[Any]:
+@pytest_asyncio.fixture(loop_scope="function")
+async def mlp_server(serve: ServeFactory, models: Models) -> Served:
     return await serve(model_uri=str(models.mlp), max_body_bytes=64 * 1024)
 
 
-async def _still_serves(served: Any) -> None:
+async def _still_serves(served: Served) -> None:
     r = await served.client.post(served.infer_url(), json={"inputs": [_input()]})
     assert r.status_code == 200, r.text
 
@@ -78,7 +79,7 @@ async def _still_serves(served: Any) -> None:
 @pytest.mark.parametrize(
     ("case", "body", "message"), BAD_JSON_BODIES, ids=[c[0] for c in BAD_JSON_BODIES]
 )
-async def test_bad_json_request(mlp_server: Any, case: str, body: Any, message: str) -> None:
+async def test_bad_json_request(mlp_server: Served, case: str, body: Any, message: str) -> None:
     r = await mlp_server.client.post(mlp_server.infer_url(), content=orjson.dumps(body))
     assert r.status_code == 400, case
     error = r.json()["error"]
@@ -104,7 +105,7 @@ def test_missing_required_input(models: Models) -> None:
     [b"{", b"", b"\xff\xfe", b'{"inputs": [}', b"null"],
     ids=["truncated", "empty", "not utf8", "syntax", "null"],
 )
-async def test_malformed_json(mlp_server: Any, raw: bytes) -> None:
+async def test_malformed_json(mlp_server: Served, raw: bytes) -> None:
     r = await mlp_server.client.post(mlp_server.infer_url(), content=raw)
     assert r.status_code == 400
     error = r.json()["error"]
@@ -150,7 +151,7 @@ def _binary_request(
     ids=["size vs shape", "overrun", "leftover", "header past end", "header cut"],
 )
 async def test_bad_binary_request(
-    mlp_server: Any, size: int, payload: bytes, header_length: int | None, message: str
+    mlp_server: Served, size: int, payload: bytes, header_length: int | None, message: str
 ) -> None:
     content, headers = _binary_request(size, payload, header_length)
     r = await mlp_server.client.post(mlp_server.infer_url(), content=content, headers=headers)
@@ -158,7 +159,7 @@ async def test_bad_binary_request(
     assert message in r.json()["error"]
 
 
-async def test_header_length_not_integer(mlp_server: Any) -> None:
+async def test_header_length_not_integer(mlp_server: Served) -> None:
     content, _ = _binary_request(64, b"\0" * 64)
     r = await mlp_server.client.post(
         mlp_server.infer_url(), content=content, headers={"Inference-Header-Content-Length": "x"}
@@ -167,7 +168,7 @@ async def test_header_length_not_integer(mlp_server: Any) -> None:
     assert "must be an integer" in r.json()["error"]
 
 
-async def test_body_too_large(mlp_server: Any) -> None:
+async def test_body_too_large(mlp_server: Served) -> None:
     big = orjson.dumps({"inputs": [_input(shape=[5000, 16], data=[0.25] * 80_000)]})
     assert len(big) > 64 * 1024
     r = await mlp_server.client.post(mlp_server.infer_url(), content=big)
