@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -184,6 +185,14 @@ class PrometheusProvider:
     def query_url(self) -> str:
         return f"{self.base_url}/api/v1/query"
 
+    @property
+    def shown_url(self) -> str:
+        """The query URL without credentials, for messages that end up in status."""
+        parts = urlsplit(self.query_url)
+        if "@" not in parts.netloc:
+            return self.query_url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
     def selector(self, query: WindowQuery) -> str:
         matchers = [f'revision="{_escape(query.revision)}"']
         if query.namespace is not None and self.namespace_label:
@@ -244,7 +253,7 @@ class PrometheusProvider:
         params = {"query": promql, "timeout": promql_duration(self.timeout_seconds)}
         if at is not None:
             params["time"] = repr(float(at))
-        what = f"Prometheus {name} query at {self.query_url}"
+        what = f"Prometheus {name} query at {self.shown_url}"
         try:
             response = await client.get(
                 self.query_url,

@@ -248,6 +248,17 @@ async def test_base_url_with_path_prefix() -> None:
     assert fake.requests[0].url.path == "/prometheus/api/v1/query"
 
 
+async def test_messages_hide_credentials_in_the_address() -> None:
+    fake = FakePrometheus({**HEALTHY, "requests": httpx.Response(500, text="boom")})
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    provider = PrometheusProvider("https://reader:s3cret@prom.test", client=client)
+    with pytest.raises(ProviderError) as caught:
+        await provider.sample(QUERY)
+    assert "s3cret" not in str(caught.value)
+    assert "https://prom.test/api/v1/query" in str(caught.value)
+    assert fake.requests[0].url.password == "s3cret"
+
+
 async def test_label_values_are_escaped() -> None:
     provider, fake = provider_for(HEALTHY)
     await provider.sample(WindowQuery(revision='a"b\\c', window_seconds=60))
