@@ -34,21 +34,21 @@ k8s_ldflags() {
 build_toolset() {
   local name="$1" dir="$here/tools/$1"
   [ -f "$dir/go.mod" ] || { log "unknown toolset '$name' (no $dir/go.mod)"; exit 2; }
+  local ldflags="-s -w"
+  [ "$name" = k8s ] && ldflags="$ldflags $(k8s_ldflags)"
   local key
-  key="$(cat "$dir/go.mod" "$dir/go.sum" "$here/build-tools.sh" | sha256sum | cut -c1-16)"
+  key="$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$ldflags") | sha256sum | cut -c1-16)"
   local out="$cache/bin/$name-$key"
   if [ -f "$out/.complete" ]; then
     log "$name: cached in $out"
     echo "$name=$out"
     return
   fi
-  local ldflags="-s -w"
-  [ "$name" = k8s ] && ldflags="$ldflags $(k8s_ldflags)"
   mkdir -p "$out"
   local tool start
   while read -r tool; do
     start=$(date +%s)
-    log "$name: building $(basename "$tool") (first build of a version takes minutes) ..."
+    log "$name: building $tool (the first build of a version takes minutes) ..."
     # etcd's main package is go.etcd.io/etcd/server/v3, which go would name "server".
     local target="$out/"
     [ "$name" = etcd ] && target="$out/etcd"
@@ -56,10 +56,10 @@ build_toolset() {
     local pid=$!
     while kill -0 "$pid" 2>/dev/null; do
       sleep 15
-      kill -0 "$pid" 2>/dev/null && log "$name: still building $(basename "$tool") ($(( $(date +%s) - start ))s)"
+      kill -0 "$pid" 2>/dev/null && log "$name: still building $tool ($(( $(date +%s) - start ))s)"
     done
     wait "$pid" || { log "$name: build of $tool failed"; exit 1; }
-    log "$name: built $(basename "$tool") in $(( $(date +%s) - start ))s"
+    log "$name: built $tool in $(( $(date +%s) - start ))s"
   done < <(awk '/^tool \(/{f=1;next} f&&/^\)/{f=0} f{print $1} /^tool [^(]/{print $2}' "$dir/go.mod")
   touch "$out/.complete"
   echo "$name=$out"

@@ -8,7 +8,6 @@ children (which is how a child deleted or edited by hand is put back within seco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from typing import Any
@@ -74,21 +73,28 @@ def _wake(memo: kopf.Memo, namespace: str | None, name: str | None) -> None:
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
-async def reconcile_loop(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def reconcile_loop(
+    name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
     reconciler: Reconciler = memo.reconciler
     config: OperatorSettings = memo.config
     wakeups: dict[Key, asyncio.Event] = memo.wakeups
     key = (namespace, name)
     wake = wakeups.setdefault(key, asyncio.Event())
+    # Leave the loop as soon as kopf asks (object deleted, operator stopping) instead of
+    # waiting to be cancelled.
+    stop = asyncio.ensure_future(stopped.wait())
     memo.metrics.managed.inc()
     try:
-        while True:
+        while not stopped:
             wake.clear()
             outcome = await reconciler.reconcile(namespace, name)
             delay = outcome.requeue_after or config.resync_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+            woken = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({woken, stop}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
     finally:
+        stop.cancel()
         wakeups.pop(key, None)
         memo.metrics.managed.dec()
         reconciler.forget(namespace, name)

@@ -54,6 +54,12 @@ def _format_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _namespace_terminating(exc: ApiError) -> bool:
+    details = exc.status.details
+    causes = (details.causes if details else None) or []
+    return any(c.reason == "NamespaceTerminating" for c in causes)
+
+
 def default_placement() -> Placement:
     return Placement(
         tier="cpu-small",
@@ -76,6 +82,9 @@ class Reconciler:
         try:
             return await self._reconcile(namespace, name)
         except ApiError as exc:
+            if _namespace_terminating(exc):
+                # The namespace is going away with everything in it; nothing to repair.
+                return Outcome(None, None)
             self.metrics.reconcile_errors.labels(namespace, "api").inc()
             log.warning("reconcile of %s/%s failed: %s", namespace, name, exc.status.message)
             await self._write_failure(namespace, name, "ApiError", exc.status.message or str(exc))

@@ -1,0 +1,389 @@
+"""A ModelDeployment reconciled by the running operator on the real local control plane."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.plan.revision import revision_of
+
+from .kube import Kube, OperatorProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "modelrollout/modelserver:test"
+SHA = "3" * 64
+
+
+def manifest(name: str, version: str = "v1", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"uri": "https://models.example/iris.onnx", "sha256": SHA, "version": version},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCpuUtilization": 60},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def revision(m: dict[str, Any]) -> str:
+    return revision_of(ModelDeploymentSpec.model_validate(m["spec"]), IMAGE)
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == kind:
+            return dict(c)
+    return None
+
+
+def wait_ready(kube: Kube, name: str, timeout: float = 90) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = kube.get("mdep", name)
+        cond = condition(obj, "Ready")
+        current = obj and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+        if obj and cond and cond["status"] == "True" and current:
+            return obj
+        return None
+
+    return wait_for(ready, timeout=timeout, what=f"{name} Ready=True")
+
+
+def test_create_builds_children_and_becomes_ready(kube: Kube, operator: OperatorProcess) -> None:
+    m = manifest("iris")
+    assert kube.apply(m).returncode == 0
+    obj = wait_ready(kube, "iris")
+    rev = revision(m)
+    uid = obj["metadata"]["uid"]
+    owner = {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "iris",
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+    dep = kube.get("deployment", f"iris-{rev}")
+    assert dep is not None
+    assert dep["metadata"]["ownerReferences"] == [owner]
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "modelrollout.io/deployment": "iris",
+        "modelrollout.io/revision": rev,
+    }
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELSERVER_MODEL_URI"] == "https://models.example/iris.onnx"
+    assert env["MODELSERVER_MODEL_SHA256"] == SHA
+    assert env["MODELSERVER_MODEL_VERSION"] == "v1"
+    assert env["MODELSERVER_REVISION"] == rev
+    assert env["MODELSERVER_MODEL_NAME"] == "iris"
+    assert [p["containerPort"] for p in container["ports"]] == [8080, 9090]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert "replicas" not in _fields_owned_by(dep, "modelrollout"), "HPA owns replicas"
+
+    svc = kube.get("service", "iris")
+    assert svc is not None
+    assert svc["metadata"]["ownerReferences"] == [owner]
+    assert svc["spec"]["selector"] == {"modelrollout.io/deployment": "iris"}
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("http", 8080),
+        ("metrics", 9090),
+    ]
+
+    hpa = kube.get("hpa", "iris")
+    assert hpa is not None
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": f"iris-{rev}",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+    pdb = kube.get("pdb", "iris")
+    assert pdb is not None
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["metadata"]["ownerReferences"] == [owner]
+
+    # The Deployment became Available on kwok nodes, through the real scheduler.
+    dep = wait_for(
+        lambda: (
+            (d := kube.get("deployment", f"iris-{rev}"))
+            and d["status"].get("availableReplicas", 0) >= 1
+            and d
+        ),
+        what="deployment available",
+    )
+    pods = kube.list("pods", f"modelrollout.io/revision={rev}")
+    assert pods
+    assert all(p["spec"]["nodeName"].startswith("kwok-cpu-") for p in pods)
+
+    status = obj["status"]
+    assert status["phase"] == "Ready"
+    assert status["stableRevision"] == rev
+    assert status["modelVersion"] == "v1"
+    assert status["history"][0]["outcome"] == "Promoted"
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
+    assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
+
+    events = kube.list("events")
+    assert any(e["reason"] == "Promoted" and e["involvedObject"]["name"] == "iris" for e in events)
+
+
+def _fields_owned_by(obj: dict[str, Any], manager: str) -> dict[str, Any]:
+    for entry in obj["metadata"].get("managedFields", []):
+        if entry["manager"] == manager and entry["operation"] == "Apply":
+            spec: dict[str, Any] = entry["fieldsV1"].get("f:spec", {})
+            return {k.removeprefix("f:"): v for k, v in spec.items()}
+    return {}
+
+
+def test_update_children_follow(kube: Kube, operator: OperatorProcess) -> None:
+    m = manifest("follow")
+    kube.apply(m)
+    wait_ready(kube, "follow")
+    rev1 = revision(m)
+
+    # Autoscaling bounds are not a new revision: the HPA follows in place.
+    m["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 7}
+    assert kube.apply(m).returncode == 0
+    wait_for(
+        lambda: (h := kube.get("hpa", "follow")) and h["spec"]["maxReplicas"] == 7,
+        what="hpa maxReplicas 7",
+    )
+    hpa = kube.get("hpa", "follow")
+    assert hpa is not None
+    # No CPU target given: the default utilisation target applies.
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert revision(m) == rev1
+
+    # A new model version is a new revision: new Deployment, promoted, the old one removed.
+    m["spec"]["model"]["version"] = "v2"
+    rev2 = revision(m)
+    assert rev2 != rev1
+    kube.apply(m)
+    obj = wait_for(
+        lambda: (o := wait_ready(kube, "follow")) and o["status"]["stableRevision"] == rev2 and o,
+        what="v2 stable",
+    )
+    wait_for(lambda: kube.get("deployment", f"follow-{rev1}") is None, what="old revision gone")
+    assert kube.must("hpa", "follow")["spec"]["scaleTargetRef"]["name"] == f"follow-{rev2}"
+    history = obj["status"]["history"]
+    assert [h["revision"] for h in history[:2]] == [rev2, rev1]
+    assert history[0]["modelVersion"] == "v2"
+    assert obj["status"]["modelVersion"] == "v2"
+
+
+def test_deleted_children_come_back(kube: Kube, operator: OperatorProcess) -> None:
+    m = manifest("heal")
+    kube.apply(m)
+    wait_ready(kube, "heal")
+    rev = revision(m)
+    old = {kind: kube.get(kind, name) for kind, name in _children("heal", rev)}
+
+    for kind, name in _children("heal", rev):
+        kube.delete(kind, name)
+    for kind, name in _children("heal", rev):
+        uid = old[kind]["metadata"]["uid"]  # type: ignore[index]
+
+        def recreated(kind: str = kind, name: str = name, uid: str = uid) -> bool:
+            obj = kube.get(kind, name)
+            return obj is not None and obj["metadata"]["uid"] != uid
+
+        wait_for(recreated, what=f"{kind}/{name} recreated", timeout=30)
+    wait_ready(kube, "heal")
+
+
+def _children(name: str, rev: str) -> list[tuple[str, str]]:
+    return [
+        ("deployment", f"{name}-{rev}"),
+        ("service", name),
+        ("hpa", name),
+        ("pdb", name),
+    ]
+
+
+def test_hand_edits_are_reset(kube: Kube, operator: OperatorProcess) -> None:
+    m = manifest("drift")
+    kube.apply(m)
+    wait_ready(kube, "drift")
+    rev = revision(m)
+
+    kube.patch("hpa", "drift", {"spec": {"maxReplicas": 99}})
+    kube.patch("service", "drift", {"spec": {"selector": {"modelrollout.io/deployment": "other"}}})
+    kube.patch(
+        "deployment",
+        f"drift-{rev}",
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "modelserver", "image": "evil"}]}}
+            }
+        },
+        kind_of="strategic",
+    )
+    wait_for(
+        lambda: (h := kube.get("hpa", "drift")) and h["spec"]["maxReplicas"] == 4,
+        what="hpa reset",
+        timeout=30,
+    )
+    wait_for(
+        lambda: (
+            (s := kube.get("service", "drift"))
+            and s["spec"]["selector"] == {"modelrollout.io/deployment": "drift"}
+        ),
+        what="service selector reset",
+        timeout=30,
+    )
+    wait_for(
+        lambda: (
+            (d := kube.get("deployment", f"drift-{rev}"))
+            and d["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+        ),
+        what="image reset",
+        timeout=30,
+    )
+
+
+def test_unchanged_children_are_not_patched(kube: Kube, operator: OperatorProcess) -> None:
+    m = manifest("still")
+    kube.apply(m)
+    wait_ready(kube, "still")
+    rev = revision(m)
+    # Let the HPA and ReplicaSet controllers settle, then watch several resync periods.
+    wait_for(
+        lambda: (
+            (d := kube.get("deployment", f"still-{rev}")) and d["status"].get("readyReplicas") == 2
+        ),
+        what="2 ready replicas",
+    )
+    kinds = _children("still", rev)[1:]
+    before = {k: kube.must(k, n)["metadata"]["resourceVersion"] for k, n in kinds}
+    dep_before = kube.must("deployment", f"still-{rev}")["metadata"]["generation"]
+    time.sleep(12)  # more than two resync periods of the operator under test (5 s)
+    after = {k: kube.must(k, n)["metadata"]["resourceVersion"] for k, n in kinds}
+    assert after == before
+    assert kube.must("deployment", f"still-{rev}")["metadata"]["generation"] == dep_before
+
+
+def test_deleting_the_model_deployment_collects_children(
+    kube: Kube, operator: OperatorProcess
+) -> None:
+    m = manifest("gone")
+    kube.apply(m)
+    wait_ready(kube, "gone")
+    rev = revision(m)
+    kube.delete("mdep", "gone")
+    for kind, name in _children("gone", rev):
+
+        def collected(kind: str = kind, name: str = name) -> bool:
+            return kube.get(kind, name) is None
+
+        wait_for(collected, what=f"{kind}/{name} collected")
+    wait_for(lambda: not kube.list("pods", "modelrollout.io/deployment=gone"), what="pods gone")
+
+
+INVALID = [
+    ({"model": {"uri": "/m.onnx", "version": "v1", "sha256": "abc"}}, "spec.model.sha256"),
+    (
+        {
+            "model": {"uri": "/m.onnx", "version": "v1"},
+            "autoscaling": {"minReplicas": 5, "maxReplicas": 2},
+        },
+        "spec.autoscaling.minReplicas",
+    ),
+    (
+        {"model": {"uri": "/m.onnx", "version": "v1"}, "hardware": {"mode": "tpu"}},
+        "spec.hardware.mode",
+    ),
+    (
+        {"model": {"uri": "/m.onnx", "version": "v1"}, "serving": {"port": 70000}},
+        "spec.serving.port",
+    ),
+    (
+        {
+            "model": {"uri": "/m.onnx", "version": "v1"},
+            "rollout": {"steps": [{"setWeight": 50}, {"setWeight": 20}]},
+        },
+        "spec.rollout.steps",
+    ),
+    ({"model": {"uri": "ftp://host/m.onnx", "version": "v1"}}, "spec.model.uri"),
+    (
+        {
+            "model": {"uri": "/m.onnx", "version": "v1"},
+            "rollout": {"trafficRouter": {"type": "linkerd"}},
+        },
+        "spec.rollout.trafficRouter.type",
+    ),
+    ({"model": {"uri": "/m.onnx"}}, "spec.model.version"),
+]
+
+
+@pytest.mark.parametrize(("spec", "field"), INVALID, ids=[f for _, f in INVALID])
+def test_invalid_specs_refused_at_admission(kube: Kube, spec: dict[str, Any], field: str) -> None:
+    body = {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }
+    result = kube.apply(body)
+    assert result.returncode != 0, "the API server accepted an invalid spec"
+    assert "is invalid" in result.stderr
+    assert field in result.stderr, result.stderr
+    assert kube.get("mdep", "bad") is None
+
+
+def test_restarted_operator_neither_duplicates_nor_loses_children(
+    kube: Kube, operator: OperatorProcess
+) -> None:
+    m = manifest("restart")
+    operator.kill()
+    try:
+        kube.apply(m)
+        m2 = manifest("restart-b", version="v9")
+        kube.apply(m2)
+    finally:
+        operator.start()
+    first = wait_ready(kube, "restart")
+    wait_ready(kube, "restart-b")
+    before = {d["metadata"]["name"]: d["metadata"]["uid"] for d in kube.list("deployments")}
+    assert sorted(before) == sorted([f"restart-{revision(m)}", f"restart-b-{revision(m2)}"])
+
+    # Kill it again mid-way through a revision change; the new operator finishes the job.
+    m["spec"]["model"]["version"] = "v2"
+    kube.apply(m)
+    operator.kill()
+    operator.start()
+    done = wait_for(
+        lambda: (
+            (o := wait_ready(kube, "restart"))
+            and o["status"]["stableRevision"] == revision(m)
+            and o
+        ),
+        what="v2 promoted after restart",
+    )
+    wait_for(
+        lambda: (
+            {d["metadata"]["name"] for d in kube.list("deployments")}
+            == {f"restart-{revision(m)}", f"restart-b-{revision(m2)}"}
+        ),
+        what="exactly one deployment per model deployment",
+    )
+    after = {d["metadata"]["name"]: d["metadata"]["uid"] for d in kube.list("deployments")}
+    assert after[f"restart-b-{revision(m2)}"] == before[f"restart-b-{revision(m2)}"]
+    assert len(kube.list("services")) == 2
+    assert len(kube.list("hpa")) == 2
+    # History survived the restarts: it lives in status.
+    assert [h["modelVersion"] for h in done["status"]["history"]] == ["v2", "v1"]
+    assert first["status"]["history"][0]["modelVersion"] == "v1"
