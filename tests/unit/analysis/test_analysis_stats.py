@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
+
 from modelrollout.plan.stats import binomial_sf, fisher_greater, two_proportion_z
 
 

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 import pytest
+
 from modelrollout.metrics.base import TrackSample
 from modelrollout.plan.analysis import (
     AnalysisResult,
