@@ -39,8 +39,16 @@ cluster-up: venv tools ## start the local control plane in the background (kubec
 	$(PY) -m hack.localcluster up --dir $(CLUSTER_DIR)
 
 .PHONY: cluster-down
-cluster-down: ## stop the local control plane started by cluster-up
-	@if [ -x $(PY) ]; then $(PY) -m hack.localcluster down --dir $(CLUSTER_DIR); fi
+cluster-down: ## stop the operator and the local control plane started by demo or cluster-up
+	@if [ -x $(PY) ]; then $(PY) -m hack.demo down --dir $(CLUSTER_DIR); fi
+
+.PHONY: demo
+demo: venv tools ## local control plane + CRD + operator + examples/, converged to Ready; left running
+	$(PY) -m hack.demo up --dir $(CLUSTER_DIR)
+
+.PHONY: run
+run: venv ## run the operator in the foreground against $$KUBECONFIG (any cluster)
+	$(BIN)/modelrollout-operator
 
 # --- Code generation ---------------------------------------------------------------------------
 
