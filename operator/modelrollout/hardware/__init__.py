@@ -1,0 +1,1 @@
+"""Hardware selection: model profiling, the tier policy and cluster capacity checks."""
