@@ -92,13 +92,15 @@ def _server_env(
         "MODELSERVER_PORT": str(serving.port),
         "MODELSERVER_METRICS_PORT": str(serving.metrics_port),
         "MODELSERVER_THREADS": str(serving.threads or placement.threads),
-        "MODELSERVER_PROVIDER": placement.provider,
+        "MODELSERVER_EXECUTION_PROVIDER": placement.provider,
+        # Endpoints controllers and gateways need a moment to stop sending before drain.
+        "MODELSERVER_DRAIN_DELAY_S": "5",
         "MODELSERVER_MODEL_DIR": "/models",
     }
     if model.sha256:
         env["MODELSERVER_MODEL_SHA256"] = model.sha256
     if serving.batching:
-        env["MODELSERVER_MAX_BATCH_SIZE"] = str(serving.batching.max_batch_size)
+        env["MODELSERVER_BATCH_MAX_SIZE"] = str(serving.batching.max_batch_size)
         window_ms = parse_duration(serving.batching.window).total_seconds() * 1000
         env["MODELSERVER_BATCH_WINDOW_MS"] = f"{window_ms:g}"
     # User variables come last so they can override the defaults above.

@@ -1,0 +1,36 @@
+"""The traffic-router interface: put a canary weight on a route, and read back what is there.
+
+Each implementation lives in its own file. The replica-ratio fallback has no route object: the
+planner realises its weight through replica counts, so it has no class here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """Which route to steer, and the two per-track Services it should point at."""
+
+    namespace: str
+    route_name: str
+    stable_service: str
+    canary_service: str
+    port: int
+
+
+class RouterError(Exception):
+    """The route cannot be steered (missing, malformed, not referencing our Services); the
+    message says which and why, for status."""
+
+
+@runtime_checkable
+class TrafficRouter(Protocol):
+    async def set_weight(self, target: RouteTarget, canary_weight: int) -> None:
+        """Send `canary_weight` percent to the canary Service and the rest to the stable one."""
+
+    async def current_weight(self, target: RouteTarget) -> int | None:
+        """The canary weight the route holds now; None when the route does not split between
+        the two Services (e.g. nobody has set it yet)."""
