@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
+
 from modelserver.dataplane import DataPlane
 from modelserver.rest import RestApp
 from modelserver.settings import Settings
-from prometheus_client import CollectorRegistry
 
 from . import serving_models
 

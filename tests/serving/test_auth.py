@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from modelserver.rest import TokenFile
 
 from .conftest import Models, ServeFactory

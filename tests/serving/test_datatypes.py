@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+
 from modelserver.datatypes import OIP_TO_NUMPY
 
 from .conftest import Models, ServeFactory

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from modelserver import loader
 from modelserver.loader import LoadError, fetch_model
 

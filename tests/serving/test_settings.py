@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from modelserver.runtime import choose_providers
 from modelserver.settings import Settings, cgroup_cpu_count
-from pydantic import ValidationError
 
 AFFINITY = len(os.sched_getaffinity(0))
 

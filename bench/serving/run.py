@@ -1,0 +1,522 @@
+"""Serving benchmark: modelserver beside raw onnxruntime and KServe's ModelServer, one run.
+
+Each server gets core 0 and one intra-op thread (it stands for a 1-vCPU pod); the load
+generator gets core 1. The machine is shared and noisy, so results are reported as ratios
+between measurements taken minutes apart in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from tests.serving.serving_models import cnn, mlp, parameter_count
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+KSERVE_PY = ROOT / "bench" / ".venv-kserve" / "bin" / "python"
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+@dataclass
+class Body:
+    path: Path
+    header_len: int | None
+    content_type: str
+
+    def env(self) -> dict[str, str]:
+        env = {"BODY_FILE": str(self.path), "CONTENT_TYPE": self.content_type}
+        if self.header_len is not None:
+            env["HEADER_LEN"] = str(self.header_len)
+        return env
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": self.content_type}
+        if self.header_len is not None:
+            headers["Inference-Header-Content-Length"] = str(self.header_len)
+        return headers
+
+
+def pinned(cpu: str, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *cmd]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def json_body(path: Path, name: str, x: np.ndarray[Any, Any]) -> Body:
+    doc = {
+        "inputs": [
+            {"name": name, "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        ]
+    }
+    path.write_bytes(orjson.dumps(doc))
+    return Body(path, None, "application/json")
+
+
+def binary_body(path: Path, name: str, x: np.ndarray[Any, Any]) -> Body:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "FP32",
+                    "shape": list(x.shape),
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    path.write_bytes(header + x.astype("<f4").tobytes())
+    return Body(path, len(header), "application/octet-stream")
+
+
+class Server:
+    def __init__(
+        self, cmd: list[str], env: dict[str, str], port: int, log: Path, metrics_port: int = 0
+    ) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                pinned(SERVER_CPU, cmd), env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server not ready: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_modelserver(model: Path, name: str, work: Path, **settings: str) -> Server:
+    port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSERVER_")}
+    env.update(
+        {
+            "MODELSERVER_MODEL_NAME": name,
+            "MODELSERVER_MODEL_URI": str(model),
+            "MODELSERVER_HOST": "127.0.0.1",
+            "MODELSERVER_PORT": str(port),
+            "MODELSERVER_METRICS_PORT": str(metrics_port),
+            "MODELSERVER_THREADS": "1",
+            "MODELSERVER_MODEL_DIR": str(work),
+            "MODELSERVER_LOG_LEVEL": "warning",
+        }
+    )
+    env.update({f"MODELSERVER_{k.upper()}": v for k, v in settings.items()})
+    log = work / f"modelserver-{name}.log"
+    return Server([str(BIN / "modelserver")], env, port, log, metrics_port)
+
+
+def _mean_batch(metrics_url: str) -> float:
+    text = httpx.get(metrics_url, timeout=5).text
+    total = re.search(r"^modelserver_batch_size_sum\{.*\} (\S+)$", text, re.M)
+    count = re.search(r"^modelserver_batch_size_count\{.*\} (\S+)$", text, re.M)
+    if not total or not count or float(count.group(1)) == 0:
+        return 0.0
+    return float(total.group(1)) / float(count.group(1))
+
+
+def start_kserve(model: Path, name: str, work: Path) -> Server:
+    port = free_port()
+    cmd = [
+        str(KSERVE_PY),
+        str(HERE / "kserve_server.py"),
+        "--served-name", name,
+        "--onnx-path", str(model),
+        "--listen-port", str(port),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return Server(cmd, env, port, work / f"kserve-{name}.log")
+
+
+def check(url: str, body: Body) -> bool:
+    r = httpx.post(url, content=body.path.read_bytes(), headers=body.headers(), timeout=30)
+    if r.status_code != 200:
+        print(f"  {url} answered {r.status_code}: {r.text[:300]}", file=sys.stderr)
+    return r.status_code == 200
+
+
+def run_k6(url: str, body: Body, rate: int, seconds: int, work: Path) -> dict[str, float]:
+    out = work / "k6-summary.json"
+    out.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        **body.env(),
+        **{"URL": url, "RATE": str(rate), "DURATION": str(seconds), "OUT": str(out)},
+        **{"VUS": "50", "MAX_VUS": "300", "K6_NO_USAGE_REPORT": "true"},
+    }
+    subprocess.run(
+        pinned(LOAD_CPU, [str(BIN / "k6"), "run", "--quiet", "--no-color", str(HERE / "load.js")]),
+        env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    metrics = json.loads(out.read_text())
+    duration = metrics["http_req_duration"]["values"]
+    return {
+        "rate": rate,
+        "p50_ms": duration["med"],
+        "p99_ms": duration["p(99)"],
+        "requests": metrics["http_reqs"]["values"]["count"],
+        "failed_ratio": metrics["http_req_failed"]["values"]["rate"],
+        "dropped_iterations": metrics.get("dropped_iterations", {})
+        .get("values", {})
+        .get("count", 0),
+    }
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if m is None:
+        raise ValueError(f"cannot parse wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(url: str, body: Body, connections: int, seconds: int) -> dict[str, float]:
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(HERE / "post.lua"),
+        url,
+    ]
+    env = {**os.environ, **body.env()}
+    out = subprocess.run(
+        pinned(LOAD_CPU, cmd), env=env, capture_output=True, text=True, check=True
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"\s50%\s+(\S+)", out)
+    p99 = re.search(r"\s99%\s+(\S+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {
+        "connections": connections,
+        "rps": rps,
+        "p50_ms": _ms(p50.group(1)) if p50 else float("nan"),
+        "p99_ms": _ms(p99.group(1)) if p99 else float("nan"),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(0) if errors else "",  # type: ignore[dict-item]
+    }
+
+
+def run_raw(model: Path, batch: int, seconds: float) -> dict[str, float]:
+    cmd = [
+        sys.executable,
+        str(HERE / "raw.py"),
+        str(model),
+        "--batch",
+        str(batch),
+        "--seconds",
+        str(seconds),
+    ]
+    out = subprocess.run(pinned(SERVER_CPU, cmd), capture_output=True, text=True, check=True).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def kserve_version() -> str:
+    out = subprocess.run(
+        [str(KSERVE_PY), "-c", "from importlib.metadata import version; print(version('kserve'))"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return out.stdout.strip() or "not installed"
+
+
+def bench(seconds: int, work: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "kserve": kserve_version(),
+        "seconds": seconds,
+    }
+    small_model = mlp(work / "small.onnx")
+    medium_model = cnn(work / "medium.onnx")
+    results["params"] = {
+        "small": parameter_count(small_model),
+        "medium": parameter_count(medium_model),
+    }
+    rng = np.random.default_rng(0)
+    small_body = json_body(
+        work / "small.json", "features", rng.standard_normal((1, 16)).astype(np.float32)
+    )
+    image = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    medium_bin = binary_body(work / "medium.bin", "image", image)
+    medium_json = json_body(work / "medium.json", "image", image)
+
+    print("raw onnxruntime", flush=True)
+    results["raw_small"] = run_raw(small_model, 1, 5)
+    results["raw_medium_b32"] = run_raw(medium_model, 32, 8)
+    results["raw_medium_b1"] = run_raw(medium_model, 1, 5)
+
+    small_rate, small_conns = 500, 16
+    medium_rate = max(10, int(results["raw_medium_b32"]["rows_per_s"] * 0.5))
+    medium_conns = 64
+
+    print("modelserver, small model", flush=True)
+    srv = start_modelserver(small_model, "small", work)
+    try:
+        url = f"{srv.base}/v2/models/small/infer"
+        assert check(url, small_body)
+        results["ms_small_fixed"] = run_k6(url, small_body, small_rate, seconds, work)
+        results["ms_small_sat"] = run_wrk(url, small_body, small_conns, seconds)
+    finally:
+        srv.stop()
+
+    print("modelserver, medium model", flush=True)
+    srv = start_modelserver(medium_model, "medium", work, batch_max_size="32", batch_window_ms="5")
+    try:
+        url = f"{srv.base}/v2/models/medium/infer"
+        assert check(url, medium_bin)
+        results["ms_medium_fixed"] = run_k6(url, medium_bin, medium_rate, seconds, work)
+        results["ms_medium_sat"] = run_wrk(url, medium_bin, medium_conns, seconds)
+        results["ms_medium_mean_batch"] = _mean_batch(srv.metrics_url)
+    finally:
+        srv.stop()
+
+    if KSERVE_PY.exists():
+        print("kserve, small model", flush=True)
+        srv = start_kserve(small_model, "small", work)
+        try:
+            url = f"{srv.base}/v2/models/small/infer"
+            assert check(url, small_body)
+            results["ks_small_fixed"] = run_k6(url, small_body, small_rate, seconds, work)
+            results["ks_small_sat"] = run_wrk(url, small_body, small_conns, seconds)
+        finally:
+            srv.stop()
+        print("kserve, medium model", flush=True)
+        srv = start_kserve(medium_model, "medium", work)
+        try:
+            url = f"{srv.base}/v2/models/medium/infer"
+            body = medium_bin if check(url, medium_bin) else medium_json
+            results["ks_medium_body"] = "binary" if body is medium_bin else "json"
+            assert check(url, body)
+            results["ks_medium_fixed"] = run_k6(url, body, medium_rate, seconds, work)
+            results["ks_medium_sat"] = run_wrk(url, body, medium_conns, seconds)
+        finally:
+            srv.stop()
+    results["json_decode_224_ms"] = _decode_cost()
+    results["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return results
+
+
+def _decode_cost() -> float:
+    """Milliseconds to parse one 1x3x224x224 image from a JSON tensor (why images go binary)."""
+    image = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
+    raw = orjson.dumps({"data": image.ravel().tolist()})
+    start = time.perf_counter()
+    for _ in range(5):
+        np.asarray(orjson.loads(raw)["data"], dtype=np.float32)
+    return (time.perf_counter() - start) / 5 * 1000
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _fixed(model: str, who: str, x: dict[str, Any] | None, seconds: int) -> str:
+    if x is None:
+        return _row(model, who, "fixed rate", "not run", "", "", "")
+    return _row(
+        model,
+        who,
+        f"k6 {x['rate']}/s",
+        f"{x['requests'] / seconds:.0f}",
+        f"{x['p50_ms']:.3f}",
+        f"{x['p99_ms']:.3f}",
+        f"{x['dropped_iterations']:.0f} / {x['failed_ratio']:.1%}",
+    )
+
+
+def _sat(model: str, who: str, x: dict[str, Any] | None) -> str:
+    if x is None:
+        return _row(model, who, "saturation", "not run", "", "", "")
+    return _row(
+        model,
+        who,
+        f"wrk {x['connections']} conns",
+        f"{x['rps']:.0f}",
+        f"{x['p50_ms']:.3f}",
+        f"{x['p99_ms']:.3f}",
+        f"- / {x['non_2xx']} non-2xx",
+    )
+
+
+def _raw(model: str, x: dict[str, Any], unit: str) -> str:
+    return _row(
+        model,
+        "raw session.run",
+        f"loop, batch {x['batch']}",
+        f"{x['rows_per_s']:.0f} {unit}",
+        f"{x['p50_ms']:.3f}",
+        f"{x['p99_ms']:.3f}",
+        "",
+    )
+
+
+def report(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    raw_s, raw_m32 = r["raw_small"], r["raw_medium_b32"]
+    msf, mss, mms = r["ms_small_fixed"], r["ms_small_sat"], r["ms_medium_sat"]
+    kss = r.get("ks_small_sat")
+    ks_rps = kss["rps"] if kss else float("nan")
+    overhead = msf["p50_ms"] - raw_s["p50_ms"]
+    vs_kserve = mss["rps"] / ks_rps
+    vs_raw_batched = mms["rps"] / raw_m32["rows_per_s"]
+    ks_medium = f"KServe ({r.get('ks_medium_body', '-')} body)"
+    secs = r["seconds"]
+    lines = [
+        f"# Serving benchmark, {r['date']}",
+        "",
+        f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}; Python {m['python']}, "
+        f"onnxruntime {m['onnxruntime']}, kserve {r['kserve']}. Load average "
+        f"{m['loadavg_start']} at the start, {m['loadavg_end']} at the end (the machine is "
+        "shared, so compare the ratios rather than the absolute numbers).",
+        "",
+        "Method: every server pinned to core 0 (`taskset -c 0`) with one onnxruntime intra-op "
+        "thread; the load generator pinned to core 1. Fixed rate: k6 `constant-arrival-rate`; "
+        f"saturation: wrk, one thread. {secs} s per load. Small model: tabular MLP "
+        f"({r['params']['small']} parameters), 1x16 FP32 JSON request. Medium model: CNN "
+        f"({r['params']['medium']:,} parameters), one 1x3x64x64 FP32 image per request with "
+        "the binary tensor extension; modelserver batches dynamically up to 32 (5 ms window), "
+        "KServe's ModelServer has no batching of its own. Raw: `session.run` in a loop in one "
+        "process on core 0. Latencies are as the load generator saw them.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+        _row(
+            "small: p50 overhead over raw `session.run` <= 1 ms",
+            f"{overhead:.3f} ms ({msf['p50_ms']:.3f} vs {raw_s['p50_ms']:.3f} ms)",
+            verdict(overhead <= 1.0),
+        ),
+        _row(
+            "small: throughput >= 1.5x KServe ModelServer",
+            f"{vs_kserve:.2f}x ({mss['rps']:.0f} vs {ks_rps:.0f} req/s)",
+            verdict(vs_kserve >= 1.5),
+        ),
+        _row(
+            "medium: dynamic batching to 32 >= 80% of raw batch-32 `session.run`",
+            f"{vs_raw_batched:.0%} ({mms['rps']:.0f} vs {raw_m32['rows_per_s']:.0f} images/s)",
+            verdict(vs_raw_batched >= 0.8),
+        ),
+        "",
+        "## Measurements",
+        "",
+        "| model | server | load | req/s | p50 ms | p99 ms | dropped / failed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        _raw("small", raw_s, "calls/s"),
+        _fixed("small", "modelserver", msf, secs),
+        _fixed("small", "KServe", r.get("ks_small_fixed"), secs),
+        _sat("small", "modelserver", mss),
+        _sat("small", "KServe", kss),
+        _raw("medium", raw_m32, "images/s"),
+        _raw("medium", r["raw_medium_b1"], "images/s"),
+        _fixed("medium", "modelserver (batching)", r["ms_medium_fixed"], secs),
+        _fixed("medium", ks_medium, r.get("ks_medium_fixed"), secs),
+        _sat("medium", "modelserver (batching)", mms),
+        _sat("medium", ks_medium, r.get("ks_medium_sat")),
+        "",
+        f"modelserver's mean batch size under saturation: {r.get('ms_medium_mean_batch', 0):.1f}.",
+        f"Decoding one 1x3x224x224 FP32 tensor from JSON (orjson + numpy) took "
+        f"{r['json_decode_224_ms']:.1f} ms here, hence the binary extension for images.",
+        "",
+        "## Raw data",
+        "",
+        "```json",
+        json.dumps(r, indent=1, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each load")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    for tool in ("taskset", "wrk"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing")
+    if os.cpu_count() is None or os.cpu_count() < 2:  # type: ignore[operator]
+        raise SystemExit("needs two cores: one for the server, one for the load")
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        results = bench(args.seconds, Path(tmp))
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"serving-{results['date']}.md"
+    out.write_text(report(results))
+    print(out.read_text())
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+# Serving image benchmark (see serving-image/README.md, "Performance").
+
+KSERVE_VENV := bench/.venv-kserve
+BENCH_SECONDS ?= 10
+
+# kserve pins its own web stack, so it lives apart from .venv (and out of git).
+$(KSERVE_VENV)/.installed:
+	@test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	@echo '*' > $(KSERVE_VENV)/.gitignore
+	$(KSERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/pip install --quiet "kserve>=0.13,<1" "onnxruntime>=1.18,<2" "numpy>=1.26,<3"
+	@touch $@
+
+$(VENV)/.bench-serving: $(STAMP) bench/serving/requirements.txt
+	$(PY) -m pip install --quiet -r bench/serving/requirements.txt
+	@touch $@
+
+.PHONY: bench-serving
+bench-serving: venv $(VENV)/.bench-serving $(KSERVE_VENV)/.installed ## benchmark the model server against raw onnxruntime and KServe
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) -m bench.serving.run --seconds $(BENCH_SECONDS)
