@@ -1,0 +1,277 @@
+"""A private Prometheus (Debian's `prometheus` package) that scrapes the local model servers.
+
+`make prometheus` installs it. Debian's package also ships a system service on :9090; we never
+use it: each `Prometheus` here has its own config, data directory and loopback port, so several
+can run side by side (tests, demo) whether or not the system one is up.
+
+    with Prometheus(workdir, runner.file_sd_path) as prom:
+        prom.query('sum by (revision) (modelserver_requests_total)')
+
+    python -m hack.prometheus --dir .cluster/prometheus --file-sd .cluster/podrunner/file_sd/...
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+JOB = "modelserver"
+INSTALL_HINT = "run `make prometheus` (installs Debian's prometheus package)"
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+class PrometheusNotInstalledError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def find_binary() -> Path | None:
+    found = shutil.which("prometheus")
+    return Path(found) if found else None
+
+
+def require_binary() -> Path:
+    binary = find_binary()
+    if binary is None:
+        raise PrometheusNotInstalledError(f"prometheus is not on PATH: {INSTALL_HINT}")
+    return binary
+
+
+def config(file_sd_path: Path, scrape_interval: str = "1s", job: str = JOB) -> dict[str, Any]:
+    """Prometheus config (JSON is valid YAML): one job whose targets come from the file."""
+    return {
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": scrape_interval,
+        },
+        "scrape_configs": [
+            {
+                "job_name": job,
+                # Target labels (namespace, pod, deployment, revision) win over the server's own
+                # `revision`, as pod-label relabelling would in a cluster; the server's value
+                # stays visible as exported_revision.
+                "honor_labels": False,
+                "file_sd_configs": [{"files": [str(file_sd_path)], "refresh_interval": "1s"}],
+                "metrics_path": "/metrics",
+            }
+        ],
+    }
+
+
+class Prometheus:
+    """One Prometheus process on 127.0.0.1:<free port>, data in workdir (wiped on start)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        file_sd_path: Path,
+        scrape_interval: str = "1s",
+        *,
+        port: int = 0,
+        binary: Path | None = None,
+        retention: str = "1h",
+    ) -> None:
+        self.workdir = workdir.resolve()
+        self.file_sd_path = file_sd_path.resolve()
+        self.scrape_interval = scrape_interval
+        self.port = port
+        self.binary = binary
+        self.retention = retention
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "prometheus.yml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "prometheus.log"
+
+    def start(self, timeout: float = 60.0) -> Prometheus:
+        binary = self.binary or require_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        shutil.rmtree(data, ignore_errors=True)  # a fresh TSDB: no series from an earlier run
+        if not self.file_sd_path.exists():
+            # Prometheus logs errors for a missing SD file; an empty target list is valid.
+            self.file_sd_path.parent.mkdir(parents=True, exist_ok=True)
+            self.file_sd_path.write_text("[]")
+        self.config_path.write_text(
+            json.dumps(config(self.file_sd_path, self.scrape_interval), indent=2)
+        )
+        if not self.port:
+            self.port = _free_port()
+        with self.log_path.open("ab") as out:
+            self.popen = subprocess.Popen(
+                [
+                    str(binary),
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={data}",
+                    f"--storage.tsdb.retention.time={self.retention}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.popen = None
+
+    def __enter__(self) -> Prometheus:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.popen is None or self.popen.poll() is not None:
+                    raise RuntimeError(f"prometheus exited:\n{self.log_tail()}")
+                try:
+                    resp = client.get(f"{self.url}/-/ready")
+                    if resp.status_code == 200:
+                        return
+                    last = f"{resp.status_code} {resp.text.strip()}"
+                except httpx.HTTPError as exc:
+                    last = str(exc)
+                time.sleep(0.2)
+        raise TimeoutError(f"prometheus not ready after {timeout}s: {last}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query; the `result` list of a vector (each item has `metric` and `value`)."""
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            resp = client.get(f"{self.url}/api/v1/query", params={"query": promql})
+        resp.raise_for_status()
+        doc = resp.json()
+        if doc.get("status") != "success":
+            raise RuntimeError(f"query {promql!r} failed: {doc}")
+        result: list[dict[str, Any]] = doc["data"]["result"]
+        return result
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Active scrape targets with their labels, health and last error."""
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            resp = client.get(f"{self.url}/api/v1/targets", params={"state": "active"})
+        resp.raise_for_status()
+        active: list[dict[str, Any]] = resp.json()["data"]["activeTargets"]
+        return active
+
+    def wait_for(
+        self,
+        promql: str,
+        predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+        timeout: float = 30.0,
+    ) -> list[dict[str, Any]]:
+        """Poll `promql` until `predicate(result)` holds; the result that satisfied it."""
+        deadline = time.monotonic() + timeout
+        result: list[dict[str, Any]] = []
+        while True:
+            result = self.query(promql)
+            if predicate(result):
+                return result
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{promql!r} did not match within {timeout}s: {result}")
+            time.sleep(0.5)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _until_signal() -> Iterator[threading.Event]:
+    stop = threading.Event()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hack.prometheus", description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--file-sd", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--scrape-interval", default="1s")
+    args = parser.parse_args(argv)
+    prom = Prometheus(args.dir, args.file_sd, args.scrape_interval, port=args.port)
+    with _until_signal() as stop, prom:
+        print(f"prometheus ready at {prom.url}", file=sys.stderr, flush=True)
+        while not stop.wait(1.0):
+            if prom.popen is None or prom.popen.poll() is not None:
+                print(f"prometheus exited:\n{prom.log_tail()}", file=sys.stderr)
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
