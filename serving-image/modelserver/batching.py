@@ -100,10 +100,18 @@ class Batcher:
 
     async def _wait_for_company(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._window
-        timer = loop.call_at(deadline, self._wakeup.set)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._wakeup.set()
+
+        # A flag, not a clock comparison: uvloop's millisecond timers can fire a little before
+        # loop.time() reaches the deadline, which would leave the worker waiting for ever.
+        timer = loop.call_later(self._window, expire)
         try:
-            while self._queued_rows < self._max and loop.time() < deadline:
+            while self._queued_rows < self._max and not expired:
                 self._wakeup.clear()
                 await self._wakeup.wait()
         finally:

@@ -97,3 +97,27 @@ async def test_fixed_batch_model_is_not_batched(serve: ServeFactory, models: Mod
         *(s.client.post(s.infer_url(), json=body(x, "x")) for _ in range(3))
     )
     assert [r.status_code for r in responses] == [200, 200, 200]
+
+
+def test_lone_request_under_uvloop_is_not_stranded() -> None:
+    # uvloop timers may fire before loop.time() reaches their deadline; a lone request must
+    # still be dispatched when the window closes.
+    import concurrent.futures
+
+    import uvloop
+
+    from modelserver.batching import Batcher
+
+    def run(feeds: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        return {"y": feeds["x"] * 2}
+
+    async def main() -> None:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(run, pool, max_batch_size=32, window_s=0.003)
+            for i in range(30):
+                x = np.full((1, 2), i, np.float32)
+                out = await asyncio.wait_for(batcher.submit({"x": x}), timeout=2)
+                np.testing.assert_array_equal(out["y"], x * 2)
+            await batcher.close()
+
+    uvloop.run(main())
