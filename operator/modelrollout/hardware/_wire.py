@@ -63,7 +63,9 @@ class WireReader:
     __slots__ = ("_base", "_buf", "_chunks", "_on_chunk", "_pos", "bytes_read")
 
     def __init__(
-        self, chunks: Iterator[bytes], on_chunk: Callable[[bytes], None] | None = None
+        self,
+        chunks: Iterator[bytes | bytearray | memoryview],
+        on_chunk: Callable[[bytes], None] | None = None,
     ) -> None:
         self._chunks = chunks
         self._on_chunk = on_chunk

@@ -139,7 +139,9 @@ def _read_chunks(read: Callable[[int], bytes], chunk_size: int) -> Iterator[byte
         yield chunk
 
 
-def _chunks_of(source: Iterable[bytes] | BinaryIO, chunk_size: int) -> Iterator[bytes]:
+def _chunks_of(
+    source: Iterable[bytes | bytearray | memoryview] | BinaryIO, chunk_size: int
+) -> Iterator[bytes | bytearray | memoryview]:
     read = getattr(source, "read", None)
     if callable(read):
         return _read_chunks(read, chunk_size)
@@ -147,7 +149,7 @@ def _chunks_of(source: Iterable[bytes] | BinaryIO, chunk_size: int) -> Iterator[
 
 
 def profile_stream(
-    source: Iterable[bytes] | BinaryIO,
+    source: Iterable[bytes | bytearray | memoryview] | BinaryIO,
     *,
     dim_overrides: Mapping[str, int] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
@@ -96,7 +96,7 @@ class GraphBuilder:
         self.expected.weight_bytes += arr.nbytes
         return name
 
-    def node(self, op: str, inputs: Sequence[str], flops: int = 0, **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], flops: int = 0, **attrs: Any) -> str:
         out = self.fresh(op.lower())
         self.nodes.append(helper.make_node(op, list(inputs), [out], **attrs))
         self.expected.ops[op] += 1
@@ -154,7 +154,7 @@ class GraphBuilder:
             chunk = self.rng.random(n, dtype=np.float32)
             chunk -= 0.5
             chunk *= 0.02
-            f.write(memoryview(chunk).cast("B"))
+            f.write(chunk.data)
             left -= n
 
 
@@ -278,12 +278,15 @@ def transformer(
 
     for _ in range(layers):
         h = norm(x)
-        q = g.node("Transpose", [g.node("Reshape", [linear(h, d, d), split_heads])],
-                   perm=[0, 2, 1, 3])
-        k = g.node("Transpose", [g.node("Reshape", [linear(h, d, d), split_heads])],
-                   perm=[0, 2, 3, 1])
-        v = g.node("Transpose", [g.node("Reshape", [linear(h, d, d), split_heads])],
-                   perm=[0, 2, 1, 3])
+        q = g.node(
+            "Transpose", [g.node("Reshape", [linear(h, d, d), split_heads])], perm=[0, 2, 1, 3]
+        )
+        k = g.node(
+            "Transpose", [g.node("Reshape", [linear(h, d, d), split_heads])], perm=[0, 2, 3, 1]
+        )
+        v = g.node(
+            "Transpose", [g.node("Reshape", [linear(h, d, d), split_heads])], perm=[0, 2, 1, 3]
+        )
         scores = g.node("MatMul", [q, k], flops=2 * heads * s * dh * s)
         probs = g.node("Softmax", [g.node("Div", [scores, scale])], axis=-1)
         ctx = g.node("MatMul", [probs, v], flops=2 * heads * s * s * dh)
