@@ -1,0 +1,209 @@
+"""Istio router: canary weights on a `VirtualService`'s HTTP routes.
+
+The user creates the VirtualService (hosts, gateways, matches, retries, timeouts); the operator
+only rewrites the weighted destinations of its `http` routes:
+
+- every `http[]` entry whose `route` sends to the stable or canary Service is steered: its
+  destinations become exactly those two Services on the target port, weighted `100 - canary`
+  and `canary` (both always present, weight 0 allowed); other destination fields (subset,
+  headers) and their order are kept, as is the host spelling the user chose;
+- entries that reference neither Service (other hosts, redirects, delegates) and `tcp`/`tls`
+  routes are left alone;
+- if no entry references either Service, the FIRST `http` entry's `route` is replaced by the
+  two Services; a VirtualService without `http` entries gets one that holds just the two
+  destinations, which matches every request;
+- a steered entry that also sends traffic to some other host, or names one of our Services
+  twice, is an error: the operator could not promise the canary its share.
+
+A destination host is "ours" when it is the stable or canary Service in the VirtualService's
+namespace, written short (`svc`), as `svc.ns`, or as `svc.ns.svc[.cluster-domain]`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lightkube import AsyncClient
+
+from modelrollout.routers._route import (
+    RouteAPI,
+    RouteClient,
+    Spec,
+    SpecUpdate,
+    WeightedRouteRouter,
+    as_list,
+    as_object,
+    as_weight,
+    check_weight,
+    percent,
+    where,
+)
+from modelrollout.routers.base import RouterError, RouteTarget
+
+KIND = "VirtualService"
+STABLE, CANARY = "stable", "canary"
+# Fields that make an http entry answer without routing: it cannot take destinations.
+_NOT_ROUTING = ("redirect", "directResponse", "delegate")
+
+
+def service_of(host: str, namespace: str) -> str | None:
+    """The Service name `host` denotes inside `namespace`, or None for any other host."""
+    parts = host.split(".")
+    if len(parts) == 1:
+        return parts[0]
+    if parts[1] == namespace and (len(parts) == 2 or parts[2] == "svc"):
+        return parts[0]
+    return None
+
+
+def _track(host: str, target: RouteTarget) -> str | None:
+    name = service_of(host, target.namespace)
+    if name == target.stable_service:
+        return STABLE
+    if name == target.canary_service:
+        return CANARY
+    return None
+
+
+@dataclass(frozen=True)
+class _Dest:
+    track: str | None
+    body: dict[str, Any]
+    host: str
+    weight: int
+
+
+def _destinations(entry: Any, index: int, target: RouteTarget) -> list[_Dest]:
+    path = f"spec.http[{index}]"
+    body = as_object(entry, path, KIND, target)
+    routes = as_list(body.get("route"), f"{path}.route", KIND, target)
+    out: list[_Dest] = []
+    for j, raw in enumerate(routes):
+        route_path = f"{path}.route[{j}]"
+        route = as_object(raw, route_path, KIND, target)
+        dest = as_object(route.get("destination"), f"{route_path}.destination", KIND, target)
+        host = dest.get("host")
+        if not isinstance(host, str) or not host:
+            raise RouterError(
+                f"{where(KIND, target)}: {route_path}.destination.host must be a non-empty string"
+            )
+        # Istio: a lone destination takes all traffic; among several, an absent weight is 0.
+        default = 100 if len(routes) == 1 else 0
+        weight = as_weight(route.get("weight"), default, f"{route_path}.weight", KIND, target)
+        out.append(_Dest(_track(host, target), route, host, weight))
+    return out
+
+
+def _steered(
+    dests: list[_Dest], index: int, target: RouteTarget, canary_weight: int
+) -> list[dict[str, Any]]:
+    path = f"spec.http[{index}].route"
+    foreign = [d.host for d in dests if d.track is None]
+    if foreign:
+        raise RouterError(
+            f"{where(KIND, target)}: {path} sends traffic to {', '.join(foreign)} besides "
+            f"{target.stable_service}/{target.canary_service}; remove the other destinations "
+            "from this route so the canary weight is exact"
+        )
+    tracks = [d.track for d in dests]
+    for track in (STABLE, CANARY):
+        if tracks.count(track) > 1:
+            raise RouterError(f"{where(KIND, target)}: {path} names the {track} Service twice")
+    weights = {STABLE: 100 - canary_weight, CANARY: canary_weight}
+    names = {STABLE: target.stable_service, CANARY: target.canary_service}
+    out = [
+        {
+            **d.body,
+            "destination": {**d.body["destination"], "port": {"number": target.port}},
+            "weight": weights[d.track],
+        }
+        for d in dests
+        if d.track is not None
+    ]
+    out += [
+        {
+            "destination": {"host": names[track], "port": {"number": target.port}},
+            "weight": weights[track],
+        }
+        for track in (STABLE, CANARY)
+        if track not in tracks
+    ]
+    return out
+
+
+def with_weight(spec: Spec, target: RouteTarget, canary_weight: int) -> SpecUpdate:
+    """The VirtualService spec with `canary_weight` percent on the canary Service (see the module
+    docstring for which entries change). Pure: `spec` is not modified."""
+    check_weight(canary_weight)
+    entries = as_list(spec.get("http"), "spec.http", KIND, target)
+    new_entries: list[Any] = copy.deepcopy(entries)
+    steered = False
+    for i, entry in enumerate(entries):
+        dests = _destinations(entry, i, target)
+        if any(d.track is not None for d in dests):
+            new_entries[i]["route"] = _steered(dests, i, target, canary_weight)
+            steered = True
+    if not steered:
+        fresh = _steered([], 0, target, canary_weight)
+        if not new_entries:
+            new_entries = [{"route": fresh}]
+        else:
+            blocking = [f for f in _NOT_ROUTING if new_entries[0].get(f) is not None]
+            if blocking:
+                raise RouterError(
+                    f"{where(KIND, target)}: no http route references {target.stable_service} "
+                    f"or {target.canary_service}, and spec.http[0] has {blocking[0]}, so it "
+                    "cannot take destinations; add an http route to either Service"
+                )
+            new_entries[0]["route"] = fresh
+    new_spec = {**copy.deepcopy(spec), "http": new_entries}
+    return SpecUpdate(new_spec, new_spec != spec)
+
+
+def read_weight(spec: Spec, target: RouteTarget) -> int | None:
+    """The canary's share (percent, rounded) of the http routes that reference our Services;
+    None when such a route does not reference both, none references either, or the steered
+    routes disagree."""
+    entries = as_list(spec.get("http"), "spec.http", KIND, target)
+    shares: set[int | None] = set()
+    for i, entry in enumerate(entries):
+        dests = _destinations(entry, i, target)
+        tracks = {d.track for d in dests}
+        if not tracks & {STABLE, CANARY}:
+            continue
+        if not {STABLE, CANARY} <= tracks:
+            return None
+        total = sum(d.weight for d in dests)
+        shares.add(percent(sum(d.weight for d in dests if d.track == CANARY), total))
+    return shares.pop() if len(shares) == 1 else None
+
+
+ISTIO = RouteAPI(
+    group="networking.istio.io",
+    version="v1",
+    kind=KIND,
+    plural="virtualservices",
+    create_hint="create it with your hosts (and gateways, for ingress traffic); the operator "
+    "only sets http route weights",
+    install_hint="install Istio 1.22 or later, which serves networking.istio.io/v1",
+)
+
+
+class VirtualServiceRouter(WeightedRouteRouter):
+    """Steers the VirtualService named in the target through `client`.
+
+    `api_version` selects the served version (`v1`, or `v1beta1` before Istio 1.22);
+    `conflict_retries` is how often a write that lost a race is recomputed before the router
+    gives up with RouterError.
+    """
+
+    def __init__(
+        self, client: AsyncClient, *, api_version: str = "v1", conflict_retries: int = 5
+    ) -> None:
+        api = dataclasses.replace(ISTIO, version=api_version)
+        super().__init__(
+            RouteClient(client, api, conflict_retries=conflict_retries), with_weight, read_weight
+        )
