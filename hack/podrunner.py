@@ -216,6 +216,9 @@ class PodRunner:
         default_factory=lambda: {LABEL_MANAGED_BY: MANAGED_BY}
     )
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # None serves every namespace; a set serves only those (tests opt their namespace in, so
+    # pods of unrelated tests do not cost a process each).
+    namespaces: set[str] | None = None
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
@@ -275,6 +278,17 @@ class PodRunner:
                         f"last API error: {self._api_error or 'none'}"
                     )
                 self._changed.wait(min(left, 1.0))
+
+    def serve_namespace(self, namespace: str) -> None:
+        with self._lock:
+            if self.namespaces is not None:
+                self.namespaces.add(namespace)
+
+    def forget_namespace(self, namespace: str) -> None:
+        """Stop serving a namespace: its processes are stopped as if its pods were deleted."""
+        with self._lock:
+            if self.namespaces is not None:
+                self.namespaces.discard(namespace)
 
     def start(self) -> PodRunner:
         if self._thread is not None:
@@ -350,10 +364,12 @@ class PodRunner:
             self._note_api_error(f"{type(exc).__name__}: {exc}")
             return None
         self._api_error = ""
+        with self._lock:
+            served = None if self.namespaces is None else frozenset(self.namespaces)
         wanted: dict[tuple[str, str], _PodWant] = {}
         for pod in pods:
             want = _want(pod)
-            if want is not None:
+            if want is not None and (served is None or want.namespace in served):
                 wanted[(want.namespace, want.name)] = want
         return wanted
 

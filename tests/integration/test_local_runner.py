@@ -1,0 +1,282 @@
+"""The local runner on the real control plane: a `modelserver` process per pod, routed by the
+weighted gateway, scraped by Prometheus through file-based service discovery."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hack.gateway import Gateway, WeightedPicker, split_by_weights
+from hack.loadgen import check_loopback, infer_payload, run_load
+from hack.podrunner import PodRunner, read_registry
+from hack.prometheus import Prometheus
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.plan import children
+
+from .kube import Kube, wait_for
+
+pytestmark = pytest.mark.integration
+
+NAME = "iris"
+FEATURES = 16
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+
+
+def mlp(path: Path, seed: int) -> Path:
+    """features[N,16] -> probabilities[N,4], random weights: nothing is downloaded."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((FEATURES, 32)).astype(np.float32), "w1"),
+        numpy_helper.from_array(np.zeros(32, np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((32, 4)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["features", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def revision_deployment(namespace: str, revision: str, model: Path, version: str) -> dict[str, Any]:
+    """The Deployment the operator would create for this revision, minus the owner reference
+    (no ModelDeployment exists, and the garbage collector would delete an orphan)."""
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {
+                "uri": model.as_uri(),
+                "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+                "version": version,
+            }
+        }
+    )
+    owner = children.Owner(NAME, namespace, "00000000-0000-0000-0000-000000000000")
+    manifest = children.deployment(
+        owner, spec, revision, "modelrollout/modelserver:test", children.Placement(tier="cpu")
+    )
+    del manifest["metadata"]["ownerReferences"]
+    manifest["spec"]["replicas"] = 1
+    return manifest
+
+
+def track_service(namespace: str, track: str, revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{NAME}-{track}", "namespace": namespace},
+        "spec": {
+            "selector": {children.LABEL_DEPLOYMENT: NAME, children.LABEL_REVISION: revision},
+            "ports": [{"name": "http", "port": 8080, "targetPort": "http"}],
+        },
+    }
+
+
+def http_route(namespace: str, stable: int, canary: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": NAME, "namespace": namespace},
+        "spec": {
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": f"{NAME}-stable", "port": 8080, "weight": stable},
+                        {"name": f"{NAME}-canary", "port": 8080, "weight": canary},
+                    ]
+                }
+            ]
+        },
+    }
+
+
+def ensure_httproute_crd(kube: Kube) -> None:
+    """A schemaless HTTPRoute CRD, unless the session already has one (kept as it is)."""
+    if kube.run("get", "crd", HTTPROUTE_CRD, "--ignore-not-found", "-o", "name").strip():
+        return
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": HTTPROUTE_CRD,
+            # *.k8s.io groups are protected; the API server asks a stand-in to say it is one.
+            "annotations": {"api-approved.kubernetes.io": "unapproved, local test stand-in"},
+        },
+        "spec": {
+            "group": "gateway.networking.k8s.io",
+            "scope": "Namespaced",
+            "names": {"kind": "HTTPRoute", "plural": "httproutes", "singular": "httproute"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    kube.run("apply", "-f", "-", stdin=json.dumps(crd))
+    kube.run("wait", "--for=condition=Established", f"crd/{HTTPROUTE_CRD}")
+
+
+def apply(kube: Kube, manifest: dict[str, Any]) -> None:
+    result = kube.apply(manifest)
+    assert result.returncode == 0, result.stderr
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_split_by_weights_is_exact_on_every_prefix() -> None:
+    assert split_by_weights({"stable": 90, "canary": 10}, 100) == {"stable": 90, "canary": 10}
+    assert split_by_weights({"stable": 90, "canary": 10}, 7) == {"stable": 6, "canary": 1}
+    assert split_by_weights({"a": 1, "b": 1, "c": 1}, 2) == {"a": 1, "b": 1, "c": 0}
+    assert split_by_weights({"a": 0, "b": 0}, 5) == {"a": 0, "b": 0}
+    with pytest.raises(ValueError, match=">= 0"):
+        split_by_weights({"a": -1}, 1)
+    picker = WeightedPicker({"stable": 75, "canary": 25})
+    seen = {"stable": 0, "canary": 0}
+    for n in range(1, 401):
+        key = picker.pick()
+        assert key is not None
+        seen[key] += 1
+        expected = split_by_weights(picker.weights, n)
+        assert all(abs(seen[k] - expected[k]) <= 1 for k in seen), (n, seen, expected)
+    assert seen == {"stable": 300, "canary": 100}
+    assert WeightedPicker({"stable": 0, "canary": 0}).pick() is None
+    with pytest.raises(ValueError, match="loopback"):
+        check_loopback("http://10.0.0.1:8080")
+    check_loopback("http://127.0.0.1:1")
+
+
+def test_pods_served_routed_by_weight_and_scraped(
+    kube: Kube,
+    modelservers: PodRunner,
+    gateway: Gateway,
+    prometheus: Prometheus,
+    tmp_path: Path,
+) -> None:
+    ns = kube.namespace
+    revisions = {
+        "aaa111": mlp(tmp_path / "v1.onnx", seed=1),
+        "bbb222": mlp(tmp_path / "v2.onnx", 2),
+    }
+    for i, (revision, model) in enumerate(revisions.items(), start=1):
+        apply(kube, revision_deployment(ns, revision, model, version=str(i)))
+
+    # One process per pod, ready, with the pod's identity.
+    servers = modelservers.wait_for_servers(ns, deployment=NAME, count=2, timeout=60)
+    assert {s.revision for s in servers} == set(revisions)
+    pods = {p["metadata"]["name"] for p in kube.list("pods", f"{children.LABEL_DEPLOYMENT}={NAME}")}
+    assert {s.pod for s in servers} == pods
+    for server in servers:
+        assert alive(server.pid)
+        assert server.url.startswith("http://127.0.0.1:")
+        resp = httpx.get(f"{server.url}/v2/models/{NAME}/ready", timeout=5)
+        assert resp.status_code == 200, resp.text
+    assert modelservers.registry_path is not None
+    assert {s.pod for s in read_registry(modelservers.registry_path)} >= pods
+    assert modelservers.file_sd_path is not None
+    sd = json.loads(modelservers.file_sd_path.read_text())
+    by_pod = {t["labels"]["pod"]: t for t in sd if t["labels"]["namespace"] == ns}
+    for server in servers:
+        assert by_pod[server.pod]["targets"] == [server.metrics_target]
+        assert by_pod[server.pod]["labels"]["revision"] == server.revision
+        assert by_pod[server.pod]["labels"]["deployment"] == NAME
+
+    # No route object: uniform over the ready pods of every revision.
+    payload = infer_payload(FEATURES)
+    stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=1, payload=payload)
+    assert stats.by_status == {200: 20}, stats.summary()
+    assert stats.by_revision == {"aaa111": 10, "bbb222": 10}
+    assert gateway.route(ns, NAME) is not None
+
+    # An HTTPRoute of the same name takes over; its weights split requests exactly.
+    ensure_httproute_crd(kube)
+    apply(kube, track_service(ns, "stable", "aaa111"))
+    apply(kube, track_service(ns, "canary", "bbb222"))
+    apply(kube, http_route(ns, stable=75, canary=25))
+    wait_for(
+        lambda: gateway.weights_by_revision(ns, NAME) == {"aaa111": 75, "bbb222": 25},
+        timeout=15,
+        what="gateway to read the HTTPRoute weights",
+    )
+    stats = run_load(gateway.url, ns, NAME, rate_per_s=40, duration_s=1, payload=payload)
+    assert stats.by_status == {200: 40}, stats.summary()
+    assert dict(stats.by_revision) == stats.expected({"aaa111": 75, "bbb222": 25})
+
+    kube.patch("httproute", NAME, {"spec": http_route(ns, stable=0, canary=100)["spec"]}, "merge")
+    wait_for(
+        lambda: gateway.weights_by_revision(ns, NAME) == {"aaa111": 0, "bbb222": 100},
+        timeout=15,
+        what="gateway to follow the new weights",
+    )
+    stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=0.5, payload=payload)
+    assert stats.by_revision == {"bbb222": 10}, stats.summary()
+
+    # Prometheus found every process through file SD; target labels name pod and revision.
+    answered = gateway.counts_by_revision(ns, NAME)
+    by = "namespace, deployment, pod, revision"
+    query = f'sum by ({by}) (modelserver_requests_total{{namespace="{ns}"}})'
+
+    def scraped_all(result: list[dict[str, Any]]) -> bool:
+        got = {r["metric"]["revision"]: float(r["value"][1]) for r in result}
+        return got == {rev: float(n) for rev, n in answered.items()}
+
+    result = prometheus.wait_for(query, scraped_all, timeout=30)
+    for series in result:
+        server = next(s for s in servers if s.revision == series["metric"]["revision"])
+        assert series["metric"] == {
+            "namespace": ns,
+            "deployment": NAME,
+            "pod": server.pod,
+            "revision": server.revision,
+        }
+    # The server's own label (from MODELSERVER_REVISION in the pod env) agrees with the pod's.
+    own = prometheus.query(f'modelserver_requests_total{{namespace="{ns}"}}')
+    assert {(s["metric"]["revision"], s["metric"]["exported_revision"]) for s in own} == {
+        (r, r) for r in revisions
+    }
+
+    # Deleting a Deployment stops its process and drops its scrape target.
+    gone = next(s for s in servers if s.revision == "bbb222")
+    kube.delete("deployment", f"{NAME}-bbb222")
+    modelservers.wait_for_servers(ns, revision="bbb222", count=0, timeout=45)
+    wait_for(lambda: not alive(gone.pid), timeout=10, what=f"pid {gone.pid} to exit")
+    sd = json.loads(modelservers.file_sd_path.read_text())
+    assert gone.pod not in {t["labels"]["pod"] for t in sd}
+    # With the canary's pods gone, its whole share gets 503 from the gateway, as with no endpoints.
+    stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=0.25, payload=payload)
+    assert stats.by_status == {503: 5}, stats.summary()
