@@ -485,7 +485,8 @@ def report(r: dict[str, Any]) -> str:
         _sat("medium", "modelserver (batching)", mms),
         _sat("medium", ks_medium, r.get("ks_medium_sat")),
         "",
-        f"modelserver's mean batch size under saturation: {r.get('ms_medium_mean_batch', 0):.1f}.",
+        "modelserver's mean batch size over its fixed-rate and saturation runs: "
+        f"{r.get('ms_medium_mean_batch', 0):.1f}.",
         f"Decoding one 1x3x224x224 FP32 tensor from JSON (orjson + numpy) took "
         f"{r['json_decode_224_ms']:.1f} ms here, hence the binary extension for images.",
         "",
