@@ -15,10 +15,14 @@ from typing import Any
 from lightkube import ApiError
 from pydantic import ValidationError
 
+from modelrollout.api import GROUP
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, Phase
+from modelrollout.api.types import parse_duration
 from modelrollout.k8s.cluster import Cluster, observe_deployment
+from modelrollout.metrics import PrometheusProvider, QueryTemplates, WindowQuery, sample_tracks
 from modelrollout.plan import reconcile as planner
+from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
 from modelrollout.plan.children import Owner, Placement
 from modelrollout.plan.conditions import (
     DEGRADED,
@@ -27,6 +31,9 @@ from modelrollout.plan.conditions import (
     ConditionUpdate,
     merge_conditions,
 )
+from modelrollout.plan.rollout import Action, analysis_due
+from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
+from modelrollout.routers.registry import route_name, router_for
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
 
@@ -108,7 +115,29 @@ class Reconciler:
             return Outcome(Phase.FAILED, None)
 
         owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+        now = _now()
+        annotations = meta.get("annotations") or {}
+        actions = frozenset(a for a in Action if f"{GROUP}/{a.value}" in annotations)
         live = await self.cluster.children(namespace, name)
+        router = router_for(spec.rollout.traffic_router, self.cluster.client)
+        target = RouteTarget(
+            namespace=namespace,
+            route_name=route_name(spec.rollout.traffic_router) or "",
+            stable_service=f"{name}-stable",
+            canary_service=f"{name}-canary",
+            port=spec.serving.port,
+        )
+        warnings: list[str] = []
+        route_weight: int | None = None
+        if router is not None and previous.stable_revision:
+            try:
+                route_weight = await router.current_weight(target)
+            except RouterError as exc:
+                warnings.append(f"traffic router: {exc}")
+        analysis = None
+        if analysis_due(previous, spec.rollout, now):
+            analysis = await self._analyse(namespace, spec, previous, now)
+
         result = planner.plan(
             planner.Inputs(
                 owner=owner,
@@ -118,7 +147,11 @@ class Reconciler:
                 image=spec.serving.image or self.settings.serving_image,
                 placement=default_placement(),
                 deployments=tuple(observe_deployment(d) for d in live.deployments()),
-                now=_now(),
+                now=now,
+                existing=live.keys(),
+                route_weight=route_weight,
+                analysis=analysis,
+                actions=actions,
             )
         )
         for manifest in result.apply:
@@ -126,15 +159,100 @@ class Reconciler:
                 manifest, live.get(manifest["kind"], manifest["metadata"]["name"])
             ):
                 self.metrics.children_applied.labels(manifest["kind"]).inc()
+        status = result.status
+        if router is not None and result.route_weight is not None:
+            status = await self._steer(router, target, result.route_weight, route_weight, status)
+        elif warnings:
+            status = status.model_copy(update={"message": f"{status.message}; {warnings[0]}"})
         for ref in result.delete:
             await self.cluster.delete(namespace, ref)
+        if actions:
+            await self.cluster.remove_annotations(
+                namespace, name, [f"{GROUP}/{a.value}" for a in actions]
+            )
 
-        await self._write_status(namespace, name, previous, result.status)
+        await self._write_status(namespace, name, previous, status)
         await self.cluster.record_events(
             obj, [(e.type, e.reason, e.message) for e in result.events]
         )
-        self._export_phase(namespace, name, result.status.phase)
-        return Outcome(result.status.phase, result.requeue_after)
+        self._export_phase(namespace, name, status.phase)
+        return Outcome(status.phase, result.requeue_after)
+
+    async def _steer(
+        self,
+        router: TrafficRouter,
+        target: RouteTarget,
+        weight: int,
+        current: int | None,
+        status: ModelDeploymentStatus,
+    ) -> ModelDeploymentStatus:
+        """Set the route's weight and record what it holds afterwards (read back)."""
+        try:
+            if current != weight:
+                await router.set_weight(target, weight)
+            held = await router.current_weight(target)
+        except RouterError as exc:
+            self.metrics.reconcile_errors.labels(target.namespace, "router").inc()
+            return status.model_copy(
+                update={
+                    "canary_weight": current or 0,
+                    "message": f"{status.message}; traffic router: {exc}",
+                }
+            )
+        if held != weight:
+            return status.model_copy(
+                update={
+                    "canary_weight": held or 0,
+                    "message": f"{status.message}; route holds {held}% instead of {weight}%",
+                }
+            )
+        return status
+
+    async def _analyse(
+        self,
+        namespace: str,
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        now: datetime,
+    ) -> AnalysisResult:
+        settings = spec.rollout.analysis
+        window = parse_duration(settings.interval).total_seconds()
+        if status.canary_revision and status.stable_revision:
+            canary, stable = status.canary_revision, status.stable_revision
+        else:
+            # Bake window: the new stable is judged on the absolute limits alone.
+            canary, stable = status.stable_revision or "", None
+        overrides = settings.queries
+        try:
+            templates = QueryTemplates(
+                **{
+                    k: v
+                    for k, v in (overrides.model_dump() if overrides else {}).items()
+                    if v is not None
+                }
+            )
+        except ValueError as exc:
+            return analyse(None, None, provider_error=f"invalid query override: {exc}")
+        provider = PrometheusProvider(
+            settings.prometheus_url or self.settings.prometheus_url, templates=templates
+        )
+        at = now.timestamp()
+        samples = await sample_tracks(
+            provider,
+            WindowQuery(revision=canary, window_seconds=window, namespace=namespace, at=at),
+            WindowQuery(revision=stable, window_seconds=window, namespace=namespace, at=at)
+            if stable
+            else None,
+        )
+        thresholds = AnalysisThresholds(
+            max_error_rate=settings.max_error_rate,
+            max_error_rate_increase=settings.max_error_rate_increase,
+            max_p99_ratio=settings.max_latency_ratio,
+            min_requests=settings.min_requests,
+        )
+        result = analyse(samples.canary, samples.stable, thresholds, provider_error=samples.error)
+        self.metrics.analyses.labels(namespace, result.verdict.value).inc()
+        return result
 
     def _previous_status(self, obj: dict[str, Any]) -> ModelDeploymentStatus:
         try:

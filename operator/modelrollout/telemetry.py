@@ -27,6 +27,12 @@ class OperatorMetrics:
             ["kind"],
             registry=registry,
         )
+        self.analyses = Counter(
+            "modelrollout_analysis_total",
+            "Canary and bake analysis windows judged, by verdict.",
+            ["namespace", "verdict"],
+            registry=registry,
+        )
         self.managed = Gauge(
             "modelrollout_managed_modeldeployments",
             "ModelDeployments the operator currently reconciles.",

@@ -22,6 +22,9 @@ def manifest(name: str, version: str = "v1", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"uri": "https://models.example/iris.onnx", "sha256": SHA, "version": version},
         "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCpuUtilization": 60},
+        # No Prometheus here: a plain weight step, whose background analysis stays
+        # Inconclusive and therefore never blocks it (the canary tests cover analysis).
+        "rollout": {"steps": [{"setWeight": 50}], "bakeTime": "0s", "scaleDownDelay": "3s"},
     }
     body.update(spec)
     return {
@@ -47,7 +50,10 @@ def wait_ready(kube: Kube, name: str, timeout: float = 90) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         obj = kube.get("mdep", name)
         cond = condition(obj, "Ready")
-        current = obj and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+        current = (
+            obj
+            and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+        )
         if obj and cond and cond["status"] == "True" and current:
             return obj
         return None

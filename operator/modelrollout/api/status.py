@@ -65,6 +65,62 @@ class HardwareStatus(ApiModel):
     """True when GPU was preferred but CPU was chosen for lack of capacity."""
 
 
+class AnalysisStatus(ApiModel):
+    """The last analysis window: verdict, the reason in words and the measured values."""
+
+    verdict: Literal["Pass", "Fail", "Inconclusive"]
+    reason: str
+    time: str
+    """When the window ended."""
+
+    canary_requests: int | None = None
+    canary_errors: int | None = None
+    canary_error_rate: float | None = None
+    canary_p99_seconds: float | None = None
+    stable_requests: int | None = None
+    stable_errors: int | None = None
+    stable_error_rate: float | None = None
+    stable_p99_seconds: float | None = None
+    p99_ratio: float | None = None
+    z: float | None = None
+    p_value: float | None = None
+
+
+class RolloutStatus(ApiModel):
+    """Where the current canary stands; everything needed to resume after a restart."""
+
+    step: int = 0
+    """Index into spec.rollout.steps of the step being executed."""
+
+    step_started: str | None = None
+    """When the current step began."""
+
+    passes: int = 0
+    """Passing analysis windows counted for the current analysis step."""
+
+    failures: int = 0
+    """Consecutive failed analysis windows."""
+
+    analysis_since: str | None = None
+    """Start of the window the next analysis covers."""
+
+    last_analysis: AnalysisStatus | None = None
+    """The most recent analysis window."""
+
+    stable_min_replicas: int | None = None
+    """Stable replicas when the rollout began: the stable is not scaled below this while the
+    canary is analysed."""
+
+
+class BakeStatus(ApiModel):
+    """After promotion, the new stable is watched until `until`; the previous one is kept."""
+
+    previous_revision: str
+    until: str
+    failures: int = 0
+    last_analysis: AnalysisStatus | None = None
+
+
 class HistoryEntry(ApiModel):
     """One finished (or abandoned) revision."""
 
@@ -108,6 +164,16 @@ class ModelDeploymentStatus(ApiModel):
 
     rollout_started: str | None = None
     """When the current revision started rolling out."""
+
+    rollout: RolloutStatus | None = None
+    """Progress of the canary, while there is one."""
+
+    bake: BakeStatus | None = None
+    """The bake window after a promotion, while it lasts."""
+
+    failed_revision: str | None = None
+    """A revision that was rolled back or aborted. It is not retried until the spec changes or
+    the `modelrollout.io/retry` annotation is set."""
 
     canary_weight: int = 0
     """Percent of traffic on the canary revision."""

@@ -74,6 +74,9 @@ def observe_deployment(obj: dict[str, Any]) -> ObservedDeployment:
         if progressing.get("reason") == "ProgressDeadlineExceeded"
         else None
     )
+    containers = spec.get("template", {}).get("spec", {}).get("containers") or [{}]
+    server = next((c for c in containers if c.get("name") == children.CONTAINER), containers[0])
+    env = {e.get("name"): e.get("value", "") for e in server.get("env") or []}
     return ObservedDeployment(
         name=meta["name"],
         revision=meta.get("labels", {}).get(children.LABEL_REVISION, ""),
@@ -81,6 +84,10 @@ def observe_deployment(obj: dict[str, Any]) -> ObservedDeployment:
         ready_replicas=status.get("readyReplicas", 0),
         available=available and current,
         failed_reason=failed,
+        model_version=env.get("MODELSERVER_MODEL_VERSION", ""),
+        model_uri=env.get("MODELSERVER_MODEL_URI", ""),
+        model_sha256=env.get("MODELSERVER_MODEL_SHA256") or None,
+        image=server.get("image", ""),
     )
 
 
@@ -89,6 +96,9 @@ class ChildSet:
     """Live children of one ModelDeployment, keyed by (kind, name)."""
 
     objects: dict[tuple[str, str], dict[str, Any]]
+
+    def keys(self) -> frozenset[tuple[str, str, str]]:
+        return frozenset((o["apiVersion"], kind, name) for (kind, name), o in self.objects.items())
 
     def deployments(self) -> list[dict[str, Any]]:
         return [o for (kind, _), o in self.objects.items() if kind == "Deployment"]
@@ -147,6 +157,12 @@ class Cluster:
             if exc.status.code != 404:
                 raise
         log.info("deleted %s %s/%s", ref.kind, namespace, ref.name)
+
+    async def remove_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
+        patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
+        await self.client.patch(
+            ModelDeploymentResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
+        )
 
     async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A merge patch with explicit nulls replaces the whole status: fields the planner

@@ -18,6 +18,7 @@ Manifest = dict[str, Any]
 MANAGED_BY = "modelrollout"
 LABEL_DEPLOYMENT = "modelrollout.io/deployment"
 LABEL_REVISION = "modelrollout.io/revision"
+LABEL_TRACK = "modelrollout.io/track"
 CONTAINER = "modelserver"
 DEFAULT_CPU_TARGET = 70
 RPS_METRIC = "modelserver_requests_per_second"
@@ -213,15 +214,33 @@ def deployment(
     }
 
 
-def service(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
-    """One Service over every live revision of the ModelDeployment."""
+def service(owner: Owner, spec: ModelDeploymentSpec, revision: str | None = None) -> Manifest:
+    """The ModelDeployment's Service: over every live revision, or over one when given."""
+    return _service(owner, spec, owner.name, revision)
+
+
+def track_service(owner: Owner, spec: ModelDeploymentSpec, track: str, revision: str) -> Manifest:
+    """`NAME-stable` / `NAME-canary`: the backends a traffic router splits between."""
+    return _service(owner, spec, f"{owner.name}-{track}", revision, {LABEL_TRACK: track})
+
+
+def _service(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    name: str,
+    revision: str | None,
+    extra_labels: dict[str, str] | None = None,
+) -> Manifest:
+    selector = {LABEL_DEPLOYMENT: owner.name}
+    if revision is not None:
+        selector[LABEL_REVISION] = revision
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, owner.name, common_labels(owner)),
+        "metadata": _metadata(owner, name, common_labels(owner) | (extra_labels or {})),
         "spec": {
             "type": "ClusterIP",
-            "selector": {LABEL_DEPLOYMENT: owner.name},
+            "selector": selector,
             "ports": [
                 {
                     "name": "http",
@@ -240,7 +259,16 @@ def service(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
     }
 
 
-def autoscaler(owner: Owner, spec: ModelDeploymentSpec, target_deployment: str) -> Manifest:
+def autoscaler(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    target_deployment: str,
+    *,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    name: str | None = None,
+) -> Manifest:
+    """An HPA for one revision's Deployment; bounds default to spec.autoscaling."""
     scaling = spec.autoscaling
     metrics: list[dict[str, Any]] = []
     cpu_target = scaling.target_cpu_utilization
@@ -272,15 +300,15 @@ def autoscaler(owner: Owner, spec: ModelDeploymentSpec, target_deployment: str) 
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(owner, owner.name, common_labels(owner)),
+        "metadata": _metadata(owner, name or owner.name, common_labels(owner)),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
                 "name": target_deployment,
             },
-            "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
+            "minReplicas": min_replicas if min_replicas is not None else scaling.min_replicas,
+            "maxReplicas": max_replicas if max_replicas is not None else scaling.max_replicas,
             "metrics": metrics,
         },
     }

@@ -1,13 +1,20 @@
-"""The reconcile planner: observed state in, desired children and the next status out. No I/O."""
+"""The reconcile planner: observed state in, desired children and the next status out. No I/O.
+
+The rollout state machine (plan/rollout.py) decides which revisions serve and at what weight;
+this module turns that into children (Deployments, Services, HPAs, PDB), deletions, the
+route weight to set, and the status to write.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus, Phase
+from modelrollout.api.spec import ModelDeploymentSpec, ReplicaRatioRouter
+from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus, Phase, RolloutStatus
 from modelrollout.plan import children
+from modelrollout.plan.analysis import AnalysisResult
 from modelrollout.plan.children import Manifest, Owner, Placement
 from modelrollout.plan.conditions import (
     DEGRADED,
@@ -17,9 +24,19 @@ from modelrollout.plan.conditions import (
     merge_conditions,
 )
 from modelrollout.plan.revision import revision_of
+from modelrollout.plan.rollout import (
+    Action,
+    CanaryView,
+    Decision,
+    Stage,
+    decide,
+    fmt,
+    parse_time,
+    seconds,
+)
 
 HISTORY_LIMIT = 10
-# While something is moving, look again soon; the periodic resync covers the steady state.
+# While something moves, look again soon; the periodic resync covers the steady state.
 REQUEUE_PROGRESSING = 5.0
 
 
@@ -31,6 +48,10 @@ class ObservedDeployment:
     ready_replicas: int
     available: bool
     failed_reason: str | None = None
+    model_version: str = ""
+    model_uri: str = ""
+    model_sha256: str | None = None
+    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,14 @@ class Inputs:
     placement: Placement
     deployments: tuple[ObservedDeployment, ...]
     now: datetime
+    # Every child that exists now, as (apiVersion, kind, name); unwanted ones are deleted.
+    existing: frozenset[tuple[str, str, str]] = frozenset()
+    # Canary weight read back from the route this cycle (routed traffic only).
+    route_weight: int | None = None
+    analysis: AnalysisResult | None = None
+    actions: frozenset[Action] = frozenset()
+    # A problem outside the planner's control this cycle (router or metrics), for status.
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,137 +94,297 @@ class Plan:
     apply: list[Manifest]
     delete: list[ChildRef]
     status: ModelDeploymentStatus
+    # The canary weight the route should hold; None for the replica-ratio router.
+    route_weight: int | None
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
 
-def _timestamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+def canary_replicas_for_ratio(base: int, weight: int) -> int:
+    """Replica-ratio routing: canary pods so that canary/(canary+stable) approximates weight."""
+    if weight <= 0:
+        return 0
+    if weight >= 100:
+        return base
+    return max(1, round(base * weight / (100 - weight)))
+
+
+def _sanitise(
+    status: ModelDeploymentStatus, observed: dict[str, ObservedDeployment], revision: str
+) -> ModelDeploymentStatus:
+    """Forget revisions whose Deployment is gone (deleted by hand): their pod template went
+    with them, so the current revision takes over directly."""
+    update: dict[str, object] = {}
+    if (
+        status.stable_revision
+        and status.stable_revision != revision
+        and (status.stable_revision not in observed)
+    ):
+        update |= {
+            "stable_revision": None,
+            "canary_revision": None,
+            "rollout": None,
+            "canary_weight": 0,
+        }
+    if status.bake and status.bake.previous_revision not in observed:
+        update["bake"] = None
+    return status.model_copy(update=update) if update else status
 
 
 def plan(inputs: Inputs) -> Plan:
-    spec, previous, owner = inputs.spec, inputs.status, inputs.owner
-    now = _timestamp(inputs.now)
+    spec, owner, now = inputs.spec, inputs.owner, inputs.now
     revision = revision_of(spec, inputs.image)
     observed = {d.revision: d for d in inputs.deployments}
-    events: list[Event] = []
+    previous = inputs.status
+    status = _sanitise(previous, observed, revision)
+    replicas_router = isinstance(spec.rollout.traffic_router, ReplicaRatioRouter)
 
-    # The stable revision is the last one that became available; None until the first does.
-    stable = previous.stable_revision
-    if stable is not None and stable != revision and stable not in observed:
-        # The stable Deployment is gone (deleted by hand mid-rollout): its pod template went with
-        # it, so the current revision takes over directly.
-        stable = None
     new = observed.get(revision)
-    history = list(previous.history)
-    started = (
-        previous.rollout_started
-        if previous.rollout_started and previous.canary_revision == revision
-        else now
+    stable_obs = observed.get(status.stable_revision) if status.stable_revision else None
+    canary_view = None
+    if new is not None and revision != status.stable_revision:
+        if replicas_router:
+            realised = status.canary_weight if new.available else 0
+        else:
+            realised = inputs.route_weight or 0
+        canary_view = CanaryView(new.available, new.failed_reason, realised)
+
+    decision = decide(
+        revision=revision,
+        status=status,
+        rollout=spec.rollout,
+        paused=spec.paused,
+        canary=canary_view,
+        stable_available=stable_obs is not None and stable_obs.available,
+        analysis=inputs.analysis,
+        actions=inputs.actions,
+        now=now,
     )
-    if stable != revision and new is not None and new.available:
-        history.insert(
-            0,
-            HistoryEntry(
-                revision=revision,
-                model_version=spec.model.version,
-                model_uri=spec.model.uri,
-                model_sha256=spec.model.sha256,
-                image=inputs.image,
-                started=started,
-                finished=now,
-                outcome="Promoted",
-                reason=f"replaced revision {stable}" if stable else "first revision",
-            ),
+
+    desired, keep = _children(inputs, revision, decision, status, observed, replicas_router)
+    wanted = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in desired}
+    wanted |= {("apps/v1", "Deployment", children.deployment_name(owner, r)) for r in keep}
+    delete = [ChildRef(*key) for key in sorted(inputs.existing - wanted)]
+
+    history = list(status.history)
+    if decision.finished is not None:
+        history.insert(0, _history_entry(inputs, revision, decision, observed))
+    new_status = _status(inputs, decision, status, history, observed, keep)
+    events = [Event(*e) for e in decision.events]
+    moving = decision.stage in (Stage.INITIAL, Stage.CANARY) or decision.bake is not None
+    lingering = len(keep) > len({decision.stable, decision.canary} - {None})
+    requeue = None
+    if moving or lingering or decision.stage == Stage.PROMOTED:
+        requeue = min(REQUEUE_PROGRESSING, max(1.0, seconds(spec.rollout.analysis.interval) / 5))
+    return Plan(
+        revision=revision,
+        apply=desired,
+        delete=delete,
+        status=new_status,
+        route_weight=None if replicas_router else decision.weight,
+        events=events,
+        requeue_after=requeue,
+    )
+
+
+def _children(
+    inputs: Inputs,
+    revision: str,
+    decision: Decision,
+    status: ModelDeploymentStatus,
+    observed: dict[str, ObservedDeployment],
+    replicas_router: bool,
+) -> tuple[list[Manifest], set[str]]:
+    """Manifests to apply, and the revisions whose Deployments stay."""
+    spec, owner = inputs.spec, inputs.owner
+    stable = decision.stable or revision
+    canary = decision.canary
+    keep: set[str] = {stable} | ({canary} if canary else set())
+    if decision.bake is not None:
+        keep.add(decision.bake.previous_revision)
+    # A rolled-back or aborted canary keeps its pods for the scale-down delay: in-flight
+    # requests finish after the weight went to 0.
+    delay = timedelta(seconds=seconds(spec.rollout.scale_down_delay))
+    candidates: list[tuple[str, str, datetime]] = []
+    if decision.finished is not None:
+        candidates.append((decision.finished[0], decision.finished[1], inputs.now + delay))
+    if status.history:
+        last = status.history[0]
+        ended = parse_time(last.finished) if last.finished else inputs.now
+        candidates.append((last.revision, last.outcome, ended + delay))
+    for fin_rev, outcome, until in candidates:
+        if outcome in ("RolledBack", "Aborted") and fin_rev in observed and inputs.now < until:
+            keep.add(fin_rev)
+
+    manifests: list[Manifest] = []
+    # Only the spec's revision has a known pod template; other kept revisions stay as they are.
+    if revision in (stable, canary):
+        manifests.append(children.deployment(owner, spec, revision, inputs.image, inputs.placement))
+    # Replica ratio: the one Service spans every revision, so pods split the traffic. Routed:
+    # the main Service stays on the stable revision and the route splits between track Services.
+    manifests.append(children.service(owner, spec, revision=None if replicas_router else stable))
+    if not replicas_router:
+        manifests.append(children.track_service(owner, spec, "stable", stable))
+        manifests.append(children.track_service(owner, spec, "canary", canary or stable))
+
+    scaling = spec.autoscaling
+    stable_min = scaling.min_replicas
+    if canary and decision.rollout and decision.rollout.stable_min_replicas:
+        stable_min = max(stable_min, decision.rollout.stable_min_replicas)
+    manifests.append(
+        children.autoscaler(
+            owner,
+            spec,
+            children.deployment_name(owner, stable),
+            min_replicas=min(stable_min, scaling.max_replicas),
         )
-        events.append(
-            Event("Normal", "Promoted", f"revision {revision} ({spec.model.version}) is serving")
+    )
+    if canary:
+        if replicas_router:
+            base = max(stable_min, (observed[stable].replicas if stable in observed else 0))
+            n = max(1, canary_replicas_for_ratio(base, decision.weight))
+            low, high = n, n
+        else:
+            low = max(1, math.ceil(scaling.min_replicas * decision.weight / 100))
+            high = max(low, scaling.max_replicas)
+        manifests.append(
+            children.autoscaler(
+                owner,
+                spec,
+                children.deployment_name(owner, canary),
+                min_replicas=low,
+                max_replicas=high,
+                name=f"{owner.name}-canary",
+            )
         )
-        stable = revision
-    rolling = stable is not None and stable != revision
-    live = {revision} | ({stable} if stable else set())
+    manifests.append(children.disruption_budget(owner))
+    return manifests, keep
 
-    desired: list[Manifest] = [
-        children.deployment(owner, spec, revision, inputs.image, inputs.placement),
-        children.service(owner, spec),
-        children.autoscaler(owner, spec, children.deployment_name(owner, stable or revision)),
-        children.disruption_budget(owner),
-    ]
-    delete = [
-        ChildRef("apps/v1", "Deployment", d.name)
-        for d in inputs.deployments
-        if d.revision not in live
-    ]
 
-    stable_obs = observed.get(stable) if stable else None
-    stable_ready = stable_obs is not None and stable_obs.available
-    failed = next((d for d in inputs.deployments if d.revision in live and d.failed_reason), None)
+def _history_entry(
+    inputs: Inputs, revision: str, decision: Decision, observed: dict[str, ObservedDeployment]
+) -> HistoryEntry:
+    assert decision.finished is not None
+    fin_rev, outcome, reason = decision.finished
+    now = fmt(inputs.now)
+    if fin_rev == revision:
+        model = inputs.spec.model
+        version, uri, sha, image = model.version, model.uri, model.sha256, inputs.image
+    else:
+        seen = observed.get(fin_rev)
+        version = seen.model_version if seen else ""
+        uri = seen.model_uri if seen else ""
+        sha = seen.model_sha256 if seen else None
+        image = seen.image if seen else ""
+    return HistoryEntry(
+        revision=fin_rev,
+        model_version=version,
+        model_uri=uri,
+        model_sha256=sha,
+        image=image,
+        started=inputs.status.rollout_started or now,
+        finished=now,
+        outcome=outcome,
+        reason=reason,
+    )
 
+
+def _status(
+    inputs: Inputs,
+    decision: Decision,
+    status: ModelDeploymentStatus,
+    history: list[HistoryEntry],
+    observed: dict[str, ObservedDeployment],
+    keep: set[str],
+) -> ModelDeploymentStatus:
+    stage = decision.stage
+    message = decision.message
+    failed = next(
+        (d for r, d in observed.items() if r in (decision.stable,) and d.failed_reason), None
+    )
+    if inputs.warning:
+        message = f"{message}; {inputs.warning}"
     updates: list[ConditionUpdate]
-    if failed is not None:
+    phase: Phase
+    if stage in (Stage.ROLLED_BACK, Stage.BAKE_ROLLED_BACK):
+        phase = Phase.ROLLED_BACK
+        reason_text = history[0].reason if history else message
+        updates = [
+            ConditionUpdate(READY, "False", "RolledBack", message),
+            ConditionUpdate(PROGRESSING, "False", "RolledBack", message),
+            ConditionUpdate(DEGRADED, "True", "RolledBack", reason_text),
+        ]
+    elif failed is not None:
         phase = Phase.DEGRADED
         message = f"deployment {failed.name} is not progressing: {failed.failed_reason}"
         updates = [
-            ConditionUpdate(
-                READY,
-                "True" if stable_ready else "False",
-                "StableServing" if stable_ready else "DeploymentFailed",
-                message,
-            ),
+            ConditionUpdate(READY, "False", "DeploymentFailed", message),
             ConditionUpdate(PROGRESSING, "False", "ProgressDeadlineExceeded", message),
             ConditionUpdate(DEGRADED, "True", "DeploymentFailed", message),
         ]
-    elif rolling:
-        phase = Phase.PROGRESSING
-        message = f"waiting for revision {revision} to become available"
+    elif stage == Stage.CANARY:
+        phase = Phase.PAUSED if inputs.spec.paused else Phase.PROGRESSING
+        reason = "Paused" if inputs.spec.paused else "Canary"
         updates = [
-            ConditionUpdate(READY, "False", "RevisionProgressing", message),
-            ConditionUpdate(PROGRESSING, "True", "NewRevision", message),
+            ConditionUpdate(READY, "False", reason, message),
+            ConditionUpdate(PROGRESSING, "True", reason, message),
             ConditionUpdate(DEGRADED, "False", "Healthy"),
         ]
-    elif stable_ready:
-        phase = Phase.READY
-        message = f"revision {stable} ({spec.model.version}) is serving"
-        updates = [
-            ConditionUpdate(READY, "True", "Available", message),
-            ConditionUpdate(PROGRESSING, "False", "Complete", message),
-            ConditionUpdate(DEGRADED, "False", "Healthy"),
-        ]
-    else:
+    elif stage == Stage.INITIAL:
         phase = Phase.PROGRESSING
-        message = (
-            f"waiting for deployment {children.deployment_name(owner, revision)} "
-            "to become available"
-        )
         updates = [
             ConditionUpdate(READY, "False", "DeploymentNotAvailable", message),
             ConditionUpdate(PROGRESSING, "True", "Deploying", message),
             ConditionUpdate(DEGRADED, "False", "Healthy"),
         ]
-
-    live_obs = [d for d in inputs.deployments if d.revision in live]
-    status = ModelDeploymentStatus(
+    else:
+        phase = Phase.READY
+        baking = decision.bake is not None
+        updates = [
+            ConditionUpdate(READY, "True", "Available", message),
+            ConditionUpdate(
+                PROGRESSING,
+                "True" if baking else "False",
+                "Baking" if baking else "Complete",
+                message,
+            ),
+            ConditionUpdate(DEGRADED, "False", "Healthy"),
+        ]
+    stable_obs = observed.get(decision.stable) if decision.stable else None
+    live = [d for r, d in observed.items() if r in keep]
+    version = (
+        stable_obs.model_version
+        if stable_obs and stable_obs.model_version
+        else (inputs.spec.model.version if decision.stable else None)
+    )
+    return ModelDeploymentStatus(
         observed_generation=inputs.generation,
         phase=phase,
         message=message,
         conditions=merge_conditions(
-            previous.conditions, updates, now=now, generation=inputs.generation
+            status.conditions, updates, now=fmt(inputs.now), generation=inputs.generation
         ),
-        replicas=sum(d.replicas for d in live_obs),
-        ready_replicas=sum(d.ready_replicas for d in live_obs),
-        stable_revision=stable,
-        canary_revision=revision if rolling else None,
-        rollout_started=started if rolling else None,
-        canary_weight=0,
-        model_version=spec.model.version if not rolling else previous.model_version,
-        hardware=previous.hardware,
+        replicas=sum(d.replicas for d in live),
+        ready_replicas=sum(d.ready_replicas for d in live),
+        stable_revision=decision.stable,
+        canary_revision=decision.canary,
+        canary_weight=decision.weight,
+        rollout_started=decision.rollout_started,
+        rollout=_with_stable_min(decision, stable_obs, inputs),
+        bake=decision.bake,
+        failed_revision=decision.failed_revision,
+        model_version=version,
+        hardware=status.hardware,
         history=history[:HISTORY_LIMIT],
     )
-    return Plan(
-        revision=revision,
-        apply=desired,
-        delete=delete,
-        status=status,
-        events=events,
-        requeue_after=None if phase == Phase.READY else REQUEUE_PROGRESSING,
-    )
+
+
+def _with_stable_min(
+    decision: Decision, stable_obs: ObservedDeployment | None, inputs: Inputs
+) -> RolloutStatus | None:
+    rollout = decision.rollout
+    if rollout is None or rollout.stable_min_replicas is not None:
+        return rollout
+    # Remember how many stable pods served when the canary began: the stable keeps them.
+    current = stable_obs.replicas if stable_obs else inputs.spec.autoscaling.min_replicas
+    return rollout.model_copy(update={"stable_min_replicas": max(1, current)})
