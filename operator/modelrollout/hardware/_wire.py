@@ -34,6 +34,15 @@ def to_signed64(value: int) -> int:
     return value - _U64 if value > _I64_MAX else value
 
 
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def decode_packed_varints(data: bytes, offset: int = 0) -> list[int]:
     """Decode a packed repeated int32/int64 field (already in memory; callers bound its size)."""
     out: list[int] = []
@@ -115,9 +124,14 @@ class WireReader:
         )
 
     def varint(self) -> int:
-        if len(self._buf) - self._pos < 10:
-            self._fill(10)
         buf = self._buf
+        pos = self._pos
+        if pos < len(buf) and buf[pos] < 0x80:  # one-byte varints: most keys and lengths
+            self._pos = pos + 1
+            return buf[pos]
+        if len(buf) - pos < 10:
+            self._fill(10)
+            buf = self._buf
         start = pos = self._pos
         end = min(len(buf), pos + 10)
         result = 0
@@ -136,12 +150,12 @@ class WireReader:
 
     def key(self) -> tuple[int, int]:
         """Read a field key; returns (field number, wire type)."""
-        at = self.tell()
         k = self.varint()
         field, wire_type = k >> 3, k & 7
-        if field == 0:
-            raise CorruptModelError("field number 0 is not valid protobuf", offset=at)
-        if wire_type in (3, 4) or wire_type > 5:
+        if field == 0 or wire_type in (3, 4) or wire_type > 5:
+            at = self.tell() - len(_encode_varint(k))
+            if field == 0:
+                raise CorruptModelError("field number 0 is not valid protobuf", offset=at)
             raise CorruptModelError(
                 f"unsupported wire type {wire_name(wire_type)} for field {field}", offset=at
             )
