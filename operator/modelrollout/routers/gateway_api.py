@@ -28,6 +28,8 @@ from typing import Any
 from lightkube import AsyncClient
 
 from modelrollout.routers._route import (
+    CANARY,
+    STABLE,
     RouteAPI,
     RouteClient,
     Spec,
@@ -43,7 +45,6 @@ from modelrollout.routers._route import (
 from modelrollout.routers.base import RouterError, RouteTarget
 
 KIND = "HTTPRoute"
-STABLE, CANARY = "stable", "canary"
 # Gateway API: an absent backendRef weight means 1.
 _DEFAULT_WEIGHT = 1
 

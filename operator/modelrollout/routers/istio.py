@@ -29,6 +29,8 @@ from typing import Any
 from lightkube import AsyncClient
 
 from modelrollout.routers._route import (
+    CANARY,
+    STABLE,
     RouteAPI,
     RouteClient,
     Spec,
@@ -44,7 +46,6 @@ from modelrollout.routers._route import (
 from modelrollout.routers.base import RouterError, RouteTarget
 
 KIND = "VirtualService"
-STABLE, CANARY = "stable", "canary"
 # Fields that make an http entry answer without routing: it cannot take destinations.
 _NOT_ROUTING = ("redirect", "directResponse", "delegate")
 
