@@ -78,7 +78,7 @@ test-integration: venv tools ## tests against the real local control plane
 	$(BIN)/pytest -q tests/integration
 
 .PHONY: test
-test: venv tools lint ## lint, then every test (unit and integration)
+test: venv tools prometheus lint ## lint, then every test (unit, serving and integration)
 	$(BIN)/pytest -q tests
 
 -include mk/*.mk

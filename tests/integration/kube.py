@@ -102,9 +102,11 @@ class OperatorProcess:
     env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
+    health_port: int = 0
 
     def start(self) -> None:
         self.metrics_port = free_port()
+        self.health_port = free_port()
         env = (
             os.environ
             | {
@@ -112,7 +114,7 @@ class OperatorProcess:
                 "MODELROLLOUT_KUBECONFIG": str(self.cluster.kubeconfig),
                 "MODELROLLOUT_RESYNC_SECONDS": "5",
                 "MODELROLLOUT_METRICS_PORT": str(self.metrics_port),
-                "MODELROLLOUT_HEALTH_PORT": str(free_port()),
+                "MODELROLLOUT_HEALTH_PORT": str(self.health_port),
                 "MODELROLLOUT_BIND_ADDRESS": "127.0.0.1",
                 "MODELROLLOUT_SERVING_IMAGE": "modelrollout/modelserver:test",
             }

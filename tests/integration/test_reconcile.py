@@ -393,3 +393,33 @@ def test_restarted_operator_neither_duplicates_nor_loses_children(
     # History survived the restarts: it lives in status.
     assert [h["modelVersion"] for h in done["status"]["history"]] == ["v2", "v1"]
     assert first["status"]["history"][0]["modelVersion"] == "v1"
+
+
+def test_operator_serves_metrics_and_liveness(kube: Kube, operator: OperatorProcess) -> None:
+    import urllib.request
+
+    kube.apply(manifest("observed"))
+    wait_ready(kube, "observed")
+
+    def scrape() -> str:
+        url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    text = wait_for(
+        lambda: (t := scrape()) and f'namespace="{kube.namespace}",phase="Ready"}} 1.0' in t and t,
+        what="phase metric",
+    )
+    assert "modelrollout_reconcile_duration_seconds_count" in text
+    assert "modelrollout_children_applied_total" in text
+    managed = [
+        line
+        for line in text.splitlines()
+        if line.startswith("modelrollout_managed_modeldeployments")
+    ]
+    assert managed
+    assert float(managed[0].split()[-1]) >= 1
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5
+    ) as resp:
+        assert resp.status == 200
