@@ -143,6 +143,11 @@ def test_create_builds_children_and_becomes_ready(kube: Kube, operator: Operator
     assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
     assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
 
+    # kopf's bookkeeping lives under this project's group, not kopf's own.
+    meta = kube.must("mdep", "iris")["metadata"]
+    assert meta.get("finalizers") == ["modelrollout.io/finalizer"]
+    assert not [k for k in meta.get("annotations", {}) if "kopf.zalando.org" in k]
+
     events = kube.list("events")
     assert any(e["reason"] == "Promoted" and e["involvedObject"]["name"] == "iris" for e in events)
 
