@@ -184,8 +184,9 @@ def _int_list(r: WireReader, wire_type: int, end: int, what: str, out: list[int]
     stop = r.length(end, what)
     at = r.tell()
     n = stop - at
-    if n > 1 << 20:
-        raise CorruptModelError(f"{what} is implausibly long ({n} bytes)", offset=at)
+    if n > MAX_KEPT_STRING:
+        r.skip(n, what)  # far longer than any dims or shape attribute: not worth keeping
+        return
     out.extend(decode_packed_varints(r.read(n, what), at))
 
 

@@ -110,10 +110,21 @@ class WireReader:
         return True
 
     def _fill(self, n: int) -> bool:
-        while len(self._buf) - self._pos < n:
-            if not self._more():
-                return False
-        return True
+        """Make n unread bytes available if the input has them (joined once, not per chunk)."""
+        have = len(self._buf) - self._pos
+        if have >= n:
+            return True
+        parts = [self._buf[self._pos :]]
+        while have < n:
+            chunk = self._next_chunk()
+            if chunk is None:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self._base += self._pos
+        self._buf = b"".join(parts)
+        self._pos = 0
+        return have >= n
 
     def at_eof(self) -> bool:
         return self._pos >= len(self._buf) and not self._more()

@@ -103,11 +103,21 @@ class HardwareThresholds(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cpu_large_min_gflops: float = Field(default=1.0, ge=0)
-    cpu_large_min_weight_bytes: int = Field(default=256 * MiB, ge=0)
-    gpu_min_gflops: float = Field(default=20.0, ge=0)
-    gpu_min_parameters: int = Field(default=250_000_000, ge=0)
-    gpu_min_weight_bytes: int = Field(default=1 * GiB, ge=0)
+    cpu_large_min_gflops: float = Field(
+        default=1.0, ge=0, description="from here a sample takes over ~10 ms on one core"
+    )
+    cpu_large_min_weight_bytes: int = Field(
+        default=256 * MiB, ge=0, description="from here a pass is memory-bandwidth bound"
+    )
+    gpu_min_gflops: float = Field(
+        default=20.0, ge=0, description="~230 ms/sample on one core, 60-80 ms on four"
+    )
+    gpu_min_parameters: int = Field(
+        default=250_000_000, ge=0, description="transformer-sized: every step reads all weights"
+    )
+    gpu_min_weight_bytes: int = Field(
+        default=1 * GiB, ge=0, description="same bound in bytes (268M float32 parameters)"
+    )
     allow_cpu_fallback: bool = Field(
         default=True,
         description="in auto mode, run on CPU when the GPU tier does not fit the cluster",
