@@ -514,8 +514,10 @@ def test_random_bytes_are_rejected() -> None:
         profile_stream([data])
 
 
-def test_op_histogram_is_sorted_by_count() -> None:
-    p = _profile(onnxgen.resnet_like(size=32).model())
+def test_op_histogram_is_sorted_by_count(
+    resnet_file: tuple[Path, onnxgen.GraphBuilder],
+) -> None:
+    p = profile_uri(str(resnet_file[0]), cache=None)
     counts = [c for _, c in p.op_histogram]
     assert counts == sorted(counts, reverse=True)
     assert Counter(p.ops)["Conv"] == 20
