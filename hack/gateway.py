@@ -2,11 +2,12 @@
 
 A request to `/<namespace>/<name>/<path>` is forwarded as `/<path>` to one ready model server:
 
-- `name` is a ModelDeployment whose `spec.rollout.trafficRouter` is `gatewayAPI`: the weights
-  come from that HTTPRoute's backendRefs, each a Service whose selector picks the pods;
+- `name` is a ModelDeployment whose `spec.rollout.trafficRouter` is `gatewayAPI` (`istio`): the
+  weights come from that HTTPRoute's backendRefs (VirtualService's http route destinations),
+  each a Service whose selector picks the pods;
 - `name` is not a ModelDeployment but an HTTPRoute of that name exists: the same, on that route;
-- otherwise (replica-ratio router, or a bare Deployment): uniform over the ready pods labelled
-  `modelrollout.io/deployment=<name>`, as one Service over every revision would spread them.
+- otherwise (replica-ratio router, or a bare Deployment): uniform over the ready pods of the
+  Service `<name>`, or, without one, of every pod labelled `modelrollout.io/deployment=<name>`.
 
 Routes are re-read every `refresh_s` (0.5 s), so a weight the operator writes takes effect within
 about half a second. Within a route, backends are chosen by deficit against `split_by_weights`,
@@ -53,6 +54,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Service
 
 from hack.podrunner import PodServer, RegistryFile
+from modelrollout.routers.istio import service_of
 
 log = logging.getLogger("gateway")
 
@@ -60,6 +62,9 @@ ModelDeployment = create_namespaced_resource(
     "modelrollout.io", "v1alpha1", "ModelDeployment", "modeldeployments"
 )
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+VirtualService = create_namespaced_resource(
+    "networking.istio.io", "v1", "VirtualService", "virtualservices"
+)
 
 HEADER_REVISION = "x-modelrollout-revision"
 HEADER_POD = "x-modelrollout-pod"
@@ -154,13 +159,30 @@ class Backend:
 class Route:
     namespace: str
     name: str
-    router: str  # "httpRoute/<route name>" or "replicas"
+    # "httpRoute/<name>", "virtualService/<name>": weighted backends; "service/<name>": one
+    # backend, uniform over its pods; "replicas": uniform over the pods labelled with the name.
+    router: str
     backends: tuple[Backend, ...] = ()
     error: str = ""
 
     @property
     def weighted(self) -> bool:
-        return self.router != "replicas"
+        return self.router != "replicas" and not self.router.startswith("service/")
+
+    def endpoints(self, servers: Sequence[PodServer], backend: Backend | None) -> list[PodServer]:
+        """Servers of `backend` (or of the whole route when it is not weighted)."""
+        if self.router == "replicas":
+            return [
+                s for s in servers if s.namespace == self.namespace and s.deployment == self.name
+            ]
+        if backend is None:
+            if not self.backends:
+                return []
+            backend = self.backends[0]
+        selector = backend.selector
+        if selector is None:
+            return []
+        return [s for s in servers if s.namespace == self.namespace and matches(selector, s.labels)]
 
 
 class PodSource(Protocol):
@@ -197,28 +219,81 @@ def _pick_rule(rules: Sequence[Mapping[str, Any]], preferred: set[str]) -> Mappi
 
 async def resolve_route(client: AsyncClient, namespace: str, name: str) -> Route:
     """Read how traffic for `namespace/name` is split right now."""
-    route_name: str | None = None
     md = await _get_or_none(client, ModelDeployment, name, namespace)
-    if md is not None:
-        router = _as_dict(md).get("spec", {}).get("rollout", {}).get("trafficRouter") or {}
-        if router.get("type") == "gatewayAPI":
-            route_name = router.get("httpRoute")
-        elif router.get("type") not in (None, "replicas"):
-            # Istio and others are not read here: uniform over pods, and say so.
-            return Route(namespace, name, "replicas", error=f"router {router.get('type')} not read")
-    route = None
-    if route_name is not None or md is None:
-        route = await _get_or_none(client, HTTPRoute, route_name or name, namespace)
-    if route is None:
-        if route_name is not None:
+    if md is None:
+        # No ModelDeployment: an HTTPRoute of that name, if any, else its pods.
+        route = await _get_or_none(client, HTTPRoute, name, namespace)
+        if route is not None:
+            return await _from_http_route(client, namespace, name, name, route)
+        return await _replicas(client, namespace, name)
+    router = _as_dict(md).get("spec", {}).get("rollout", {}).get("trafficRouter") or {}
+    kind = router.get("type", "replicas")
+    if kind == "gatewayAPI":
+        route_name = str(router.get("httpRoute", ""))
+        route = await _get_or_none(client, HTTPRoute, route_name, namespace)
+        if route is None:
             return Route(namespace, name, f"httpRoute/{route_name}", error="HTTPRoute not found")
+        return await _from_http_route(client, namespace, name, route_name, route)
+    if kind == "istio":
+        vs_name = str(router.get("virtualService", ""))
+        vs = await _get_or_none(client, VirtualService, vs_name, namespace)
+        if vs is None:
+            return Route(
+                namespace, name, f"virtualService/{vs_name}", error="VirtualService not found"
+            )
+        return await _from_virtual_service(client, namespace, name, vs_name, vs)
+    return await _replicas(client, namespace, name)
+
+
+async def _replicas(client: AsyncClient, namespace: str, name: str) -> Route:
+    """Replica-ratio router: the ModelDeployment's own Service spreads requests over its pods;
+    without one (a bare Deployment), every pod labelled with the name."""
+    svc = await _get_or_none(client, Service, name, namespace)
+    if svc is None:
         return Route(namespace, name, "replicas")
+    selector = dict((svc.spec.selector if svc.spec else None) or {})
+    return Route(namespace, name, f"service/{name}", (Backend(name, 1, selector),))
+
+
+async def _from_http_route(
+    client: AsyncClient, namespace: str, name: str, route_name: str, route: object
+) -> Route:
     spec = _as_dict(route).get("spec", {})
     rule = _pick_rule(spec.get("rules") or [], {f"{name}-stable", f"{name}-canary"})
     backends = []
     for ref in rule.get("backendRefs") or []:
         backends.append(await _backend(client, namespace, ref))
-    return Route(namespace, name, f"httpRoute/{route_name or name}", tuple(backends))
+    return Route(namespace, name, f"httpRoute/{route_name}", tuple(backends))
+
+
+async def _from_virtual_service(
+    client: AsyncClient, namespace: str, name: str, vs_name: str, vs: object
+) -> Route:
+    ours = {f"{name}-stable", f"{name}-canary"}
+    entries = [e for e in _as_dict(vs).get("spec", {}).get("http") or [] if e.get("route")]
+    entry = next(
+        (
+            e
+            for e in entries
+            if any(
+                service_of(str(r.get("destination", {}).get("host", "")), namespace) in ours
+                for r in e["route"]
+            )
+        ),
+        entries[0] if entries else {},
+    )
+    routes = entry.get("route") or []
+    backends = []
+    for r in routes:
+        host = str(r.get("destination", {}).get("host", ""))
+        # Istio: a lone destination takes all traffic; among several, an absent weight is 0.
+        weight = int(r.get("weight", 100 if len(routes) == 1 else 0))
+        service = service_of(host, namespace)
+        if service is None:
+            backends.append(Backend(host, weight, None, "host outside the namespace"))
+        else:
+            backends.append(await _backend(client, namespace, {"name": service, "weight": weight}))
+    return Route(namespace, name, f"virtualService/{vs_name}", tuple(backends))
 
 
 async def _backend(client: AsyncClient, namespace: str, ref: Mapping[str, Any]) -> Backend:
@@ -453,23 +528,20 @@ class Gateway:
         """The server for the next request, or (None, status, reason)."""
         table = self._tables[key]
         route, namespace = table.route, key[0]
+        ready = self.pods.servers(namespace=namespace, ready=True)
         if not route.weighted:
-            ready = self.pods.servers(namespace=namespace, deployment=key[1], ready=True)
-            return _round_robin(table, "", ready, "no ready pods")
+            return _round_robin(table, "", route.endpoints(ready, None), "no ready pods")
         assert table.picker is not None
+        if not route.backends:
+            return None, 500, f"{route.router}: {route.error or 'no backends'}"
         service = table.picker.pick()
         if service is None:
             return None, 500, f"{route.router}: every backend has weight 0"
         backend = next(b for b in route.backends if b.service == service)
         if backend.selector is None:
             return None, 500, f"{route.router}: backend {service}: {backend.problem}"
-        selector = backend.selector
-        ready = [
-            s
-            for s in self.pods.servers(namespace=namespace, ready=True)
-            if matches(selector, s.labels)
-        ]
-        return _round_robin(table, service, ready, f"Service {service} has no ready pods")
+        endpoints = route.endpoints(ready, backend)
+        return _round_robin(table, service, endpoints, f"Service {service} has no ready pods")
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -583,17 +655,14 @@ def _round_robin(
 
 
 def _revision_weights(route: Route, servers: Sequence[PodServer]) -> dict[str, int]:
-    """Weight per revision: a backend's weight goes to the revisions of its pods."""
+    """Weight per revision: a backend's weight goes to the revisions of its pods; without
+    weights, each ready pod counts one."""
     if not route.weighted:
-        ready = [s for s in servers if s.deployment == route.name and s.ready]
+        ready = [s for s in route.endpoints(servers, None) if s.ready]
         return dict(Counter(s.revision for s in ready))
     out: Counter[str] = Counter()
     for backend in route.backends:
-        selector = backend.selector
-        revisions = (
-            {s.revision for s in servers if matches(selector, s.labels)} if selector else set()
-        )
-        for revision in revisions:
+        for revision in {s.revision for s in route.endpoints(servers, backend)}:
             out[revision] += backend.weight
     return dict(out)
 

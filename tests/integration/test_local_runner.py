@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hack.gateway import Gateway, WeightedPicker, split_by_weights
 from hack.loadgen import check_loopback, infer_payload, run_load
+from hack.localcluster import LocalCluster
 from hack.podrunner import PodRunner, read_registry
 from hack.prometheus import Prometheus
 from modelrollout.api.spec import ModelDeploymentSpec
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.integration
 
 NAME = "iris"
 FEATURES = 16
-HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
 
 
 def mlp(path: Path, seed: int) -> Path:
@@ -60,10 +60,8 @@ def mlp(path: Path, seed: int) -> Path:
     return path
 
 
-def revision_deployment(namespace: str, revision: str, model: Path, version: str) -> dict[str, Any]:
-    """The Deployment the operator would create for this revision, minus the owner reference
-    (no ModelDeployment exists, and the garbage collector would delete an orphan)."""
-    spec = ModelDeploymentSpec.model_validate(
+def operator_spec(model: Path, version: str) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate(
         {
             "model": {
                 "uri": model.as_uri(),
@@ -72,25 +70,32 @@ def revision_deployment(namespace: str, revision: str, model: Path, version: str
             }
         }
     )
-    owner = children.Owner(NAME, namespace, "00000000-0000-0000-0000-000000000000")
-    manifest = children.deployment(
-        owner, spec, revision, "modelrollout/modelserver:test", children.Placement(tier="cpu")
-    )
+
+
+def orphan(manifest: dict[str, Any]) -> dict[str, Any]:
+    # No ModelDeployment exists: the garbage collector would delete a child of a missing owner.
     del manifest["metadata"]["ownerReferences"]
-    manifest["spec"]["replicas"] = 1
     return manifest
 
 
-def track_service(namespace: str, track: str, revision: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": f"{NAME}-{track}", "namespace": namespace},
-        "spec": {
-            "selector": {children.LABEL_DEPLOYMENT: NAME, children.LABEL_REVISION: revision},
-            "ports": [{"name": "http", "port": 8080, "targetPort": "http"}],
-        },
-    }
+def owner(namespace: str) -> children.Owner:
+    return children.Owner(NAME, namespace, "00000000-0000-0000-0000-000000000000")
+
+
+def revision_deployment(namespace: str, revision: str, model: Path, version: str) -> dict[str, Any]:
+    """The Deployment the operator would create for this revision, one replica."""
+    spec = operator_spec(model, version)
+    manifest = children.deployment(
+        owner(namespace), spec, revision, "modelrollout/modelserver:test", children.Placement("cpu")
+    )
+    manifest["spec"]["replicas"] = 1
+    return orphan(manifest)
+
+
+def track_service(namespace: str, track: str, revision: str, model: Path) -> dict[str, Any]:
+    """`NAME-stable` / `NAME-canary` as the operator creates them, selecting one revision."""
+    spec = operator_spec(model, "1")
+    return orphan(children.track_service(owner(namespace), spec, track, revision))
 
 
 def http_route(namespace: str, stable: int, canary: int) -> dict[str, Any]:
@@ -99,6 +104,7 @@ def http_route(namespace: str, stable: int, canary: int) -> dict[str, Any]:
         "kind": "HTTPRoute",
         "metadata": {"name": NAME, "namespace": namespace},
         "spec": {
+            "parentRefs": [{"name": "local"}],
             "rules": [
                 {
                     "backendRefs": [
@@ -106,44 +112,9 @@ def http_route(namespace: str, stable: int, canary: int) -> dict[str, Any]:
                         {"name": f"{NAME}-canary", "port": 8080, "weight": canary},
                     ]
                 }
-            ]
-        },
-    }
-
-
-def ensure_httproute_crd(kube: Kube) -> None:
-    """A schemaless HTTPRoute CRD, unless the session already has one (kept as it is)."""
-    if kube.run("get", "crd", HTTPROUTE_CRD, "--ignore-not-found", "-o", "name").strip():
-        return
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": HTTPROUTE_CRD,
-            # *.k8s.io groups are protected; the API server asks a stand-in to say it is one.
-            "annotations": {"api-approved.kubernetes.io": "unapproved, local test stand-in"},
-        },
-        "spec": {
-            "group": "gateway.networking.k8s.io",
-            "scope": "Namespaced",
-            "names": {"kind": "HTTPRoute", "plural": "httproutes", "singular": "httproute"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
             ],
         },
     }
-    kube.run("apply", "-f", "-", stdin=json.dumps(crd))
-    kube.run("wait", "--for=condition=Established", f"crd/{HTTPROUTE_CRD}")
 
 
 def apply(kube: Kube, manifest: dict[str, Any]) -> None:
@@ -186,6 +157,7 @@ def test_pods_served_routed_by_weight_and_scraped(
     modelservers: PodRunner,
     gateway: Gateway,
     prometheus: Prometheus,
+    router_crds: LocalCluster,
     tmp_path: Path,
 ) -> None:
     ns = kube.namespace
@@ -224,9 +196,8 @@ def test_pods_served_routed_by_weight_and_scraped(
     assert gateway.route(ns, NAME) is not None
 
     # An HTTPRoute of the same name takes over; its weights split requests exactly.
-    ensure_httproute_crd(kube)
-    apply(kube, track_service(ns, "stable", "aaa111"))
-    apply(kube, track_service(ns, "canary", "bbb222"))
+    apply(kube, track_service(ns, "stable", "aaa111", revisions["aaa111"]))
+    apply(kube, track_service(ns, "canary", "bbb222", revisions["bbb222"]))
     apply(kube, http_route(ns, stable=75, canary=25))
     wait_for(
         lambda: gateway.weights_by_revision(ns, NAME) == {"aaa111": 75, "bbb222": 25},
