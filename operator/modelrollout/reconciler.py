@@ -166,6 +166,7 @@ class Reconciler:
             status = status.model_copy(update={"message": f"{status.message}; {warnings[0]}"})
         for ref in result.delete:
             await self.cluster.delete(namespace, ref)
+        await self.cluster.label_tracks(namespace, name, result.tracks)
         if actions:
             await self.cluster.remove_annotations(
                 namespace, name, [f"{GROUP}/{a.value}" for a in actions]

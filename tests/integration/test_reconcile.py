@@ -134,6 +134,13 @@ def test_create_builds_children_and_becomes_ready(kube: Kube, operator: Operator
     pods = kube.list("pods", f"modelrollout.io/revision={rev}")
     assert pods
     assert all(p["spec"]["nodeName"].startswith("kwok-cpu-") for p in pods)
+    wait_for(
+        lambda: all(
+            p["metadata"]["labels"].get("modelrollout.io/track") == "stable"
+            for p in kube.list("pods", f"modelrollout.io/revision={rev}")
+        ),
+        what="pods labelled with their track",
+    )
 
     status = obj["status"]
     assert status["phase"] == "Ready"
@@ -190,6 +197,22 @@ def test_update_children_follow(kube: Kube, operator: OperatorProcess) -> None:
     )
     wait_for(lambda: kube.get("deployment", f"follow-{rev1}") is None, what="old revision gone")
     assert kube.must("hpa", "follow")["spec"]["scaleTargetRef"]["name"] == f"follow-{rev2}"
+    # Promotion restarted nothing: the Deployment born as canary keeps its template (and its
+    # MODELSERVER_TRACK), while its pods now carry the stable track label.
+    dep2 = kube.must("deployment", f"follow-{rev2}")
+    assert dep2["metadata"]["generation"] == 1
+    env = {e["name"]: e["value"] for e in dep2["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELSERVER_TRACK"] == "canary"
+    wait_for(
+        lambda: (
+            {
+                p["metadata"]["labels"].get("modelrollout.io/track")
+                for p in kube.list("pods", f"modelrollout.io/revision={rev2}")
+            }
+            == {"stable"}
+        ),
+        what="promoted pods relabelled stable",
+    )
     history = obj["status"]["history"]
     assert [h["revision"] for h in history[:2]] == [rev2, rev1]
     assert history[0]["modelVersion"] == "v2"

@@ -17,7 +17,7 @@ from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Event, Service
+from lightkube.resources.core_v1 import Event, Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
@@ -88,6 +88,7 @@ def observe_deployment(obj: dict[str, Any]) -> ObservedDeployment:
         model_uri=env.get("MODELSERVER_MODEL_URI", ""),
         model_sha256=env.get("MODELSERVER_MODEL_SHA256") or None,
         image=server.get("image", ""),
+        born_track=env.get("MODELSERVER_TRACK", ""),
     )
 
 
@@ -157,6 +158,33 @@ class Cluster:
             if exc.status.code != 404:
                 raise
         log.info("deleted %s %s/%s", ref.kind, namespace, ref.name)
+
+    async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int:
+        """Put each pod's live track on its modelrollout.io/track label (no restart: labels
+        on a pod are not part of its template). Returns how many pods were relabelled."""
+        selector: dict[str, Any] = {children.LABEL_DEPLOYMENT: owner}
+        changed = 0
+        async for pod in self.client.list(Pod, namespace=namespace, labels=selector):
+            labels = (pod.metadata.labels if pod.metadata else None) or {}
+            track = tracks.get(labels.get(children.LABEL_REVISION, ""))
+            if track is None or labels.get(children.LABEL_TRACK) == track:
+                continue
+            name = pod.metadata.name if pod.metadata else None
+            if not name:
+                continue
+            try:
+                await self.client.patch(
+                    Pod,
+                    name,
+                    {"metadata": {"labels": {children.LABEL_TRACK: track}}},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                )
+                changed += 1
+            except ApiError as exc:
+                if exc.status.code != 404:  # the pod went away meanwhile
+                    raise
+        return changed
 
     async def remove_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
         patch = {"metadata": {"annotations": dict.fromkeys(keys)}}

@@ -82,7 +82,7 @@ def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]
 
 
 def _server_env(
-    owner: Owner, spec: ModelDeploymentSpec, revision: str, placement: Placement
+    owner: Owner, spec: ModelDeploymentSpec, revision: str, placement: Placement, track: str
 ) -> list[dict[str, str]]:
     serving, model = spec.serving, spec.model
     env = {
@@ -90,6 +90,9 @@ def _server_env(
         "MODELSERVER_MODEL_URI": model.uri,
         "MODELSERVER_MODEL_VERSION": model.version,
         "MODELSERVER_REVISION": revision,
+        # The track the revision was born into. It stays fixed for the Deployment's life so a
+        # promotion restarts no pod; the live track is the pod label modelrollout.io/track.
+        "MODELSERVER_TRACK": track,
         "MODELSERVER_PORT": str(serving.port),
         "MODELSERVER_METRICS_PORT": str(serving.metrics_port),
         "MODELSERVER_THREADS": str(serving.threads or placement.threads),
@@ -111,7 +114,12 @@ def _server_env(
 
 
 def deployment(
-    owner: Owner, spec: ModelDeploymentSpec, revision: str, image: str, placement: Placement
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    revision: str,
+    image: str,
+    placement: Placement,
+    track: str = "stable",
 ) -> Manifest:
     """One Deployment per revision. `replicas` is left to the HorizontalPodAutoscaler."""
     serving = spec.serving
@@ -138,7 +146,7 @@ def deployment(
             {"name": "http", "containerPort": serving.port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": serving.metrics_port, "protocol": "TCP"},
         ],
-        "env": _server_env(owner, spec, revision, placement),
+        "env": _server_env(owner, spec, revision, placement, track),
         "resources": resources,
         # Downloading and verifying a large model can take minutes; readiness says when it's done.
         "startupProbe": {

@@ -52,6 +52,7 @@ class ObservedDeployment:
     model_uri: str = ""
     model_sha256: str | None = None
     image: str = ""
+    born_track: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class Inputs:
 @dataclass(frozen=True)
 class Plan:
     revision: str
+    # Live track of each serving revision, for the pods' modelrollout.io/track label.
+    tracks: dict[str, str]
     apply: list[Manifest]
     delete: list[ChildRef]
     status: ModelDeploymentStatus
@@ -176,8 +179,12 @@ def plan(inputs: Inputs) -> Plan:
     requeue = None
     if moving or lingering or decision.stage == Stage.PROMOTED:
         requeue = min(REQUEUE_PROGRESSING, max(1.0, seconds(spec.rollout.analysis.interval) / 5))
+    tracks = {r: "stable" for r in keep}
+    if decision.canary:
+        tracks[decision.canary] = "canary"
     return Plan(
         revision=revision,
+        tracks=tracks,
         apply=desired,
         delete=delete,
         status=new_status,
@@ -219,7 +226,11 @@ def _children(
     manifests: list[Manifest] = []
     # Only the spec's revision has a known pod template; other kept revisions stay as they are.
     if revision in (stable, canary):
-        manifests.append(children.deployment(owner, spec, revision, inputs.image, inputs.placement))
+        seen = observed.get(revision)
+        born = seen.born_track if seen and seen.born_track else ("canary" if canary else "stable")
+        manifests.append(
+            children.deployment(owner, spec, revision, inputs.image, inputs.placement, born)
+        )
     # Replica ratio: the one Service spans every revision, so pods split the traffic. Routed:
     # the main Service stays on the stable revision and the route splits between track Services.
     manifests.append(children.service(owner, spec, revision=None if replicas_router else stable))

@@ -101,7 +101,12 @@ class Sim:
             self.existing.add(key)
             if m["kind"] == "Deployment":
                 rev = m["metadata"]["labels"][LABEL_REVISION]
+                env = {
+                    e["name"]: e["value"]
+                    for e in m["spec"]["template"]["spec"]["containers"][0]["env"]
+                }
                 self.deployments[rev] = ObservedDeployment(
+                    born_track=env["MODELSERVER_TRACK"],
                     name=m["metadata"]["name"],
                     revision=rev,
                     replicas=2,
@@ -189,6 +194,12 @@ def test_healthy_canary_walks_every_step_and_is_promoted() -> None:
     # The previous stable is kept through the bake window, then removed.
     assert sim.status.bake is None
     assert old not in sim.deployments
+    # Promotion changed no pod template: the revision born as canary keeps saying so.
+    assert sim.last is not None
+    (dep,) = [m for m in sim.last.apply if m["kind"] == "Deployment"]
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELSERVER_TRACK"] == "canary"
+    assert sim.last.tracks == {new: "stable"}
     assert sim.status.phase == Phase.READY
 
 
