@@ -68,6 +68,7 @@ VirtualService = create_namespaced_resource(
 
 HEADER_REVISION = "x-modelrollout-revision"
 HEADER_POD = "x-modelrollout-pod"
+NO_REVISION = "-"  # counted for requests the gateway answers itself (no backend, no pod)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 # Per RFC 9110 these describe one connection, not the message, so a proxy never forwards them.
 HOP_BY_HOP = frozenset(
@@ -204,6 +205,13 @@ async def _get_or_none(client: AsyncClient, res: Any, name: str, namespace: str)
         return await client.get(res, name, namespace=namespace)
     except ApiError as exc:
         if exc.status.code == 404:
+            return None
+        raise
+    except Exception as exc:
+        # A kind the API server does not serve (CRD not installed) is a bare 404 that lightkube
+        # raises from its HTTP stack rather than as ApiError: the object does not exist either.
+        response = getattr(exc, "response", None)
+        if getattr(response, "status_code", None) == 404:
             return None
         raise
 
@@ -565,7 +573,7 @@ class Gateway:
         await self._ensure(*key)
         server, status, reason = self._choose(key)
         if server is None:
-            self._count(key, "", status)
+            self._count(key, NO_REVISION, status)
             await _reply(send, status, {"error": reason})
             return
         await self._forward(key, server, scope, rest, body, send)
@@ -719,7 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--registry", type=Path, required=True, help="a PodRunner's pods.json")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[gateway] %(message)s", stream=sys.stderr)
+    # Our own messages only: the HTTP clients log every request at INFO.
+    logging.basicConfig(level=logging.WARNING, format="[gateway] %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     gateway = Gateway(args.kubeconfig, RegistryFile(args.registry), port=args.port)
     with _until_signal() as stop, gateway:
         log.info("listening on %s", gateway.url)

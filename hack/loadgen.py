@@ -29,11 +29,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from hack.gateway import HEADER_REVISION, split_by_weights
+from hack.gateway import HEADER_REVISION, NO_REVISION, split_by_weights
 
 MAX_REQUESTS = 100_000
 MAX_DURATION_S = 600.0
-NO_REVISION = "-"  # answered by the gateway itself (no ready pod, no backend)
 
 
 @dataclass

@@ -475,21 +475,24 @@ class PodRunner:
         shutil.rmtree(self._model_dir(proc.want), ignore_errors=True)
 
     def _shutdown(self) -> None:
-        """Runner stopping: no drain delay, a second SIGTERM tells the server to stop now."""
+        """Runner stopping: no drain delay. The server stops at once on a second SIGTERM; signals
+        sent back to back can merge into one, so repeat until it is gone, then SIGKILL."""
         procs = [p for p in (*self._procs.values(), *self._draining) if p.popen is not None]
-        for proc in procs:
-            assert proc.popen is not None
-            for _ in range(2):
+        deadline = time.monotonic() + 5
+        while True:
+            alive = [p for p in procs if p.popen is not None and p.popen.poll() is None]
+            if not alive or time.monotonic() >= deadline:
+                break
+            for proc in alive:
+                assert proc.popen is not None
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
+            time.sleep(0.2)
         for proc in procs:
             assert proc.popen is not None
-            try:
-                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.popen.poll() is None:
                 proc.popen.kill()
-                proc.popen.wait()
+            proc.popen.wait()
             self._cleanup(proc)
         self._procs.clear()
         self._draining.clear()
@@ -607,7 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--file-sd", type=Path, help=f"default: DIR/file_sd/{FILE_SD_NAME}")
     parser.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[podrunner] %(message)s", stream=sys.stderr)
+    # Our own messages only: the HTTP clients log every request at INFO.
+    logging.basicConfig(level=logging.WARNING, format="[podrunner] %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     stop = threading.Event()
     runner = PodRunner(
         args.kubeconfig, args.dir, poll_interval_s=args.interval, file_sd_path=args.file_sd
