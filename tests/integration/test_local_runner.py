@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hack.gateway import Gateway, WeightedPicker, split_by_weights
 from hack.loadgen import check_loopback, infer_payload, run_load
 from hack.localcluster import LocalCluster
-from hack.podrunner import PodRunner, read_registry
+from hack.podrunner import PodRunner, PodServer, read_registry
 from hack.prometheus import Prometheus
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.plan import children
@@ -60,14 +61,17 @@ def mlp(path: Path, seed: int) -> Path:
     return path
 
 
-def operator_spec(model: Path, version: str) -> ModelDeploymentSpec:
+def operator_spec(
+    model: Path, version: str, env: dict[str, str] | None = None
+) -> ModelDeploymentSpec:
     return ModelDeploymentSpec.model_validate(
         {
             "model": {
                 "uri": model.as_uri(),
                 "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
                 "version": version,
-            }
+            },
+            "serving": {"env": [{"name": k, "value": v} for k, v in (env or {}).items()]},
         }
     )
 
@@ -82,9 +86,11 @@ def owner(namespace: str) -> children.Owner:
     return children.Owner(NAME, namespace, "00000000-0000-0000-0000-000000000000")
 
 
-def revision_deployment(namespace: str, revision: str, model: Path, version: str) -> dict[str, Any]:
+def revision_deployment(
+    namespace: str, revision: str, model: Path, version: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The Deployment the operator would create for this revision, one replica."""
-    spec = operator_spec(model, version)
+    spec = operator_spec(model, version, env)
     manifest = children.deployment(
         owner(namespace), spec, revision, "modelrollout/modelserver:test", children.Placement("cpu")
     )
@@ -165,8 +171,10 @@ def test_pods_served_routed_by_weight_and_scraped(
         "aaa111": mlp(tmp_path / "v1.onnx", seed=1),
         "bbb222": mlp(tmp_path / "v2.onnx", 2),
     }
-    for i, (revision, model) in enumerate(revisions.items(), start=1):
-        apply(kube, revision_deployment(ns, revision, model, version=str(i)))
+    apply(kube, revision_deployment(ns, "aaa111", revisions["aaa111"], version="1"))
+    # The user's env reaches the process: this version fails every request.
+    faulty = {"MODELSERVER_FAULT_ERROR_RATIO": "1"}
+    apply(kube, revision_deployment(ns, "bbb222", revisions["bbb222"], version="2", env=faulty))
 
     # One process per pod, ready, with the pod's identity.
     servers = modelservers.wait_for_servers(ns, deployment=NAME, count=2, timeout=60)
@@ -191,8 +199,9 @@ def test_pods_served_routed_by_weight_and_scraped(
     # No route object: uniform over the ready pods of every revision.
     payload = infer_payload(FEATURES)
     stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=1, payload=payload)
-    assert stats.by_status == {200: 20}, stats.summary()
-    assert stats.by_revision == {"aaa111": 10, "bbb222": 10}
+    assert stats.by_revision == {"aaa111": 10, "bbb222": 10}, stats.summary()
+    assert stats.error_ratio("aaa111") == 0.0
+    assert stats.error_ratio("bbb222") == 1.0
     assert gateway.route(ns, NAME) is not None
 
     # An HTTPRoute of the same name takes over; its weights split requests exactly.
@@ -205,8 +214,8 @@ def test_pods_served_routed_by_weight_and_scraped(
         what="gateway to read the HTTPRoute weights",
     )
     stats = run_load(gateway.url, ns, NAME, rate_per_s=40, duration_s=1, payload=payload)
-    assert stats.by_status == {200: 40}, stats.summary()
     assert dict(stats.by_revision) == stats.expected({"aaa111": 75, "bbb222": 25})
+    assert stats.by_status == {200: 30, 500: 10}, stats.summary()
 
     kube.patch("httproute", NAME, {"spec": http_route(ns, stable=0, canary=100)["spec"]}, "merge")
     wait_for(
@@ -226,6 +235,8 @@ def test_pods_served_routed_by_weight_and_scraped(
         got = {r["metric"]["revision"]: float(r["value"][1]) for r in result}
         return got == {rev: float(n) for rev, n in answered.items()}
 
+    assert answered == {"aaa111": 40, "bbb222": 30}
+
     result = prometheus.wait_for(query, scraped_all, timeout=30)
     for series in result:
         server = next(s for s in servers if s.revision == series["metric"]["revision"])
@@ -240,6 +251,16 @@ def test_pods_served_routed_by_weight_and_scraped(
     assert {(s["metric"]["revision"], s["metric"]["exported_revision"]) for s in own} == {
         (r, r) for r in revisions
     }
+
+    # A process that dies is started again, as the kubelet restarts a crashed container.
+    stable = next(s for s in servers if s.revision == "aaa111")
+    os.kill(stable.pid, signal.SIGKILL)
+
+    def restarted() -> list[PodServer]:
+        again = modelservers.servers(namespace=ns, revision="aaa111", ready=True)
+        return [s for s in again if s.pid != stable.pid and s.pod == stable.pod]
+
+    wait_for(restarted, timeout=30, what="the killed server to be restarted")
 
     # Deleting a Deployment stops its process and drops its scrape target.
     gone = next(s for s in servers if s.revision == "bbb222")
