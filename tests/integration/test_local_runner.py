@@ -184,7 +184,7 @@ def test_pods_served_routed_by_weight_and_scraped(
     for server in servers:
         assert alive(server.pid)
         assert server.url.startswith("http://127.0.0.1:")
-        resp = httpx.get(f"{server.url}/v2/models/{NAME}/ready", timeout=5)
+        resp = httpx.get(f"{server.url}/v2/models/{NAME}/ready", timeout=5, trust_env=False)
         assert resp.status_code == 200, resp.text
     assert modelservers.registry_path is not None
     assert {s.pod for s in read_registry(modelservers.registry_path)} >= pods
@@ -272,3 +272,69 @@ def test_pods_served_routed_by_weight_and_scraped(
     # With the canary's pods gone, its whole share gets 503 from the gateway, as with no endpoints.
     stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=0.25, payload=payload)
     assert stats.by_status == {503: 5}, stats.summary()
+
+
+def test_gateway_reads_the_router_a_model_deployment_names(
+    kube: Kube, gateway: Gateway, router_crds: LocalCluster
+) -> None:
+    """Routes named by a ModelDeployment's trafficRouter. Only names and shares are checked: an
+    operator running in the same session may be steering these routes meanwhile."""
+    ns = kube.namespace
+
+    def model_deployment(name: str, router: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "modelrollout.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "model": {"uri": "file:///nonexistent/model.onnx", "version": "1"},
+                "rollout": {"trafficRouter": router},
+            },
+        }
+
+    apply(kube, model_deployment("web", {"type": "gatewayAPI", "httpRoute": "web-route"}))
+    route = http_route(ns, stable=60, canary=40)
+    route["metadata"]["name"] = "web-route"
+    for ref, track in zip(
+        route["spec"]["rules"][0]["backendRefs"], ("stable", "canary"), strict=True
+    ):
+        ref["name"] = f"web-{track}"
+    apply(kube, route)
+    apply(kube, model_deployment("mesh", {"type": "istio", "virtualService": "mesh-vs"}))
+    apply(
+        kube,
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "mesh-vs", "namespace": ns},
+            "spec": {
+                "hosts": ["mesh"],
+                "http": [
+                    {
+                        "route": [
+                            {"destination": {"host": f"mesh-stable.{ns}.svc"}, "weight": 70},
+                            {"destination": {"host": "mesh-canary"}, "weight": 30},
+                        ]
+                    }
+                ],
+            },
+        },
+    )
+    apply(kube, model_deployment("plain", {"type": "replicas"}))
+
+    web = gateway.watch(ns, "web")
+    assert web.router == "httpRoute/web-route"
+    assert [b.service for b in web.backends] == ["web-stable", "web-canary"]
+    assert sum(b.weight for b in web.backends) == 100
+    mesh = gateway.watch(ns, "mesh")
+    assert mesh.router == "virtualService/mesh-vs"
+    assert [b.service for b in mesh.backends] == ["mesh-stable", "mesh-canary"]
+    assert sum(b.weight for b in mesh.backends) == 100
+    plain = gateway.watch(ns, "plain")
+    assert not plain.weighted
+    # Nothing serves these routes here: the gateway answers itself, never with a 2xx.
+    resp = httpx.post(f"{gateway.url}/{ns}/plain/v2/models/plain/infer", json={}, trust_env=False)
+    assert resp.status_code == 503, resp.text
+    missing = gateway.watch(ns, "no-such-thing")
+    assert missing.router == "replicas"
+    assert missing.error == ""
