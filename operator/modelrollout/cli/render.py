@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.types import parse_duration
 
 Obj = Mapping[str, Any]
 
@@ -112,8 +113,6 @@ def go_duration_seconds(text: str | None) -> float | None:
     """Seconds in a Go-style duration (`1m30s`); None when absent or unreadable."""
     if not text:
         return None
-    from modelrollout.api.types import parse_duration
-
     try:
         return parse_duration(text).total_seconds()
     except ValueError:
@@ -140,15 +139,36 @@ def number(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: int = 0) -> list[str]:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
+# A table cell: plain text, or text and the colour to paint it in.
+Cell = str | tuple[str, str | None]
+
+
+def _text(cell: Cell) -> str:
+    return cell if isinstance(cell, str) else cell[0]
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    indent: int = 0,
+    style: Style | None = None,
+) -> list[str]:
+    """Left-aligned columns separated by two spaces; the last column is not padded. Cells are
+    padded before they are painted, so colours never disturb the alignment."""
+    style = style or PLAIN
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
+            widths[i] = max(widths[i], len(_text(cell)))
     lines = []
     for row in [list(headers), *rows]:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        last = len(row) - 1
+        cells = []
+        for i, cell in enumerate(row):
+            text = _text(cell)
+            padded = text if i == last else text.ljust(widths[i])
+            colour = None if isinstance(cell, str) else cell[1]
+            cells.append(style.paint(text, colour) + padded[len(text) :] if colour else padded)
         lines.append((" " * indent + "  ".join(cells)).rstrip())
     return lines
 
@@ -226,7 +246,7 @@ def _router_text(router: Obj) -> str:
 
 
 def _field(label: str, value: str) -> str:
-    return f"{label + ':':<13} {value}"
+    return f"{label + ':':<15}{value}"
 
 
 def _current_step_detail(step: Obj, rollout: Obj, weight: int, now: datetime, name: str) -> str:
@@ -269,7 +289,7 @@ def _steps_lines(obj: Obj, spec: Obj, now: datetime, style: Style) -> list[str]:
         rows.append([mark, str(i), step_text(step), state])
     final = "shifting all traffic to the canary" if current >= len(steps) else ""
     rows.append([style.marker if current >= len(steps) else " ", "-", "promote (100%)", final])
-    lines = [f"Steps:        step {min(current, len(steps))} of {len(steps)}"]
+    lines = [f"Steps:         step {min(current, len(steps))} of {len(steps)}"]
     for row in table(["", "#", "STEP", "STATE"], rows, indent=2)[1:]:
         marked = row.lstrip().startswith(style.marker)
         lines.append(style.paint(row, "bold") if marked else row)
@@ -277,31 +297,38 @@ def _steps_lines(obj: Obj, spec: Obj, now: datetime, style: Style) -> list[str]:
 
 
 def _analysis_lines(
-    label: str, analysis: Obj, failures: int, limit: int, now: datetime, style: Style
+    label: str,
+    analysis: Obj,
+    failures: int,
+    limit: int,
+    now: datetime,
+    style: Style,
+    tracks: tuple[str, str] = ("canary", "stable"),
 ) -> list[str]:
+    """The verdict, its reason and the measured numbers. `tracks` names the two rows: during
+    the bake window the judged revision is the new stable and there is no baseline."""
     verdict = str(analysis.get("verdict", "?"))
     painted = style.paint(verdict, _VERDICT_COLOURS.get(verdict))
     lines = [
-        f"{label} {painted}  (window ended {age(analysis.get('time'), now)} ago; "
-        f"failed windows in a row {failures}/{limit})",
+        _field(
+            label,
+            f"{painted}  (window ended {age(analysis.get('time'), now)} ago; "
+            f"failed windows in a row {failures}/{limit})",
+        ),
         f"  {analysis.get('reason', '')}",
     ]
-    measured = any(
-        analysis.get(k) is not None
-        for k in ("canaryRequests", "stableRequests", "canaryP99Seconds", "stableP99Seconds")
-    )
-    if measured:
-        rows = [
-            [
-                track,
-                number(analysis.get(f"{track}Requests")),
-                number(analysis.get(f"{track}Errors")),
-                percent(analysis.get(f"{track}ErrorRate")),
-                seconds_text(analysis.get(f"{track}P99Seconds")),
-            ]
-            for track in ("canary", "stable")
-            if any(analysis.get(f"{track}{k}") is not None for k in ("Requests", "P99Seconds"))
+    rows = [
+        [
+            shown,
+            number(analysis.get(f"{track}Requests")),
+            number(analysis.get(f"{track}Errors")),
+            percent(analysis.get(f"{track}ErrorRate")),
+            seconds_text(analysis.get(f"{track}P99Seconds")),
         ]
+        for track, shown in zip(("canary", "stable"), tracks, strict=True)
+        if any(analysis.get(f"{track}{k}") is not None for k in ("Requests", "P99Seconds"))
+    ]
+    if rows:
         lines += table(["", "REQUESTS", "ERRORS", "ERROR RATE", "P99"], rows, indent=2)
     extras = []
     if analysis.get("p99Ratio") is not None:
@@ -321,28 +348,26 @@ def _history_lines(obj: Obj, now: datetime, style: Style) -> list[str]:
     if not history:
         return []
     stable = status.get("stableRevision")
-    rows = []
+    rows: list[list[Cell]] = []
+    serving_marked = False
     for i, entry in enumerate(history, start=1):
         outcome = str(entry.get("outcome", ""))
-        mark = "*" if entry.get("revision") == stable and outcome == "Promoted" else ""
+        # The newest Promoted entry of the stable revision is what serves now.
+        serving = not serving_marked and entry.get("revision") == stable and outcome == "Promoted"
+        serving_marked = serving_marked or serving
         rows.append(
             [
-                f"{i}{mark}",
+                f"{i}{'*' if serving else ''}",
                 str(entry.get("revision", "")),
                 str(entry.get("modelVersion", "")),
-                outcome,
+                (outcome, _OUTCOME_COLOURS.get(outcome)),
                 age(entry.get("finished"), now),
                 str(entry.get("image", "")),
                 str(entry.get("reason", "")),
             ]
         )
-    lines = ["History:     (newest first; * serving now)"]
-    body = table(["#", "REVISION", "MODEL", "OUTCOME", "FINISHED", "IMAGE", "REASON"], rows, 2)
-    lines.append(body[0])
-    for row, entry in zip(body[1:], history, strict=True):
-        outcome = str(entry.get("outcome", ""))
-        lines.append(row.replace(outcome, style.paint(outcome, _OUTCOME_COLOURS.get(outcome)), 1))
-    return lines
+    headers = ["#", "REVISION", "MODEL", "OUTCOME", "FINISHED", "IMAGE", "REASON"]
+    return ["History:       newest first; * serving now", *table(headers, rows, 2, style)]
 
 
 def _hints(obj: Obj, spec: Obj, name: str) -> list[str]:
@@ -358,9 +383,12 @@ def _hints(obj: Obj, spec: Obj, name: str) -> list[str]:
             f"revision {status.get('failedRevision')} is not retried on its own; change the spec "
             f"or run: {PLUGIN} retry {name}"
         )
+    if status.get("bake") and not in_rollout(obj):
+        hints.append(f"roll back to the previous revision now: {PLUGIN} abort {name}")
     if in_rollout(obj):
-        hints.append(f"skip the remaining steps: {PLUGIN} promote {name}; give up: {PLUGIN} "
-                     f"abort {name}")
+        hints.append(
+            f"skip the remaining steps: {PLUGIN} promote {name}; give up: {PLUGIN} abort {name}"
+        )
     return hints
 
 
@@ -383,8 +411,10 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
         lines.append(_field("Generation", f"{generation} (not yet seen by the operator)"))
     elif observed != generation:
         lines.append(
-            _field("Generation", f"{generation} (status describes {observed}; the operator has "
-                   "not caught up yet)")
+            _field(
+                "Generation",
+                f"{generation} (status describes {observed}; the operator has not caught up yet)",
+            )
         )
     else:
         lines.append(_field("Generation", f"{generation}"))
@@ -394,7 +424,9 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
     hardware = status.get("hardware")
     if hardware:
         fallback = " (CPU fallback)" if hardware.get("fallback") else ""
-        lines.append(_field("Hardware", f"{hardware.get('tier')}{fallback}: {hardware.get('reason')}"))
+        lines.append(
+            _field("Hardware", f"{hardware.get('tier')}{fallback}: {hardware.get('reason')}")
+        )
     lines.append(_field("Router", _router_text(spec.get("rollout", {}).get("trafficRouter") or {})))
 
     # Revisions and traffic.
@@ -428,7 +460,7 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
         lines.append("")
         if rollout.get("lastAnalysis"):
             lines += _analysis_lines(
-                "Analysis:   ",
+                "Analysis",
                 rollout["lastAnalysis"],
                 int(rollout.get("failures", 0)),
                 limit,
@@ -444,15 +476,20 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
             "",
             _field(
                 "Bake",
-                f"watching revision {status.get('stableRevision')} until {bake.get('until')} "
-                f"({until(bake.get('until'), now)}); revision {bake.get('previousRevision')} "
-                "is kept for a rollback",
+                f"revision {status.get('stableRevision')} watched until {bake.get('until')} "
+                f"({until(bake.get('until'), now)})",
             ),
+            f"  revision {bake.get('previousRevision')} is kept to roll back to",
         ]
         if bake.get("lastAnalysis"):
             lines += _analysis_lines(
-                "  Analysis: ", bake["lastAnalysis"], int(bake.get("failures", 0)), limit, now,
+                "Bake analysis",
+                bake["lastAnalysis"],
+                int(bake.get("failures", 0)),
+                limit,
+                now,
                 style,
+                tracks=("new stable", "baseline"),
             )
 
     # Conditions.
@@ -484,7 +521,9 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
 # --- the list view -----------------------------------------------------------------------------
 
 
-def list_view(objs: Sequence[Obj], now: datetime, all_namespaces: bool, style: Style = PLAIN) -> str:
+def list_view(
+    objs: Sequence[Obj], now: datetime, all_namespaces: bool, style: Style = PLAIN
+) -> str:
     """`list`: one line per ModelDeployment."""
     if not objs:
         return ""
@@ -498,11 +537,12 @@ def list_view(objs: Sequence[Obj], now: datetime, all_namespaces: bool, style: S
         canary = "-"
         step = "-"
         if in_rollout(obj):
-            canary = f"{(spec.get('model') or {}).get('version', '?')} ({status.get('canaryWeight', 0)}%)"
+            version = (spec.get("model") or {}).get("version", "?")
+            canary = f"{version} ({status.get('canaryWeight', 0)}%)"
             step = f"{(status.get('rollout') or {}).get('step', 0)}/{len(steps)}"
-        row = [
+        row: list[Cell] = [
             str(meta.get("name", "")),
-            phase,
+            (phase, _PHASE_COLOURS.get(phase)),
             str(status.get("modelVersion") or "-"),
             canary,
             step,
@@ -515,10 +555,4 @@ def list_view(objs: Sequence[Obj], now: datetime, all_namespaces: bool, style: S
     headers = ["NAME", "PHASE", "STABLE", "CANARY", "STEP", "READY", "AGE"]
     if all_namespaces:
         headers.insert(0, "NAMESPACE")
-    lines = table(headers, rows)
-    phase_col = headers.index("PHASE")
-    out = [lines[0]]
-    for line, row in zip(lines[1:], rows, strict=True):
-        phase = row[phase_col]
-        out.append(line.replace(f" {phase} ", f" {style.paint(phase, _PHASE_COLOURS.get(phase))} ", 1))
-    return "\n".join(out) + "\n"
+    return "\n".join(table(headers, rows, style=style)) + "\n"

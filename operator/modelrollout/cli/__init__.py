@@ -1,0 +1,5 @@
+"""The `kubectl modelrollout` plugin. It talks to the API server only; it never imports kopf."""
+
+from modelrollout.cli.main import main
+
+__all__ = ["main"]
