@@ -1,5 +1,5 @@
 """The `kubectl modelrollout` plugin. It talks to the API server only; it never imports kopf."""
 
-from modelrollout.cli.main import main
+from modelrollout.cli.commands import main
 
 __all__ = ["main"]

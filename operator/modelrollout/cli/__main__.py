@@ -1,5 +1,5 @@
 """`python -m modelrollout.cli`: the plugin without the console script."""
 
-from modelrollout.cli.main import main
+from modelrollout.cli.commands import main
 
 main()
