@@ -21,9 +21,10 @@ from modelrollout.api.status import ModelDeploymentStatus, Phase
 from modelrollout.api.types import parse_duration
 from modelrollout.k8s.cluster import Cluster, observe_deployment
 from modelrollout.metrics import PrometheusProvider, QueryTemplates, WindowQuery, sample_tracks
+from modelrollout.placement import Blocked, PlacementService, placement_of
 from modelrollout.plan import reconcile as planner
 from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
-from modelrollout.plan.children import Owner, Placement
+from modelrollout.plan.children import Owner
 from modelrollout.plan.conditions import (
     DEGRADED,
     PROGRESSING,
@@ -31,6 +32,7 @@ from modelrollout.plan.conditions import (
     ConditionUpdate,
     merge_conditions,
 )
+from modelrollout.plan.revision import revision_of
 from modelrollout.plan.rollout import Action, analysis_due
 from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
 from modelrollout.routers.registry import route_name, router_for
@@ -67,15 +69,6 @@ def _namespace_terminating(exc: ApiError) -> bool:
     return any(c.reason == "NamespaceTerminating" for c in causes)
 
 
-def default_placement() -> Placement:
-    return Placement(
-        tier="cpu-small",
-        requests={"cpu": "1", "memory": "1Gi"},
-        limits={"memory": "2Gi"},
-        threads=1,
-    )
-
-
 class Reconciler:
     def __init__(
         self, cluster: Cluster, settings: OperatorSettings, metrics: OperatorMetrics
@@ -83,6 +76,7 @@ class Reconciler:
         self.cluster = cluster
         self.settings = settings
         self.metrics = metrics
+        self.placement = PlacementService(settings.hardware, cluster)
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
@@ -116,6 +110,16 @@ class Reconciler:
 
         owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
         now = _now()
+        image = spec.serving.image or self.settings.serving_image
+        revision = revision_of(spec, image)
+        hardware = previous.hardware
+        blocked: tuple[str, str] | None = None
+        if hardware is None or hardware.revision != revision:
+            choice = await self.placement.decide(spec, revision)
+            if isinstance(choice, Blocked):
+                hardware, blocked = None, (choice.reason, choice.message)
+            else:
+                hardware = choice
         annotations = meta.get("annotations") or {}
         actions = frozenset(a for a in Action if f"{GROUP}/{a.value}" in annotations)
         live = await self.cluster.children(namespace, name)
@@ -144,14 +148,16 @@ class Reconciler:
                 generation=meta.get("generation", 0),
                 spec=spec,
                 status=previous,
-                image=spec.serving.image or self.settings.serving_image,
-                placement=default_placement(),
+                image=image,
+                placement=placement_of(hardware) if hardware else None,
                 deployments=tuple(observe_deployment(d) for d in live.deployments()),
                 now=now,
                 existing=live.keys(),
                 route_weight=route_weight,
                 analysis=analysis,
                 actions=actions,
+                blocked=blocked,
+                hardware=hardware,
             )
         )
         for manifest in result.apply:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelrollout.hardware.policy import HardwareThresholds
+
 FIELD_MANAGER = "modelrollout"
 
 
@@ -39,6 +41,10 @@ class OperatorSettings(BaseSettings):
 
     peering: str | None = None
     """kopf peering name for running more than one replica (leader election). Unset: standalone."""
+
+    hardware: HardwareThresholds = Field(default_factory=HardwareThresholds)
+    """Hardware policy thresholds and tier shapes, as JSON in MODELROLLOUT_HARDWARE, e.g.
+    {"gpu_min_gflops": 10, "allow_cpu_fallback": false}. See docs/hardware.md."""
 
     log_format: str = Field(default="plain", pattern="^(plain|json)$")
     """Log format: plain or json."""

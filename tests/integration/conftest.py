@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from hack.gateway import Gateway
 from hack.localcluster import LocalCluster, running
+from hack.models import write_mlp
 from hack.podrunner import PodRunner
 from hack.prometheus import INSTALL_HINT, Prometheus, find_binary
 
@@ -43,7 +46,10 @@ def operator(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log_path = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    proc = OperatorProcess(cluster, log_path)
+    # Per-cluster thresholds (a documented setting) scaled down so a few-MB test model counts
+    # as GPU-sized: real GPU-sized files would not fit the test budget.
+    hardware = '{"gpu_min_parameters": 1000000, "gpu_min_weight_bytes": 4000000}'
+    proc = OperatorProcess(cluster, log_path, env={"MODELROLLOUT_HARDWARE": hardware})
     proc.start()
     yield proc
     proc.stop()
@@ -97,3 +103,34 @@ def gateway(cluster: LocalCluster, podrunner: PodRunner) -> Iterator[Gateway]:
     """Routes /<namespace>/<name>/... by the current HTTPRoute weights (or uniformly)."""
     with Gateway(cluster.kubeconfig, podrunner) as gw:
         yield gw
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    sha256: str
+
+    @property
+    def uri(self) -> str:
+        return f"file://{self.path}"
+
+
+@dataclass(frozen=True)
+class Models:
+    small: ModelFile  # ~100 parameters: cpu-small
+    large: ModelFile  # ~2M parameters: gpu under the test thresholds above
+    corrupt: ModelFile  # not a protobuf at all
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    directory = tmp_path_factory.mktemp("models")
+    small = directory / "small.onnx"
+    large = directory / "large.onnx"
+    corrupt = directory / "corrupt.onnx"
+    corrupt.write_bytes(b"\xff\xff\xff\xff not an onnx model")
+    return Models(
+        small=ModelFile(small, write_mlp(small)),
+        large=ModelFile(large, write_mlp(large, features=512, hidden=2048, classes=512)),
+        corrupt=ModelFile(corrupt, hashlib.sha256(corrupt.read_bytes()).hexdigest()),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -10,17 +11,32 @@ import pytest
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.plan.revision import revision_of
 
+from .conftest import Models
 from .kube import Kube, OperatorProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
 IMAGE = "modelrollout/modelserver:test"
-SHA = "3" * 64
+
+
+@dataclass
+class _Model:
+    uri: str = ""
+    sha256: str = ""
+
+
+MODEL = _Model()
+
+
+@pytest.fixture(autouse=True)
+def _model(models: Models) -> None:
+    """The manifests point at the session's small generated model."""
+    MODEL.uri, MODEL.sha256 = models.small.uri, models.small.sha256
 
 
 def manifest(name: str, version: str = "v1", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "model": {"uri": "https://models.example/iris.onnx", "sha256": SHA, "version": version},
+        "model": {"uri": MODEL.uri, "sha256": MODEL.sha256, "version": version},
         "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCpuUtilization": 60},
         # No Prometheus here: a plain weight step, whose background analysis stays
         # Inconclusive and therefore never blocks it (the canary tests cover analysis).
@@ -87,8 +103,8 @@ def test_create_builds_children_and_becomes_ready(kube: Kube, operator: Operator
     (container,) = pod["containers"]
     assert container["image"] == IMAGE
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["MODELSERVER_MODEL_URI"] == "https://models.example/iris.onnx"
-    assert env["MODELSERVER_MODEL_SHA256"] == SHA
+    assert env["MODELSERVER_MODEL_URI"] == MODEL.uri
+    assert env["MODELSERVER_MODEL_SHA256"] == MODEL.sha256
     assert env["MODELSERVER_MODEL_VERSION"] == "v1"
     assert env["MODELSERVER_REVISION"] == rev
     assert env["MODELSERVER_MODEL_NAME"] == "iris"
@@ -147,7 +163,15 @@ def test_create_builds_children_and_becomes_ready(kube: Kube, operator: Operator
     assert status["stableRevision"] == rev
     assert status["modelVersion"] == "v1"
     assert status["history"][0]["outcome"] == "Promoted"
-    assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
+    assert {c["type"] for c in status["conditions"]} == {
+        "Ready",
+        "Progressing",
+        "Degraded",
+        "HardwareFallback",
+        "InsufficientCapacity",
+    }
+    assert status["hardware"]["tier"] == "cpu-small"
+    assert status["hardware"]["revision"] == rev
     assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
 
     # kopf's bookkeeping lives under this project's group, not kopf's own.
@@ -434,10 +458,11 @@ def test_operator_serves_metrics_and_liveness(kube: Kube, operator: OperatorProc
         with urllib.request.urlopen(url, timeout=5) as resp:
             return str(resp.read().decode())
 
-    text = wait_for(
-        lambda: (t := scrape()) and f'namespace="{kube.namespace}",phase="Ready"}} 1.0' in t and t,
-        what="phase metric",
-    )
+    def phase_exported() -> str | None:
+        text = scrape()
+        return text if f'namespace="{kube.namespace}",phase="Ready"}} 1.0' in text else None
+
+    text = wait_for(phase_exported, what="phase metric")
     assert "modelrollout_reconcile_duration_seconds_count" in text
     assert "modelrollout_children_applied_total" in text
     managed = [

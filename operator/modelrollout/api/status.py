@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from modelrollout.api.spec import Toleration
 from modelrollout.api.types import ApiModel
 
 
@@ -44,7 +45,10 @@ class Condition(ApiModel):
 
 
 class HardwareStatus(ApiModel):
-    """The hardware the operator chose and why."""
+    """The hardware chosen for a revision and why; kept so a restart needs no re-profiling."""
+
+    revision: str
+    """The revision this choice was made for."""
 
     tier: str
     """cpu-small, cpu-large or gpu."""
@@ -63,6 +67,27 @@ class HardwareStatus(ApiModel):
 
     fallback: bool = False
     """True when GPU was preferred but CPU was chosen for lack of capacity."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    """Container resource requests the revision runs with."""
+
+    limits: dict[str, str] = Field(default_factory=dict)
+    """Container resource limits the revision runs with."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node selector the revision runs with."""
+
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Tolerations the revision runs with."""
+
+    threads: int = 1
+    """onnxruntime intra-op threads."""
+
+    provider: str = "cpu"
+    """onnxruntime execution provider: cpu or cuda."""
+
+    scale_down_first: bool = False
+    """No room for a surge pod: pods are replaced old-first."""
 
 
 class AnalysisStatus(ApiModel):

@@ -17,7 +17,7 @@ from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Event, Pod, Service
+from lightkube.resources.core_v1 import Event, Node, Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
@@ -158,6 +158,13 @@ class Cluster:
             if exc.status.code != 404:
                 raise
         log.info("deleted %s %s/%s", ref.kind, namespace, ref.name)
+
+    async def nodes_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Every node and every pod, for the capacity check (finished pods free their
+        requests; the capacity computation skips them by phase)."""
+        nodes = [_as_dict(n) async for n in self.client.list(Node)]
+        pods = [_as_dict(p) async for p in self.client.list(Pod, namespace="*")]
+        return nodes, pods
 
     async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int:
         """Put each pod's live track on its modelrollout.io/track label (no restart: labels

@@ -51,7 +51,7 @@ class Placement:
     requests: dict[str, str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
     node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[dict[str, str], ...] = ()
+    tolerations: tuple[dict[str, Any], ...] = ()
     threads: int = 1
     provider: str = "cpu"
     # GPUs rarely have room for a surge pod: replace pods one at a time, old one first.
@@ -125,14 +125,12 @@ def deployment(
     serving = spec.serving
     labels = common_labels(owner) | {LABEL_REVISION: revision}
     selector = {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}
+    # The placement already merges the spec's explicit resources, selector and tolerations.
     resources: dict[str, Any] = {}
-    explicit = serving.resources
-    requests = dict(explicit.requests or {}) if explicit else dict(placement.requests)
-    limits = dict(explicit.limits or {}) if explicit else dict(placement.limits)
-    if requests:
-        resources["requests"] = requests
-    if limits:
-        resources["limits"] = limits
+    if placement.requests:
+        resources["requests"] = dict(placement.requests)
+    if placement.limits:
+        resources["limits"] = dict(placement.limits)
     strategy: dict[str, Any] = (
         {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
         if placement.scale_down_first
@@ -188,16 +186,10 @@ def deployment(
         "containers": [container],
         "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
     }
-    node_selector = spec.hardware.node_selector or placement.node_selector
-    if node_selector:
-        pod_spec["nodeSelector"] = dict(node_selector)
-    tolerations = (
-        [t.wire() for t in spec.hardware.tolerations]
-        if spec.hardware.tolerations is not None
-        else [dict(t) for t in placement.tolerations]
-    )
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

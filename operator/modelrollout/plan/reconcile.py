@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from modelrollout.api.spec import ModelDeploymentSpec, ReplicaRatioRouter
-from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus, Phase, RolloutStatus
+from modelrollout.api.status import (
+    HardwareStatus,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    Phase,
+    RolloutStatus,
+)
 from modelrollout.plan import children
 from modelrollout.plan.analysis import AnalysisResult
 from modelrollout.plan.children import Manifest, Owner, Placement
@@ -76,7 +82,8 @@ class Inputs:
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus
     image: str
-    placement: Placement
+    # Hardware for the spec's revision; None when `blocked` says why it has none.
+    placement: Placement | None
     deployments: tuple[ObservedDeployment, ...]
     now: datetime
     # Every child that exists now, as (apiVersion, kind, name); unwanted ones are deleted.
@@ -87,6 +94,9 @@ class Inputs:
     actions: frozenset[Action] = frozenset()
     # A problem outside the planner's control this cycle (router or metrics), for status.
     warning: str | None = None
+    # Why the spec's revision may not roll out: (condition reason, message).
+    blocked: tuple[str, str] | None = None
+    hardware: HardwareStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -152,17 +162,34 @@ def plan(inputs: Inputs) -> Plan:
             realised = inputs.route_weight or 0
         canary_view = CanaryView(new.available, new.failed_reason, realised)
 
-    decision = decide(
-        revision=revision,
-        status=status,
-        rollout=spec.rollout,
-        paused=spec.paused,
-        canary=canary_view,
-        stable_available=stable_obs is not None and stable_obs.available,
-        analysis=inputs.analysis,
-        actions=inputs.actions,
-        now=now,
-    )
+    if inputs.blocked is not None and revision != status.stable_revision:
+        reason, why = inputs.blocked
+        serving = (
+            f"; revision {status.stable_revision} keeps serving" if status.stable_revision else ""
+        )
+        decision = Decision(
+            stage=Stage.BLOCKED,
+            stable=status.stable_revision,
+            canary=None,
+            weight=0,
+            rollout=None,
+            bake=status.bake,
+            failed_revision=status.failed_revision,
+            rollout_started=None,
+            message=f"revision {revision} cannot roll out ({reason}): {why}{serving}",
+        )
+    else:
+        decision = decide(
+            revision=revision,
+            status=status,
+            rollout=spec.rollout,
+            paused=spec.paused,
+            canary=canary_view,
+            stable_available=stable_obs is not None and stable_obs.available,
+            analysis=inputs.analysis,
+            actions=inputs.actions,
+            now=now,
+        )
 
     desired, keep = _children(inputs, revision, decision, status, observed, replicas_router)
     wanted = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in desired}
@@ -204,6 +231,8 @@ def _children(
 ) -> tuple[list[Manifest], set[str]]:
     """Manifests to apply, and the revisions whose Deployments stay."""
     spec, owner = inputs.spec, inputs.owner
+    if decision.stage == Stage.BLOCKED and decision.stable is None:
+        return [], set()
     stable = decision.stable or revision
     canary = decision.canary
     keep: set[str] = {stable} | ({canary} if canary else set())
@@ -225,7 +254,7 @@ def _children(
 
     manifests: list[Manifest] = []
     # Only the spec's revision has a known pod template; other kept revisions stay as they are.
-    if revision in (stable, canary):
+    if revision in (stable, canary) and inputs.placement is not None:
         seen = observed.get(revision)
         born = seen.born_track if seen and seen.born_track else ("canary" if canary else "stable")
         manifests.append(
@@ -317,7 +346,16 @@ def _status(
         message = f"{message}; {inputs.warning}"
     updates: list[ConditionUpdate]
     phase: Phase
-    if stage in (Stage.ROLLED_BACK, Stage.BAKE_ROLLED_BACK):
+    if stage == Stage.BLOCKED:
+        reason = inputs.blocked[0] if inputs.blocked else "Blocked"
+        serving = decision.stable is not None
+        phase = Phase.DEGRADED if serving else Phase.FAILED
+        updates = [
+            ConditionUpdate(READY, "False", reason, message),
+            ConditionUpdate(PROGRESSING, "False", reason, message),
+            ConditionUpdate(DEGRADED, "True", reason, message),
+        ]
+    elif stage in (Stage.ROLLED_BACK, Stage.BAKE_ROLLED_BACK):
         phase = Phase.ROLLED_BACK
         reason_text = history[0].reason if history else message
         updates = [
@@ -361,6 +399,7 @@ def _status(
             ),
             ConditionUpdate(DEGRADED, "False", "Healthy"),
         ]
+    updates += _hardware_conditions(inputs)
     stable_obs = observed.get(decision.stable) if decision.stable else None
     live = [d for r, d in observed.items() if r in keep]
     version = (
@@ -385,9 +424,32 @@ def _status(
         bake=decision.bake,
         failed_revision=decision.failed_revision,
         model_version=version,
-        hardware=status.hardware,
+        hardware=inputs.hardware or status.hardware,
         history=history[:HISTORY_LIMIT],
     )
+
+
+def _hardware_conditions(inputs: Inputs) -> list[ConditionUpdate]:
+    """HardwareFallback and InsufficientCapacity, once hardware has been decided (or refused)."""
+    hw, blocked = inputs.hardware, inputs.blocked
+    if hw is None and blocked is None:
+        return []
+    short = blocked is not None and blocked[0] == "InsufficientCapacity"
+    fallback = hw is not None and hw.fallback
+    return [
+        ConditionUpdate(
+            "HardwareFallback",
+            "True" if fallback else "False",
+            "HardwareFallback" if fallback else "PreferredTier",
+            hw.reason if hw and fallback else "",
+        ),
+        ConditionUpdate(
+            "InsufficientCapacity",
+            "True" if short else "False",
+            "InsufficientCapacity" if short else "Schedulable",
+            blocked[1] if blocked and short else "",
+        ),
+    ]
 
 
 def _with_stable_min(

@@ -48,6 +48,8 @@ class Stage(StrEnum):
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     BAKE_ROLLED_BACK = "BakeRolledBack"
+    # The spec's revision cannot roll out (bad model file, no capacity); stable keeps serving.
+    BLOCKED = "Blocked"
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

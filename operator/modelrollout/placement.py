@@ -1,0 +1,181 @@
+"""Hardware for a revision: profile the model, apply the policy, check cluster capacity.
+
+This is the I/O around the pure pieces in hardware/ (profiler parsing, policy, capacity): it
+reads the model (in a worker thread, with bounded memory) and the cluster's nodes and pods.
+The result is remembered in status per revision, so a model is profiled once per rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from modelrollout.api.spec import ModelDeploymentSpec, Toleration
+from modelrollout.api.status import HardwareStatus
+from modelrollout.hardware import capacity as cap
+from modelrollout.hardware.errors import ChecksumMismatchError, CorruptModelError, ProfileError
+from modelrollout.hardware.policy import (
+    HardwareDecision,
+    HardwareRequest,
+    HardwareThresholds,
+    ProfileSummary,
+    choose_hardware,
+    plan_hardware,
+)
+from modelrollout.hardware.profiler import profile_uri
+from modelrollout.plan.children import Placement
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """The revision must not roll out; the stable one keeps serving."""
+
+    reason: str  # condition reason, e.g. ChecksumMismatch or InsufficientCapacity
+    message: str
+
+
+def request_from_spec(spec: ModelDeploymentSpec) -> HardwareRequest:
+    hw, resources = spec.hardware, spec.serving.resources
+    mode: Literal["auto", "cpu", "gpu"] = hw.mode.value
+    return HardwareRequest(
+        mode=mode,
+        requests=dict(resources.requests or {}) if resources else {},
+        limits=dict(resources.limits or {}) if resources else {},
+        node_selector=dict(hw.node_selector or {}),
+        tolerations=tuple(
+            cap.Toleration(
+                key=t.key or "", operator=t.operator, value=t.value or "", effect=t.effect or ""
+            )
+            for t in hw.tolerations or ()
+        ),
+        allow_cpu_fallback=hw.allow_cpu_fallback,
+    )
+
+
+def placement_of(status: HardwareStatus) -> Placement:
+    return Placement(
+        tier=status.tier,
+        requests=dict(status.requests),
+        limits=dict(status.limits),
+        node_selector=dict(status.node_selector),
+        tolerations=tuple(t.wire() for t in status.tolerations),
+        threads=status.threads,
+        provider=status.provider,
+        scale_down_first=status.scale_down_first,
+    )
+
+
+def _status(
+    revision: str, decision: HardwareDecision, summary: ProfileSummary | None, note: str = ""
+) -> HardwareStatus:
+    return HardwareStatus(
+        revision=revision,
+        tier=decision.tier,
+        reason=f"{decision.reason}{note}",
+        parameters=summary.parameter_count if summary else None,
+        gflops_per_sample=round(summary.flops_per_sample / 1e9, 4) if summary else None,
+        weight_bytes=summary.weight_bytes if summary else None,
+        fallback=decision.fallback,
+        requests=dict(decision.requests),
+        limits=dict(decision.limits),
+        node_selector=dict(decision.node_selector),
+        tolerations=[
+            Toleration.model_validate(
+                {k: v for k, v in t.to_dict().items() if k != "tolerationSeconds"}
+            )
+            for t in decision.tolerations
+        ],
+        threads=decision.intra_op_threads,
+        provider=decision.execution_provider,
+        scale_down_first=decision.scale_down_first,
+    )
+
+
+def node_info(node: dict[str, Any]) -> cap.NodeInfo:
+    meta, spec, status = node["metadata"], node.get("spec") or {}, node.get("status") or {}
+    conditions = {c["type"]: c.get("status") for c in status.get("conditions") or []}
+    return cap.NodeInfo(
+        name=meta["name"],
+        allocatable=dict(status.get("allocatable") or {}),
+        labels=dict(meta.get("labels") or {}),
+        taints=tuple(
+            cap.Taint(key=t["key"], effect=t["effect"], value=t.get("value", ""))
+            for t in spec.get("taints") or []
+        ),
+        unschedulable=bool(spec.get("unschedulable")),
+        ready=conditions.get("Ready") == "True",
+    )
+
+
+def pod_info(pod: dict[str, Any]) -> cap.PodInfo:
+    meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+
+    def requests(containers: Sequence[dict[str, Any]] | None) -> tuple[dict[str, str], ...]:
+        return tuple(
+            dict((c.get("resources") or {}).get("requests") or {}) for c in containers or []
+        )
+
+    return cap.PodInfo(
+        name=meta["name"],
+        namespace=meta.get("namespace", "default"),
+        node_name=spec.get("nodeName") or "",
+        phase=status.get("phase", "Pending"),
+        container_requests=requests(spec.get("containers")),
+        init_container_requests=requests(spec.get("initContainers")),
+    )
+
+
+class PlacementService:
+    """Decides a revision's hardware; `nodes_and_pods` reads the cluster when GPU is in play."""
+
+    def __init__(self, thresholds: HardwareThresholds, cluster: Any) -> None:
+        self.thresholds = thresholds
+        self.cluster = cluster
+
+    async def decide(
+        self,
+        spec: ModelDeploymentSpec,
+        revision: str,
+        replacing: frozenset[str] = frozenset(),
+    ) -> HardwareStatus | Blocked:
+        request = request_from_spec(spec)
+        summary: ProfileSummary | None = None
+        note = ""
+        try:
+            profile = await asyncio.to_thread(profile_uri, spec.model.uri, spec.model.sha256)
+            summary = ProfileSummary(
+                profile.parameter_count, profile.weight_bytes, profile.flops_per_sample
+            )
+        except (ChecksumMismatchError, CorruptModelError) as exc:
+            # A file that is wrong is never rolled out, whatever the hardware mode.
+            return Blocked(exc.reason, str(exc))
+        except ProfileError as exc:
+            if request.mode == "auto":
+                return Blocked(exc.reason, f"{exc}; cannot choose hardware in auto mode")
+            # An explicit mode needs no profile: the pods verify the model themselves.
+            note = f" (model not profiled: {exc})"
+            log.info("placing %s without a profile: %s", revision, exc)
+        complexity = summary or ProfileSummary(0, 0, 0)
+        first = choose_hardware(complexity, self.thresholds, request)
+        if first.gpu_count == 0 and first.auto_tier != "gpu":
+            return _status(revision, first, summary, note)
+        nodes, pods = await self.cluster.nodes_and_pods()
+        infos = [node_info(n) for n in nodes]
+        pod_infos = [pod_info(p) for p in pods]
+        replicas = spec.autoscaling.min_replicas
+        decision = plan_hardware(
+            complexity,
+            self.thresholds,
+            request,
+            lambda shape: cap.compute_capacity(
+                infos, pod_infos, shape, replicas, replacing=tuple(replacing)
+            ),
+        )
+        if decision.insufficient_capacity:
+            return Blocked("InsufficientCapacity", decision.reason)
+        return _status(revision, decision, summary, note)
