@@ -26,7 +26,7 @@ from modelrollout.hardware.policy import (
     plan_hardware,
 )
 from modelrollout.hardware.profiler import profile_uri
-from modelrollout.plan.children import Placement
+from modelrollout.plan.children import LABEL_DEPLOYMENT, LABEL_REVISION, Placement
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ class PlacementService:
         self,
         spec: ModelDeploymentSpec,
         revision: str,
-        replacing: frozenset[str] = frozenset(),
+        namespace: str,
+        owner: str,
+        stable_revision: str | None,
     ) -> HardwareStatus | Blocked:
         request = request_from_spec(spec)
         summary: ProfileSummary | None = None
@@ -167,13 +169,22 @@ class PlacementService:
         nodes, pods = await self.cluster.nodes_and_pods()
         infos = [node_info(n) for n in nodes]
         pod_infos = [pod_info(p) for p in pods]
+        # The stable revision's pods leave as the new one arrives: they count as free for
+        # whether the new revision fits, and as taken for whether it can surge beside them.
+        replacing = tuple(
+            f"{namespace}/{p['metadata']['name']}"
+            for p in pods
+            if p["metadata"].get("namespace") == namespace
+            and (p["metadata"].get("labels") or {}).get(LABEL_DEPLOYMENT) == owner
+            and (p["metadata"].get("labels") or {}).get(LABEL_REVISION) == stable_revision
+        )
         replicas = spec.autoscaling.min_replicas
         decision = plan_hardware(
             complexity,
             self.thresholds,
             request,
             lambda shape: cap.compute_capacity(
-                infos, pod_infos, shape, replicas, replacing=tuple(replacing)
+                infos, pod_infos, shape, replicas, replacing=replacing
             ),
         )
         if decision.insufficient_capacity:

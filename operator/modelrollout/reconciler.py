@@ -115,7 +115,9 @@ class Reconciler:
         hardware = previous.hardware
         blocked: tuple[str, str] | None = None
         if hardware is None or hardware.revision != revision:
-            choice = await self.placement.decide(spec, revision)
+            choice = await self.placement.decide(
+                spec, revision, namespace, name, previous.stable_revision
+            )
             if isinstance(choice, Blocked):
                 hardware, blocked = None, (choice.reason, choice.message)
             else:
