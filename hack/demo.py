@@ -15,7 +15,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from hack import localcluster
+from hack.models import write_mlp
 
 REPO = localcluster.REPO
 CRD = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
@@ -85,6 +88,18 @@ def stop_operator(directory: Path) -> None:
     (directory / "operator.pid").unlink(missing_ok=True)
 
 
+def localise(text: str, models: Path) -> str:
+    """Point each example at a model generated here: nothing is downloaded, and the operator
+    profiles the real file (its size decides the hardware tier)."""
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    for i, doc in enumerate(docs):
+        path = models / f"{doc['metadata']['name']}.onnx"
+        sha = write_mlp(path, seed=i)
+        doc["spec"]["model"]["uri"] = f"file://{path}"
+        doc["spec"]["model"]["sha256"] = sha
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
 def up(directory: Path) -> int:
     started = time.monotonic()
     if localcluster.cmd_up(directory) != 0:
@@ -96,8 +111,10 @@ def up(directory: Path) -> int:
     )
     print("Starting the operator (log: .cluster/operator.log) ...")
     start_operator(directory)
-    print(f"Applying {EXAMPLES.relative_to(REPO)} ...")
-    print(_kubectl(directory, "apply", "-f", str(EXAMPLES)), end="")
+    print(f"Applying {EXAMPLES.relative_to(REPO)} (models generated into {directory}/models) ...")
+    manifest = directory / "quickstart.yaml"
+    manifest.write_text(localise(EXAMPLES.read_text(), directory / "models"))
+    print(_kubectl(directory, "apply", "-f", str(manifest)), end="")
     print("Waiting for every ModelDeployment to be Ready ...")
     _kubectl(directory, "wait", "--for=condition=Ready", "mdep", "--all", "--timeout=120s")
     print(_kubectl(directory, "get", "mdep,deployments,hpa,pods", "-o", "wide"))
