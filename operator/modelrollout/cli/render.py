@@ -406,6 +406,8 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
     ]
     if status.get("message"):
         lines.append(_field("Message", str(status["message"])))
+    if meta.get("deletionTimestamp"):
+        lines.append(_field("Deleting", f"since {age(meta['deletionTimestamp'], now)} ago"))
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     if observed is None:
         lines.append(_field("Generation", f"{generation} (not yet seen by the operator)"))

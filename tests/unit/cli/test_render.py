@@ -225,3 +225,9 @@ def test_list_view() -> None:
     single = render.list_view(objs[:1], NOW, all_namespaces=False).splitlines()
     assert single[0].split()[0] == "NAME"
     assert render.list_view([], NOW, all_namespaces=False) == ""
+
+
+def test_deletion_is_shown() -> None:
+    obj = o.ready()
+    obj["metadata"]["deletionTimestamp"] = "2026-03-01T12:09:05Z"
+    assert "Deleting:      since 60s ago\n" in render.status_view(obj, NOW)
