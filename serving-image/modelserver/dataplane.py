@@ -361,6 +361,7 @@ class DataPlane:
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        self._started = time.monotonic()
         self.metrics = Metrics(
             registry if registry is not None else CollectorRegistry(),
             model=settings.model_name,
@@ -511,11 +512,15 @@ class DataPlane:
             max_elements=self._max_elements,
         )
 
+    def _faults_on(self) -> bool:
+        after = self.settings.fault_after_s
+        return after <= 0 or time.monotonic() - self._started >= after
+
     async def infer(self, request: InferRequest) -> Arrays:
         s = self.settings
-        if s.fault_latency_ms > 0:
+        if s.fault_latency_ms > 0 and self._faults_on():
             await asyncio.sleep(s.fault_latency_ms / 1000.0)
-        if s.fault_error_ratio > 0 and random.random() < s.fault_error_ratio:
+        if s.fault_error_ratio > 0 and random.random() < s.fault_error_ratio and self._faults_on():
             raise InferError(500, "injected fault (MODELSERVER_FAULT_ERROR_RATIO)")
         try:
             if self._batcher is not None:

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     # Test-only fault injection, off unless set.
     fault_error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     fault_latency_ms: float = Field(default=0.0, ge=0.0)
+    # Faults begin this long after start: a version that passes its canary, then regresses.
+    fault_after_s: float = Field(default=0.0, ge=0.0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -45,3 +45,13 @@ async def test_added_latency(serve: ServeFactory, models: Models) -> None:
     started = time.perf_counter()
     assert (await clean.client.post(clean.infer_url(), json=BODY)).status_code == 200
     assert time.perf_counter() - started < 0.15
+
+
+async def test_faults_can_start_late(serve: ServeFactory, models: Models) -> None:
+    """A version that is healthy at first, then regresses (the bake-window scenario)."""
+    s = await serve(model_uri=str(models.mlp), fault_error_ratio=1.0, fault_after_s=0.5)
+    assert (await s.client.post(s.infer_url(), json=BODY)).status_code == 200
+    await asyncio.sleep(0.6)
+    r = await s.client.post(s.infer_url(), json=BODY)
+    assert r.status_code == 500
+    assert "injected fault" in r.json()["error"]
