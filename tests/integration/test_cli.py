@@ -236,6 +236,9 @@ def test_a_rollout_driven_from_the_plugin(
     out = ok(plugin(kube, "resume", name))
     assert out == "iris resumed (spec.paused set to false; moving past the pause step)\n"
     assert kube.must("mdep", name)["spec"]["paused"] is False
+    # As docs/gitops.md tells pipelines to wait: the conditions carry observedGeneration, so a
+    # Ready left over from v1 does not count.
+    kube.run("-n", kube.namespace, "wait", f"mdep/{name}", "--for=condition=Ready", "--timeout=50s")
     serving(kube, name, "v2")
     assert actions_left(kube, name) == []
 
