@@ -346,7 +346,10 @@ def test_namespace_scope(helm_bin: Path) -> None:
         ]
     # Only read-only, cluster-scoped access is granted cluster-wide.
     cluster_role = one(objs, "ClusterRole")
-    assert grants(cluster_role["rules"]) == CLUSTER_READS | {("", "namespaces"): {"list", "watch"}}
+    assert grants(cluster_role["rules"]) == CLUSTER_READS | {
+        ("", "namespaces"): {"list", "watch"},
+        ("", "pods"): {"list", "watch"},
+    }
     assert one(objs, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
     env = env_of(one(objs, "Deployment"))
     assert json.loads(env["MODELROLLOUT_NAMESPACES"]) == ["ml-team-a", "ml-team-b"]
