@@ -67,7 +67,9 @@ kind-load: ## load the images built by `make image` into the kind cluster
 kind-install: ## helm upgrade --install the chart into the kind cluster (hack/kind/values.yaml)
 	$(HELM) upgrade --install modelrollout $(CHART) \
 		--kube-context kind-$(KIND_CLUSTER) --namespace $(KIND_NAMESPACE) --create-namespace \
-		-f hack/kind/values.yaml --set image.tag=$(IMAGE_TAG) \
+		-f hack/kind/values.yaml \
+		--set image.repository=$(IMAGE_REGISTRY)/operator --set image.tag=$(IMAGE_TAG) \
+		--set operator.servingImage.repository=$(IMAGE_REGISTRY)/modelserver \
 		--set operator.servingImage.tag=$(IMAGE_TAG) --wait --timeout 5m
 
 .PHONY: kind-down
