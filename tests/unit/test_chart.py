@@ -675,7 +675,8 @@ def test_schema_is_closed_at_every_level() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema["additionalProperties"] is False
-    assert list(_open_objects(schema)) == []
+    # `global` is Helm's: a parent chart fills it for every subchart, with its own keys.
+    assert list(_open_objects(schema)) == ["/properties/global"]
 
 
 def test_schema_and_values_name_the_same_keys() -> None:
@@ -731,6 +732,38 @@ def test_every_value_is_documented() -> None:
         comment = False
     assert undocumented == []
     # A parent without its own comment needs documented children; the loop above checks those.
+
+
+def test_installs_as_a_subchart(helm_bin: Path, tmp_path: Path) -> None:
+    """Umbrella charts pass `global` to every dependency; typos inside ours still fail."""
+    parent = tmp_path / "platform"
+    parent.mkdir()
+    chart = {
+        "apiVersion": "v2",
+        "name": "platform",
+        "version": "1.0.0",
+        "dependencies": [
+            {"name": "modelrollout", "version": "0.1.0", "repository": f"file://{CHART}"}
+        ],
+    }
+    (parent / "Chart.yaml").write_text(yaml.safe_dump(chart))
+    values: Obj = {
+        "global": {"imageRegistry": "mirror.example.com"},
+        "modelrollout": {"operator": {"logFormat": "plain"}},
+    }
+    (parent / "values.yaml").write_text(yaml.safe_dump(values))
+    updated = run_helm(helm_bin, "dependency", "update", str(parent))
+    assert updated.returncode == 0, updated.stderr
+
+    args = ("template", "platform", str(parent), "--kube-version", KUBE_VERSION)
+    result = run_helm(helm_bin, *args)
+    assert result.returncode == 0, result.stderr
+    objs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert env_of(one(objs, "Deployment"))["MODELROLLOUT_LOG_FORMAT"] == "plain"
+
+    typo = run_helm(helm_bin, *args, "--set", "modelrollout.operator.logFormt=plain")
+    assert typo.returncode != 0
+    assert "'logFormt'" in typo.stderr
 
 
 # --- kind --------------------------------------------------------------------------------------
