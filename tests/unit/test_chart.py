@@ -422,6 +422,17 @@ def test_crd_switches(helm_bin: Path, default: list[Obj]) -> None:
 
     assert not of_kind(render(helm_bin, sets=("crds.install=false",)), "CustomResourceDefinition")
 
+    annotated = one(
+        render(
+            helm_bin, strings=("crds.annotations.argocd\\.argoproj\\.io/sync-options=Prune=false",)
+        ),
+        "CustomResourceDefinition",
+    )
+    assert annotated["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep",
+        "argocd.argoproj.io/sync-options": "Prune=false",
+    }
+
 
 # --- peering -----------------------------------------------------------------------------------
 
