@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from hack.prometheus import INSTALL_HINT
+from modelrollout.hardware.policy import HardwareThresholds
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelrollout"
@@ -274,6 +275,59 @@ def test_scheduling_values(helm_bin: Path) -> None:
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     assert pod["priorityClassName"] == "system-cluster-critical"
+
+
+def _schema_for_chart(node: Any) -> Any:
+    """A pydantic JSON schema as values.schema.json holds it: draft-07, definitions prefixed
+    `hardware`, optional fields as `[type, "null"]`, no titles or defaults."""
+    if isinstance(node, list):
+        return [_schema_for_chart(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: Obj = {}
+    for key, value in node.items():
+        if key in ("title", "default", "$defs"):
+            continue
+        if key == "$ref":
+            out[key] = "#/definitions/hardware" + value.rsplit("/", 1)[1]
+        elif key == "anyOf" and len(value) == 2 and {"type": "null"} in value:
+            (other,) = [v for v in value if v != {"type": "null"}]
+            out |= _schema_for_chart(other)
+            out["type"] = [other["type"], "null"]
+        else:
+            out[key] = _schema_for_chart(value)
+    return out
+
+
+def test_hardware_schema_follows_the_operator() -> None:
+    """operator.hardware is checked at install against the operator's own settings model."""
+    live = HardwareThresholds.model_json_schema()
+    expected = {f"hardware{k}": _schema_for_chart(v) for k, v in live.get("$defs", {}).items()}
+    expected["hardwareThresholds"] = _schema_for_chart(live)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    chart = {k: v for k, v in schema["definitions"].items() if k.startswith("hardware")}
+    assert chart == expected, (
+        "values.schema.json's hardware definitions drifted from HardwareThresholds; replace them "
+        f"with:\n{json.dumps(expected, indent=2)}"
+    )
+    operator = schema["properties"]["operator"]["properties"]
+    assert operator["hardware"] == {"$ref": "#/definitions/hardwareThresholds"}
+
+
+def test_hardware_setting_reaches_the_operator(helm_bin: Path) -> None:
+    values = CHART / "ci" / "gpu-values.yaml"
+    env = env_of(one(render(helm_bin, values), "Deployment"))
+    # The operator parses the variable with the same model, so this is what it will run with.
+    thresholds = HardwareThresholds.model_validate_json(env["MODELROLLOUT_HARDWARE"])
+    assert thresholds.gpu_min_gflops == 5
+    assert thresholds.allow_cpu_fallback is False
+    assert thresholds.gpu.cpu == 4
+    assert thresholds.gpu.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert thresholds.gpu.tolerations[0].operator == "Exists"
+    assert thresholds.cpu_small == HardwareThresholds().cpu_small
+
+    error = render_error(helm_bin, "operator.hardware.gpu_min_gflop=1")
+    assert "'gpu_min_gflop'" in error
 
 
 # --- RBAC scopes -------------------------------------------------------------------------------
