@@ -64,6 +64,9 @@ class AnalysisThresholds:
     p99_floor_seconds: float = 0.01
     # Canary p99 above this fails whatever the stable does; None turns it off.
     max_p99_seconds: float | None = None
+    # Fewer canary requests than this and the p99 ratio is not judged: the p99 of a hundred
+    # requests is its single slowest one, and one scheduling hiccup would fail the window.
+    min_latency_requests: int = 200
     # Fewer canary requests than this in the window: Inconclusive. Also the least a stable
     # needs to serve to be compared against.
     min_requests: int = 50
@@ -242,7 +245,7 @@ def analyse(
 
     error_finding, p_value = _judge_errors(c, s, baseline, t)
     findings.append(error_finding)
-    findings.extend(_judge_latency(canary_p99, stable_p99, baseline is not None, t))
+    findings.extend(_judge_latency(canary_p99, stable_p99, baseline is not None, t, c.requests))
 
     for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS):
         chosen = [f.text for f in findings if f.verdict is verdict]
@@ -317,6 +320,7 @@ def _judge_latency(
     stable_p99: float | None,
     has_baseline: bool,
     t: AnalysisThresholds,
+    canary_requests: int,
 ) -> list[_Finding]:
     if t.max_p99_ratio is None and t.max_p99_seconds is None:
         return []
@@ -336,6 +340,12 @@ def _judge_latency(
     if t.max_p99_ratio is not None:
         if not has_baseline:
             findings.append(_Finding(Verdict.PASS, f"{head} (no stable baseline to compare)"))
+        elif canary_requests < t.min_latency_requests:
+            text = (
+                f"{head} not compared: {canary_requests} requests, fewer than the "
+                f"{t.min_latency_requests} a p99 needs"
+            )
+            findings.append(_Finding(Verdict.PASS, text))
         elif stable_p99 is None:
             text = "stable p99 latency series is missing or NaN"
             findings.append(_Finding(Verdict.INCONCLUSIVE, text))

@@ -250,10 +250,17 @@ CASES = [
     ),
     Case(
         "latency failure with error-rate failure names both",
-        track(199, 46, 0.4),
+        track(260, 60, 0.4),
         track(812, 3, 0.05),
         FAIL,
-        ("23.1% (46/199)", "ratio 8.00"),
+        ("23.1% (60/260)", "ratio 8.00"),
+    ),
+    Case(
+        "p99 of too few requests is not compared",
+        track(150, 0, 0.4),
+        track(812, 3, 0.05),
+        PASS,
+        ("not compared: 150 requests, fewer than the 200 a p99 needs",),
     ),
     Case(
         "error failure wins over missing latency",
