@@ -15,7 +15,15 @@ from modelrollout.api.status import ModelDeploymentStatus
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 API = DOCS / "api.md"
-PAGES = ["api.md", "gitops.md", "kubectl-plugin.md", "metrics.md", "operations.md", "rollouts.md"]
+PAGES = [
+    "README.md",
+    "api.md",
+    "gitops.md",
+    "kubectl-plugin.md",
+    "metrics.md",
+    "operations.md",
+    "rollouts.md",
+]
 
 # Status fields whose models carry no attribute docstring yet (api.md shows "—"). When one gets
 # documented, drop it here and regenerate docs/api.md; a new undocumented field fails the test.
