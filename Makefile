@@ -43,7 +43,7 @@ cluster-down: ## stop the operator and the local control plane started by demo o
 	@if [ -x $(PY) ]; then $(PY) -m hack.demo down --dir $(CLUSTER_DIR); fi
 
 .PHONY: demo
-demo: venv tools ## local control plane + CRD + operator + examples/, converged to Ready; left running
+demo: venv tools prometheus ## local control plane, operator, examples converged, then a live canary promotion and rollback
 	$(PY) -m hack.demo up --dir $(CLUSTER_DIR)
 
 .PHONY: run
@@ -74,7 +74,7 @@ test-unit: venv ## pure, fast tests
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: test-integration
-test-integration: venv tools ## tests against the real local control plane
+test-integration: venv tools prometheus ## tests against the real local control plane
 	$(BIN)/pytest -q tests/integration
 
 .PHONY: test

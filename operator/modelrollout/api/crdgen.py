@@ -194,7 +194,7 @@ def crd() -> Schema:
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.version"},
+                        {"name": "Model", "type": "string", "jsonPath": ".status.modelVersion"},
                         {"name": "Hardware", "type": "string", "jsonPath": ".status.hardware.tier"},
                         {"name": "Canary", "type": "integer", "jsonPath": ".status.canaryWeight"},
                         {
