@@ -16,7 +16,7 @@ from lightkube import ALL_NS, ApiError, Client
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.types import PatchType
+from lightkube.types import OnErrorAction, OnErrorResult, PatchType
 
 from modelrollout.api import GROUP, KIND, PLURAL, VERSION
 
@@ -116,6 +116,14 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return cast(dict[str, Any], obj.to_dict())
 
 
+def _watch_error(exc: Exception, count: int) -> OnErrorResult:
+    """Keep a watch going through what a long watch meets (an expired resourceVersion, a
+    dropped stream); give up on what retrying cannot fix (gone, forbidden)."""
+    if isinstance(exc, ApiError) and exc.status.code in (401, 403, 404):
+        return OnErrorResult(OnErrorAction.RAISE)
+    return OnErrorResult(OnErrorAction.RETRY, sleep=min(0.5 * count, 5.0))
+
+
 @dataclass
 class Kube:
     """A lightkube client bound to one namespace, speaking in plain dicts."""
@@ -185,6 +193,7 @@ class Kube:
                         namespace=self.namespace,
                         fields={"metadata.name": name},
                         server_timeout=60,
+                        on_error=_watch_error,
                     ):
                         backoff = 0.5
                         events.put((kind, _as_dict(obj)))

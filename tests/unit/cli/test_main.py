@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status, StatusDetails
+from lightkube.types import OnErrorAction
 
 from modelrollout.cli import commands as main
 from modelrollout.cli import kube
@@ -125,3 +126,12 @@ def test_api_errors_are_classified() -> None:
     assert str(invalid) == (
         "the API server refused the request (422): spec.model.version: Invalid value"
     )
+
+
+def test_watch_retries_what_a_long_watch_meets() -> None:
+    assert (
+        kube._watch_error(error(410, "too old resource version"), 1).action is OnErrorAction.RETRY
+    )
+    assert kube._watch_error(error(500, "etcd leader changed"), 3).sleep == 1.5
+    assert kube._watch_error(error(403, "forbidden"), 1).action is OnErrorAction.RAISE
+    assert kube._watch_error(error(404, "gone"), 1).action is OnErrorAction.RAISE
