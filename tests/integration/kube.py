@@ -86,6 +86,34 @@ class Kube:
         )
 
 
+IMAGE = "modelrollout/modelserver:test"  # the serving image OperatorProcess configures
+
+
+def model_deployment(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def revision(manifest: dict[str, Any]) -> str:
+    """The revision the operator computes for this manifest."""
+    from modelrollout.api.spec import ModelDeploymentSpec
+    from modelrollout.plan.revision import revision_of
+
+    return revision_of(ModelDeploymentSpec.model_validate(manifest["spec"]), IMAGE)
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    """The condition of that type in the object's status, or {}."""
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == kind:
+            return dict(c)
+    return {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,7 +144,7 @@ class OperatorProcess:
                 "MODELROLLOUT_METRICS_PORT": str(self.metrics_port),
                 "MODELROLLOUT_HEALTH_PORT": str(self.health_port),
                 "MODELROLLOUT_BIND_ADDRESS": "127.0.0.1",
-                "MODELROLLOUT_SERVING_IMAGE": "modelrollout/modelserver:test",
+                "MODELROLLOUT_SERVING_IMAGE": IMAGE,
             }
             | self.env
         )

@@ -9,15 +9,11 @@ from typing import Any
 import pytest
 
 from hack.localcluster import GPU_NODES, LocalCluster
-from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.plan.revision import revision_of
 
 from .conftest import ModelFile, Models
-from .kube import Kube, OperatorProcess, wait_for
+from .kube import Kube, OperatorProcess, condition, model_deployment, revision, wait_for
 
 pytestmark = pytest.mark.integration
-
-IMAGE = "modelrollout/modelserver:test"
 
 
 def manifest(name: str, model: ModelFile | dict[str, str], **spec: Any) -> dict[str, Any]:
@@ -29,23 +25,7 @@ def manifest(name: str, model: ModelFile | dict[str, str], **spec: Any) -> dict[
         "rollout": {"steps": [{"setWeight": 50}], "bakeTime": "0s", "scaleDownDelay": "2s"},
     }
     body.update(spec)
-    return {
-        "apiVersion": "modelrollout.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": body,
-    }
-
-
-def revision(m: dict[str, Any]) -> str:
-    return revision_of(ModelDeploymentSpec.model_validate(m["spec"]), IMAGE)
-
-
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == kind:
-            return dict(c)
-    return {}
+    return model_deployment(name, body)
 
 
 def status_of(kube: Kube, name: str) -> dict[str, Any]:

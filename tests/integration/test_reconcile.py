@@ -8,15 +8,10 @@ from typing import Any
 
 import pytest
 
-from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.plan.revision import revision_of
-
 from .conftest import Models
-from .kube import Kube, OperatorProcess, wait_for
+from .kube import IMAGE, Kube, OperatorProcess, condition, model_deployment, revision, wait_for
 
 pytestmark = pytest.mark.integration
-
-IMAGE = "modelrollout/modelserver:test"
 
 
 @dataclass
@@ -43,23 +38,7 @@ def manifest(name: str, version: str = "v1", **spec: Any) -> dict[str, Any]:
         "rollout": {"steps": [{"setWeight": 50}], "bakeTime": "0s", "scaleDownDelay": "3s"},
     }
     body.update(spec)
-    return {
-        "apiVersion": "modelrollout.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": body,
-    }
-
-
-def revision(m: dict[str, Any]) -> str:
-    return revision_of(ModelDeploymentSpec.model_validate(m["spec"]), IMAGE)
-
-
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == kind:
-            return dict(c)
-    return None
+    return model_deployment(name, body)
 
 
 def wait_ready(kube: Kube, name: str, timeout: float = 90) -> dict[str, Any]:
@@ -172,7 +151,7 @@ def test_create_builds_children_and_becomes_ready(kube: Kube, operator: Operator
     }
     assert status["hardware"]["tier"] == "cpu-small"
     assert status["hardware"]["revision"] == rev
-    assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
+    assert condition(obj, "Degraded")["status"] == "False"
 
     # kopf's bookkeeping lives under this project's group, not kopf's own.
     meta = kube.must("mdep", "iris")["metadata"]

@@ -6,45 +6,18 @@ write load and the objects' resourceVersions still while nothing changes.
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
-_SUFFIXES = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[a-zA-Z]*)$")
+from modelrollout.hardware.quantity import parse_quantity as _parse
 
 
-def parse_quantity(text: str) -> Decimal | None:
+def parse_quantity(text: str) -> Fraction | None:
     """A Kubernetes resource quantity as a number, or None when `text` is not one."""
-    match = _QUANTITY.match(text)
-    if not match:
-        return None
-    number, suffix = match.groups()
     try:
-        value = Decimal(number)
-    except InvalidOperation:
+        return _parse(text)
+    except ValueError:
         return None
-    if suffix[:1] in ("e", "E"):
-        return value * Decimal(10) ** int(suffix[1:])
-    scale = _SUFFIXES.get(suffix)
-    return None if scale is None else value * scale
 
 
 def _same_scalar(desired: Any, live: Any) -> bool:

@@ -1,6 +1,6 @@
 """When does a live object already hold a desired manifest?"""
 
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -11,16 +11,16 @@ from modelrollout.k8s.diff import contains, parse_quantity
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("1", Decimal(1)),
-        ("1000m", Decimal(1)),
-        ("500m", Decimal("0.5")),
-        ("1Gi", Decimal(2**30)),
-        ("1G", Decimal(10**9)),
-        ("1e3", Decimal(1000)),
-        ("2Ki", Decimal(2048)),
+        ("1", Fraction(1)),
+        ("1000m", Fraction(1)),
+        ("500m", Fraction(1, 2)),
+        ("1Gi", Fraction(2**30)),
+        ("1G", Fraction(10**9)),
+        ("1e3", Fraction(1000)),
+        ("2Ki", Fraction(2048)),
     ],
 )
-def test_parse_quantity(text: str, value: Decimal) -> None:
+def test_parse_quantity(text: str, value: Fraction) -> None:
     assert parse_quantity(text) == value
 
 
