@@ -91,6 +91,18 @@ def release(cluster: LocalCluster, helm: Helm) -> Iterator[Release]:
     cluster.kubectl("delete", "namespace", rel.namespace, "--wait=false")
 
 
+@pytest.fixture
+def sole_operator(operator: OperatorProcess) -> Iterator[None]:
+    """The session's operator watches every namespace with the test settings. While a test runs
+    the operator as the chart configures it, the session's one stands aside: two standalone
+    operators with different settings would take turns rewriting the same children."""
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()
+
+
 def get(cluster: LocalCluster, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
     args = ["get", kind, name, "-o", "json", "--ignore-not-found"]
     if namespace:
@@ -349,6 +361,7 @@ def health_and_metrics(proc: OperatorProcess) -> None:
 
 
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])
+@pytest.mark.usefixtures("sole_operator")
 def test_chart_rbac_is_enough_for_the_operator(
     cluster: LocalCluster,
     helm: Helm,
@@ -388,6 +401,7 @@ def test_chart_rbac_is_enough_for_the_operator(
         proc.stop()
 
 
+@pytest.mark.usefixtures("sole_operator")
 def test_peering(
     cluster: LocalCluster,
     helm: Helm,
