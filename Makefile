@@ -70,7 +70,7 @@ fmt: venv ## format the code
 	$(BIN)/ruff check --fix .
 
 .PHONY: test-unit
-test-unit: venv ## pure, fast tests
+test-unit: venv lua ## pure, fast tests
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: test-integration
@@ -78,7 +78,7 @@ test-integration: venv tools prometheus ## tests against the real local control 
 	$(BIN)/pytest -q tests/integration
 
 .PHONY: test
-test: venv tools prometheus lint ## lint, then every test (unit, serving and integration)
+test: venv tools prometheus lua lint ## lint, then every test (unit, serving and integration)
 	$(BIN)/pytest -q tests
 
 -include mk/*.mk
