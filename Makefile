@@ -56,6 +56,10 @@ run: venv ## run the operator in the foreground against $$KUBECONFIG (any cluste
 crds: venv ## regenerate crds/ from the pydantic models in operator/modelrollout/api
 	$(PY) -m modelrollout.api.crdgen > crds/modeldeployments.modelrollout.io.yaml
 
+.PHONY: docs
+docs: venv ## regenerate docs/api.md from the pydantic models
+	$(PY) -m modelrollout.api.docgen > docs/api.md
+
 # --- Checks ------------------------------------------------------------------------------------
 
 .PHONY: lint

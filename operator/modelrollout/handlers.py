@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 from typing import Any
 
 import kopf
@@ -47,6 +48,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    if config.peering:
+        # kopf pauses every operator that sees a peer of equal priority: distinct priorities
+        # make exactly one replica active, and a standby takes over when its peer goes away.
+        settings.peering.priority = (
+            config.peering_priority
+            if config.peering_priority is not None
+            else secrets.randbelow(2**31 - 1) + 1
+        )
 
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry)

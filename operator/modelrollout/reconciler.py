@@ -142,7 +142,7 @@ class Reconciler:
                 warnings.append(f"traffic router: {exc}")
         analysis = None
         if analysis_due(previous, spec.rollout, now):
-            analysis = await self._analyse(namespace, spec, previous, now)
+            analysis = await self._analyse(namespace, name, spec, previous, now)
 
         result = planner.plan(
             planner.Inputs(
@@ -220,6 +220,7 @@ class Reconciler:
     async def _analyse(
         self,
         namespace: str,
+        name: str,
         spec: ModelDeploymentSpec,
         status: ModelDeploymentStatus,
         now: datetime,
@@ -246,10 +247,11 @@ class Reconciler:
             settings.prometheus_url or self.settings.prometheus_url, templates=templates
         )
         at = now.timestamp()
+        model = spec.model.name or name
         samples = await sample_tracks(
             provider,
-            WindowQuery(revision=canary, window_seconds=window, namespace=namespace, at=at),
-            WindowQuery(revision=stable, window_seconds=window, namespace=namespace, at=at)
+            WindowQuery(canary, window, namespace=namespace, model=model, at=at),
+            WindowQuery(stable, window, namespace=namespace, model=model, at=at)
             if stable
             else None,
         )

@@ -46,5 +46,9 @@ class OperatorSettings(BaseSettings):
     """Hardware policy thresholds and tier shapes, as JSON in MODELROLLOUT_HARDWARE, e.g.
     {"gpu_min_gflops": 10, "allow_cpu_fallback": false}. See docs/hardware.md."""
 
+    peering_priority: int | None = Field(default=None, ge=0)
+    """Priority among peered replicas: the highest runs, the others stand by. Unset: random at
+    start, so replicas never tie (replicas of equal priority would all pause)."""
+
     log_format: str = Field(default="plain", pattern="^(plain|json)$")
     """Log format: plain or json."""

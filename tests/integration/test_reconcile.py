@@ -146,9 +146,13 @@ def test_create_builds_children_and_becomes_ready(kube: Kube, operator: Operator
         "Ready",
         "Progressing",
         "Degraded",
+        "Reconciling",
+        "Stalled",
         "HardwareFallback",
         "InsufficientCapacity",
     }
+    assert condition(obj, "Reconciling")["status"] == "False"
+    assert condition(obj, "Stalled")["status"] == "False"
     assert status["hardware"]["tier"] == "cpu-small"
     assert status["hardware"]["revision"] == rev
     assert condition(obj, "Degraded")["status"] == "False"

@@ -271,7 +271,7 @@ class RolloutStep(ApiModel):
 
 class QueryOverrides(ApiModel):
     """PromQL templates replacing the built-in queries. Placeholders: {revision}, {namespace},
-    {model}, {window}."""
+    {model}, {window}, and {selector} (all of them as one label selector)."""
 
     requests: str | None = Field(default=None, max_length=4096)
     """Number of requests of one revision in the window."""

@@ -94,21 +94,46 @@ class AnalysisStatus(ApiModel):
     """The last analysis window: verdict, the reason in words and the measured values."""
 
     verdict: Literal["Pass", "Fail", "Inconclusive"]
+    """Pass, Fail, or Inconclusive (too little traffic, metrics unavailable, stable failing too)."""
+
     reason: str
+    """The measured values and the limits they were judged against."""
+
     time: str
     """When the window ended."""
 
     canary_requests: int | None = None
+    """Requests the canary served in the window."""
+
     canary_errors: int | None = None
+    """Of those, answered with a 5xx status."""
+
     canary_error_rate: float | None = None
+    """canaryErrors / canaryRequests."""
+
     canary_p99_seconds: float | None = None
+    """99th percentile request latency of the canary."""
+
     stable_requests: int | None = None
+    """Requests the stable revision served in the same window."""
+
     stable_errors: int | None = None
+    """Of those, answered with a 5xx status."""
+
     stable_error_rate: float | None = None
+    """stableErrors / stableRequests."""
+
     stable_p99_seconds: float | None = None
+    """99th percentile request latency of the stable revision."""
+
     p99_ratio: float | None = None
+    """canaryP99Seconds / stableP99Seconds."""
+
     z: float | None = None
+    """Two-proportion z statistic of the canary's error rate against the stable's."""
+
     p_value: float | None = None
+    """One-sided p-value of the error-rate test that ran (Fisher exact or binomial)."""
 
 
 class RolloutStatus(ApiModel):
@@ -141,23 +166,47 @@ class BakeStatus(ApiModel):
     """After promotion, the new stable is watched until `until`; the previous one is kept."""
 
     previous_revision: str
+    """The revision a regression during the bake window rolls back to."""
+
     until: str
+    """When the bake window ends and the previous revision's pods are removed."""
+
     failures: int = 0
+    """Consecutive failed analysis windows of the new stable."""
+
     last_analysis: AnalysisStatus | None = None
+    """The most recent bake analysis window."""
 
 
 class HistoryEntry(ApiModel):
     """One finished (or abandoned) revision."""
 
     revision: str
+    """The revision hash."""
+
     model_version: str
+    """spec.model.version of the revision."""
+
     model_uri: str
+    """spec.model.uri of the revision."""
+
     model_sha256: str | None = None
+    """spec.model.sha256 of the revision."""
+
     image: str
+    """Model server image of the revision."""
+
     started: str
+    """When its rollout began."""
+
     finished: str | None = None
+    """When it was promoted, rolled back, aborted or superseded."""
+
     outcome: Literal["Promoted", "RolledBack", "Aborted", "Superseded"]
+    """Promoted, RolledBack, Aborted or Superseded (a newer spec replaced it mid-rollout)."""
+
     reason: str = ""
+    """Why, with the measured values for a rollback."""
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -11,6 +11,9 @@ from modelrollout.api.status import Condition
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+# kstatus' abnormal-true pair (Flux and kpt read these).
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -26,6 +26,8 @@ from modelrollout.plan.conditions import (
     DEGRADED,
     PROGRESSING,
     READY,
+    RECONCILING,
+    STALLED,
     ConditionUpdate,
     merge_conditions,
 )
@@ -399,6 +401,7 @@ def _status(
             ),
             ConditionUpdate(DEGRADED, "False", "Healthy"),
         ]
+    updates += _kstatus_conditions(phase, bool(decision.bake), message)
     updates += _hardware_conditions(inputs)
     stable_obs = observed.get(decision.stable) if decision.stable else None
     live = [d for r, d in observed.items() if r in keep]
@@ -427,6 +430,27 @@ def _status(
         hardware=inputs.hardware or status.hardware,
         history=history[:HISTORY_LIMIT],
     )
+
+
+def _kstatus_conditions(phase: Phase, baking: bool, message: str) -> list[ConditionUpdate]:
+    """Reconciling and Stalled, the abnormal-true conditions kstatus (Flux, kpt, cli-utils)
+    reads: in progress while a rollout or bake runs, stalled when it cannot go on by itself."""
+    reconciling = phase in (Phase.PROGRESSING, Phase.PAUSED) or baking
+    stalled = phase in (Phase.ROLLED_BACK, Phase.DEGRADED, Phase.FAILED)
+    return [
+        ConditionUpdate(
+            RECONCILING,
+            "True" if reconciling else "False",
+            phase.value if reconciling and not baking else ("Baking" if baking else "Idle"),
+            message if reconciling else "",
+        ),
+        ConditionUpdate(
+            STALLED,
+            "True" if stalled else "False",
+            phase.value if stalled else "Progressing",
+            message if stalled else "",
+        ),
+    ]
 
 
 def _hardware_conditions(inputs: Inputs) -> list[ConditionUpdate]:
