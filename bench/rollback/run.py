@@ -1,0 +1,225 @@
+"""bench-rollback: regression onset to canary weight 0, and false rollbacks of healthy canaries.
+
+One local control plane, the operator, the pod runner, Prometheus and the weighted gateway are
+started once (bench/rollback/rig.py). Each trial gets a fresh namespace, a stable v1 that is
+Ready and answering, steady load through the gateway, then v2:
+- regression trials: v2 answers 30% of requests with 5xx; measured from the canary's first
+  route weight > 0 (and from its first 5xx seen by the load generator) to its weight back at 0;
+- healthy trials: v1 and v2 both healthy, v2's added latency within +-10% of v1's; counted are
+  rollbacks (the target is none) and the time to promotion.
+Writes bench/results/rollback-<date>.md; the raw trials also go to a JSON file next to the
+work directory, from which `--render` rebuilds the Markdown.
+
+Usage: python -m bench.rollback.run [--regression 10] [--healthy 20] [--parallel 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hack.localcluster import Binaries
+
+from .report import render
+from .rig import Env, Settings, Trial, TrialResult, TrialSpec, environment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _memory_gb() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / 1024 / 1024:.0f}"
+    except OSError:
+        pass
+    return "?"
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+def _versions() -> dict[str, str]:
+    b = Binaries.build()
+    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    versions = {
+        "repo commit": commit,
+        "python": platform.python_version(),
+        "kube-apiserver": _first_line([str(b.kube_apiserver), "--version"]),
+        "etcd": _first_line([str(b.etcd), "--version"]),
+        "kwok": _first_line([str(b.kwok), "--version"]),
+        "prometheus": _first_line(["prometheus", "--version"]),
+    }
+    for dist in ("modelrollout", "modelserver", "kopf", "onnxruntime", "httpx", "uvicorn"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "?"
+    return versions
+
+
+def plan_trials(regressions: int, healthy: int, seed: int, settings: Settings) -> list[TrialSpec]:
+    """Both kinds interleaved evenly, so the machine's noise falls on both alike."""
+    rng = random.Random(seed)
+    lo = settings.stable_latency_ms * (1 - settings.latency_noise)
+    hi = settings.stable_latency_ms * (1 + settings.latency_noise)
+    specs = [TrialSpec("regression", i + 1) for i in range(regressions)]
+    specs += [TrialSpec("healthy", i + 1, round(rng.uniform(lo, hi), 2)) for i in range(healthy)]
+
+    def position(s: TrialSpec) -> float:
+        n = regressions if s.kind == "regression" else healthy
+        return (s.index - 0.5) / n
+
+    return sorted(specs, key=lambda s: (position(s), s.kind))
+
+
+def _line(r: TrialResult) -> str:
+    if r.kind == "regression":
+        detail = (
+            f"onset->0 {r.detection_from_weight or float('nan'):.1f}s, "
+            f"5xx->0 {r.detection_from_5xx or float('nan'):.1f}s"
+        )
+    else:
+        detail = f"promotion {r.promotion or float('nan'):.1f}s"
+    windows = " ".join(w.short for w in r.windows)
+    extra = f" ({r.error or r.reason})" if r.outcome not in ("RolledBack", "Promoted") else ""
+    return f"{r.kind} #{r.index}: {r.outcome}{extra}; {detail}; windows {windows}"
+
+
+def run_trials(env: Env, settings: Settings, specs: list[TrialSpec], parallel: int) -> list[Any]:
+    done: list[TrialResult] = []
+    lock = threading.Lock()
+
+    def one(spec: TrialSpec) -> None:
+        result = Trial(env, settings, spec).run()
+        with lock:
+            done.append(result)
+            print(f"[{len(done)}/{len(specs)}] {_line(result)}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial") as pool:
+        for future in [pool.submit(one, s) for s in specs]:
+            future.result()
+    return [r.to_json() for r in done]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regression", type=int, default=10, help="regression trials")
+    ap.add_argument("--healthy", type=int, default=20, help="healthy trials")
+    ap.add_argument("--parallel", type=int, default=1, help="trials at a time (1 or 2)")
+    ap.add_argument("--seed", type=int, default=20261123, help="canary latencies")
+    ap.add_argument("--max-latency-ratio", type=float, default=None)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--render", type=Path, help="only rebuild the Markdown from a raw JSON file")
+    args = ap.parse_args(argv)
+    if not 1 <= args.parallel <= 2:
+        ap.error("--parallel must be 1 or 2: the machine has two cores")
+
+    if args.render:
+        run = json.loads(args.render.read_text())
+        out = args.out / f"rollback-{run['meta']['date']}.md"
+        out.write_text(render(run))
+        print(f"wrote {out}")
+        return 0
+
+    settings = Settings(max_latency_ratio=args.max_latency_ratio)
+    specs = plan_trials(args.regression, args.healthy, args.seed, settings)
+    started = time.monotonic()
+    now = dt.datetime.now(dt.UTC)
+    meta: dict[str, Any] = {
+        "date": now.strftime("%Y-%m-%d"),
+        "started": now.strftime("%Y-%m-%d %H:%M:%S"),
+        "seed": args.seed,
+        "parallel": args.parallel,
+        "planned": {"regression": args.regression, "healthy": args.healthy},
+        "order": [f"{s.kind[0].upper()}{s.index}" for s in specs],
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "memory_gb": _memory_gb(),
+            "kernel": platform.release(),
+            "loadavg_start": _loadavg(),
+        },
+        "versions": _versions(),
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="bench-rollback-"))
+    raw_path = workdir.with_suffix(".json")
+    print(f"work directory {workdir}; {len(specs)} trials, {args.parallel} at a time", flush=True)
+    trials: list[Any] = []
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample_load() -> None:
+        while not stop.wait(10):
+            samples.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
+    try:
+        with environment(workdir) as env:
+            trials = run_trials(env, settings, specs, args.parallel)
+    finally:
+        stop.set()
+        sampler.join()
+        if samples:
+            meta["machine"]["loadavg_1m_during"] = {
+                "mean": round(sum(samples) / len(samples), 2),
+                "max": round(max(samples), 2),
+                "samples": len(samples),
+            }
+        end = dt.datetime.now(dt.UTC)
+        meta["finished"] = end.strftime("%Y-%m-%d %H:%M:%S")
+        meta["runtime_min"] = (time.monotonic() - started) / 60
+        meta["machine"]["loadavg_end"] = _loadavg()
+        run = {"meta": meta, "settings": asdict(settings), "trials": trials}
+        raw_path.write_text(json.dumps(run, indent=1))
+        print(f"raw trials in {raw_path}", flush=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"rollback-{meta['date']}.md"
+    out.write_text(render(run))
+    print(f"wrote {out} in {meta['runtime_min']:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
