@@ -277,7 +277,7 @@ def token_kubeconfig(cluster: LocalCluster, rel: Release, path: Path) -> Path:
 
 
 def run_as_chart(
-    cluster: LocalCluster, rel: Release, tmp_path: Path, **extra: str
+    cluster: LocalCluster, rel: Release, directory: Path, **extra: str
 ) -> OperatorProcess:
     """The operator as the installed pod would run it: the Deployment's own environment and the
     ServiceAccount's token. Only the listening ports move to free local ones."""
@@ -293,9 +293,10 @@ def run_as_chart(
             "MODELROLLOUT_BIND_ADDRESS",
         )
     }
-    kubeconfig = token_kubeconfig(cluster, rel, tmp_path / "operator.kubeconfig")
+    directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig = token_kubeconfig(cluster, rel, directory / "operator.kubeconfig")
     env |= {"KUBECONFIG": str(kubeconfig), "MODELROLLOUT_KUBECONFIG": str(kubeconfig), **extra}
-    proc = OperatorProcess(cluster, tmp_path / "operator.log", env=env)
+    proc = OperatorProcess(cluster, directory / "operator.log", env=env)
     proc.start()
     return proc
 
@@ -390,7 +391,7 @@ def test_chart_rbac_is_enough_for_the_operator(
     assert can("patch", "deployments", "-n", "default") is (scope == "cluster")
     assert not can("get", "secrets", "-n", kube.namespace)
 
-    proc = run_as_chart(cluster, release, tmp_path)
+    proc = run_as_chart(cluster, release, tmp_path / "operator")
     try:
         expected = "[]" if scope == "cluster" else json.dumps([kube.namespace])
         assert json.loads(proc.env["MODELROLLOUT_NAMESPACES"]) == json.loads(expected)
@@ -429,22 +430,42 @@ def test_peering(
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert get(cluster, "clusterkopfpeering", peering) is not None
 
-    # A replica publishes its keep-alive in the peering object, under its pod name.
-    proc = run_as_chart(cluster, release, tmp_path, POD_ID="replica-under-test")
+    # Two replicas as the chart runs them: each publishes a keep-alive under its pod name.
+    replicas = ("replica-a", "replica-b")
+    procs = [run_as_chart(cluster, release, tmp_path / r, POD_ID=r) for r in replicas]
     try:
-        assert proc.env["MODELROLLOUT_PEERING"] == peering
+        assert all(p.env["MODELROLLOUT_PEERING"] == peering for p in procs)
 
-        def keepalive() -> dict[str, Any] | None:
-            obj = get(cluster, "clusterkopfpeering", peering) or {}
-            peer: dict[str, Any] | None = (obj.get("status") or {}).get("replica-under-test")
-            return peer
+        def peers() -> dict[str, Any] | None:
+            status = (get(cluster, "clusterkopfpeering", peering) or {}).get("status") or {}
+            return status if set(replicas) <= set(status) else None
 
-        wait_for(keepalive, what="the replica's keep-alive in the peering object")
-        # Alone in the peering, it is the active replica and reconciles.
-        reconcile_and_clean_up(kube, proc, models)
-        assert permission_errors(proc, kube.namespace) == []
+        status = wait_for(peers, what="both replicas' keep-alives in the peering object")
+        priorities = {status[r]["priority"] for r in replicas}
+        assert len(priorities) == 2, f"replicas of equal priority would both pause: {status}"
 
-        # An upgrade keeps the peering object, and with it the running replica's keep-alive.
+        # kopf starts every replica paused; one resumes while no peer outranks it and pauses
+        # again when one does. In the end only the highest priority is active.
+        highest = max(replicas, key=lambda r: int(status[r]["priority"]))
+
+        def active() -> set[str]:
+            running = set()
+            for proc in procs:
+                lines = [
+                    line
+                    for line in proc.log_path.read_text().splitlines()
+                    if "Resuming operations" in line or "Pausing operations" in line
+                ]
+                if lines and "Resuming operations" in lines[-1]:
+                    running.add(proc.env["POD_ID"])
+            return running
+
+        wait_for(lambda: active() == {highest}, what=f"{highest} alone active")
+        reconcile_and_clean_up(kube, procs[0], models)
+        for proc in procs:
+            assert permission_errors(proc, kube.namespace) == []
+
+        # An upgrade keeps the peering object, and with it the running replicas' keep-alives.
         uid = (get(cluster, "clusterkopfpeering", peering) or {})["metadata"]["uid"]
         helm(
             *("upgrade", release.name, str(CHART), "--namespace", release.namespace),
@@ -453,7 +474,8 @@ def test_peering(
         after = get(cluster, "clusterkopfpeering", peering)
         assert after is not None
         assert after["metadata"]["uid"] == uid
-        assert "replica-under-test" in (after.get("status") or {})
+        assert set(replicas) <= set(after.get("status") or {})
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
     cluster.kubectl("delete", "clusterkopfpeering", peering, "--ignore-not-found")
