@@ -74,7 +74,7 @@ fmt: venv ## format the code
 	$(BIN)/ruff check --fix .
 
 .PHONY: test-unit
-test-unit: venv lua ## pure, fast tests
+test-unit: venv prometheus lua ## pure, fast tests
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: test-integration
