@@ -1,0 +1,95 @@
+"""Child manifests: the fields that no integration test reads back."""
+
+from typing import Any
+
+import pytest
+
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.plan import children
+from modelrollout.plan.children import Owner, Placement
+
+OWNER = Owner("m", "ns", "uid")
+PLACEMENT = Placement(
+    tier="gpu",
+    requests={"nvidia.com/gpu": "1"},
+    limits={"nvidia.com/gpu": "1"},
+    node_selector={"nvidia.com/gpu.present": "true"},
+    tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+    threads=2,
+    provider="cuda",
+    scale_down_first=True,
+)
+
+
+def spec(**extra: Any) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate(
+        {"model": {"uri": "file:///m.onnx", "version": "v1", "name": "served"}} | extra
+    )
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "metrics"),
+    [
+        ({}, [("Resource", 70)]),
+        ({"targetCpuUtilization": 55}, [("Resource", 55)]),
+        ({"targetRequestsPerSecond": 12.5}, [("Pods", "12500m")]),
+        (
+            {"targetCpuUtilization": 80, "targetRequestsPerSecond": 40},
+            [("Resource", 80), ("Pods", "40")],
+        ),
+    ],
+)
+def test_autoscaler_targets(autoscaling: dict[str, Any], metrics: list[tuple[str, Any]]) -> None:
+    hpa = children.autoscaler(OWNER, spec(autoscaling=autoscaling), "m-abc")
+    seen = [
+        (m["type"], m["resource"]["target"]["averageUtilization"])
+        if m["type"] == "Resource"
+        else (m["type"], m["pods"]["target"]["averageValue"])
+        for m in hpa["spec"]["metrics"]
+    ]
+    assert seen == metrics
+    if any(kind == "Pods" for kind, _ in metrics):
+        pods = next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")
+        assert pods["pods"]["metric"]["name"] == "modelserver_requests_per_second"
+
+
+def test_deployment_env_placement_and_user_overrides() -> None:
+    s = spec(
+        serving={
+            "env": [{"name": "MODELSERVER_THREADS", "value": "7"}, {"name": "EXTRA", "value": "x"}],
+            "batching": {"maxBatchSize": 16, "window": "3ms"},
+        }
+    )
+    dep = children.deployment(OWNER, s, "abc", "img:1", PLACEMENT, track="canary")
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELSERVER_MODEL_NAME"] == "served"
+    assert env["MODELSERVER_TRACK"] == "canary"
+    assert env["MODELSERVER_EXECUTION_PROVIDER"] == "cuda"
+    assert env["MODELSERVER_BATCH_MAX_SIZE"] == "16"
+    assert env["MODELSERVER_BATCH_WINDOW_MS"] == "3"
+    # The user's variables come last and win.
+    assert env["MODELSERVER_THREADS"] == "7"
+    assert env["EXTRA"] == "x"
+    assert "MODELSERVER_MODEL_SHA256" not in env
+    assert container["resources"] == {
+        "requests": {"nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert "replicas" not in dep["spec"]
+
+
+def test_track_services_select_one_revision() -> None:
+    svc = children.track_service(OWNER, spec(), "canary", "abc")
+    assert svc["metadata"]["name"] == "m-canary"
+    assert svc["spec"]["selector"] == {
+        "modelrollout.io/deployment": "m",
+        "modelrollout.io/revision": "abc",
+    }
+    assert children.service(OWNER, spec())["spec"]["selector"] == {
+        "modelrollout.io/deployment": "m"
+    }
