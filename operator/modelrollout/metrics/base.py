@@ -56,6 +56,10 @@ class TrackSample:
     errors: int | None  # responses with a 5xx status
     p99_seconds: float | None  # None: no traffic in the window, or the series is NaN/missing
     window_seconds: float
+    # The latency histogram over the window as (upper bound in seconds, cumulative count),
+    # ascending, ending at +Inf; None when unknown. Lets the analysis count slow requests
+    # instead of comparing two single p99 values.
+    latency_buckets: tuple[tuple[float, float], ...] | None = None
 
 
 class ProviderError(Exception):

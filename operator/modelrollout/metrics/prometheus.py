@@ -35,6 +35,7 @@ import httpx
 from .base import ProviderError, TrackSample, WindowQuery
 
 __all__ = [
+    "DEFAULT_BUCKETS_QUERY",
     "DEFAULT_ERRORS_QUERY",
     "DEFAULT_P99_QUERY",
     "DEFAULT_REQUESTS_QUERY",
@@ -56,6 +57,9 @@ DEFAULT_ERRORS_QUERY: Final = (
 DEFAULT_P99_QUERY: Final = (
     "histogram_quantile(0.99, sum by (le) "
     "(rate(modelserver_request_duration_seconds_bucket{{selector}}[{window}])))"
+)
+DEFAULT_BUCKETS_QUERY: Final = (
+    "sum by (le) (increase(modelserver_request_duration_seconds_bucket{{selector}}[{window}]))"
 )
 
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
@@ -140,6 +144,7 @@ class QueryTemplates:
     requests: str = DEFAULT_REQUESTS_QUERY
     errors: str = DEFAULT_ERRORS_QUERY
     latency_p99: str = DEFAULT_P99_QUERY
+    latency_buckets: str = DEFAULT_BUCKETS_QUERY
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -221,26 +226,27 @@ class PrometheusProvider:
     async def sample(self, query: WindowQuery) -> TrackSample:
         promql = self.render(query)
         if self._client is not None:
-            values = await self._run_all(self._client, promql, query.at)
+            series = await self._run_all(self._client, promql, query.at)
         else:
             async with httpx.AsyncClient() as client:
-                values = await self._run_all(client, promql, query.at)
+                series = await self._run_all(client, promql, query.at)
         return TrackSample(
-            requests=_count(values["requests"]),
-            errors=_count(values["errors"]),
-            p99_seconds=_single_seconds(values["latency_p99"], promql["latency_p99"]),
+            requests=_count(_values(series["requests"])),
+            errors=_count(_values(series["errors"])),
+            p99_seconds=_single_seconds(_values(series["latency_p99"]), promql["latency_p99"]),
             window_seconds=query.window_seconds,
+            latency_buckets=_buckets(series["latency_buckets"]),
         )
 
     async def _run_all(
         self, client: httpx.AsyncClient, promql: Mapping[str, str], at: float | None
-    ) -> dict[str, list[float]]:
+    ) -> dict[str, list[Series]]:
         names = list(promql)
         outcomes = await asyncio.gather(
             *(self._query(client, name, promql[name], at) for name in names),
             return_exceptions=True,
         )
-        values: dict[str, list[float]] = {}
+        values: dict[str, list[Series]] = {}
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -249,7 +255,7 @@ class PrometheusProvider:
 
     async def _query(
         self, client: httpx.AsyncClient, name: str, promql: str, at: float | None
-    ) -> list[float]:
+    ) -> list[Series]:
         params = {"query": promql, "timeout": promql_duration(self.timeout_seconds)}
         if at is not None:
             params["time"] = repr(float(at))
@@ -276,7 +282,31 @@ def _snippet(text: str) -> str:
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "..."
 
 
-def _parse(response: httpx.Response, what: str, promql: str) -> list[float]:
+Series = tuple[Mapping[str, str], float]
+
+
+def _values(series: list[Series]) -> list[float]:
+    return [value for _, value in series]
+
+
+def _buckets(series: list[Series]) -> tuple[tuple[float, float], ...] | None:
+    """Cumulative histogram buckets from a `sum by (le)` vector; None unless well formed."""
+    pairs: list[tuple[float, float]] = []
+    for labels, value in series:
+        le = labels.get("le")
+        if le is None or not (math.isfinite(value) and value >= 0):
+            return None
+        try:
+            pairs.append((float(le), value))
+        except ValueError:
+            return None
+    pairs.sort()
+    if not pairs or pairs[-1][0] != math.inf:
+        return None
+    return tuple(pairs)
+
+
+def _parse(response: httpx.Response, what: str, promql: str) -> list[Series]:
     try:
         body: Any = response.json()
     except ValueError:
@@ -302,7 +332,7 @@ def _parse(response: httpx.Response, what: str, promql: str) -> list[float]:
     result_type = data.get("resultType")
     result = data.get("result")
     if result_type == "scalar":
-        return [_value(result, what, promql)]
+        return [({}, _value(result, what, promql))]
     if result_type != "vector":
         raise ProviderError(
             f"{what} returned a {result_type!r} result; the query must return an instant "
@@ -311,11 +341,13 @@ def _parse(response: httpx.Response, what: str, promql: str) -> list[float]:
         )
     if not isinstance(result, list):
         raise ProviderError(f"{what} returned a malformed vector", query=promql)
-    out: list[float] = []
+    out: list[Series] = []
     for series in result:
         if not isinstance(series, dict):
             raise ProviderError(f"{what} returned a malformed vector", query=promql)
-        out.append(_value(series.get("value"), what, promql))
+        labels = series.get("metric")
+        labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+        out.append((labels, _value(series.get("value"), what, promql)))
     return out
 
 

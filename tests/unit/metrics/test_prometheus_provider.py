@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,6 +36,8 @@ def vector(*values: str) -> dict[str, Any]:
 
 
 def kind_of(promql: str) -> str:
+    if promql.startswith("sum by (le) (increase("):
+        return "buckets"
     if "histogram_quantile" in promql:
         return "p99"
     if 'code=~"5.."' in promql:
@@ -54,7 +57,9 @@ class FakePrometheus:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        answer = self.answers[kind_of(request.url.params["query"])]
+        kind = kind_of(request.url.params["query"])
+        # Tables written before the bucket query existed answer it with no series.
+        answer = self.answers.get(kind, vector()) if kind == "buckets" else self.answers[kind]
         if isinstance(answer, Exception):
             raise answer
         if isinstance(answer, httpx.Response):
@@ -201,7 +206,7 @@ async def test_default_queries_select_revision_namespace_and_window() -> None:
     provider, fake = provider_for(HEALTHY)
     await provider.sample(QUERY)
     sent = fake.sent()
-    assert set(sent) == {"requests", "errors", "p99"}
+    assert set(sent) == {"requests", "errors", "p99", "buckets"}
     for promql in sent.values():
         assert 'revision="rev-abc"' in promql
         assert 'namespace="prod"' in promql
@@ -210,6 +215,40 @@ async def test_default_queries_select_revision_namespace_and_window() -> None:
     assert 'code=~"5.."' in sent["errors"]
     assert sent["p99"].startswith("histogram_quantile(0.99, sum by (le) (rate(")
     assert "modelserver_request_duration_seconds_bucket{" in sent["p99"]
+    assert "modelserver_request_duration_seconds_bucket{" in sent["buckets"]
+
+
+def buckets(*pairs: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": {"le": le}, "value": [1700000000.0, v]} for le, v in pairs],
+        },
+    }
+
+
+async def test_latency_buckets_are_parsed_cumulative_and_sorted() -> None:
+    answer = buckets(("+Inf", "200"), ("0.05", "150.4"), ("0.1", "190"), ("0.025", "80"))
+    provider, _ = provider_for({**HEALTHY, "buckets": answer})
+    sample = await provider.sample(QUERY)
+    assert sample.latency_buckets == ((0.025, 80), (0.05, 150.4), (0.1, 190), (math.inf, 200))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        buckets(("0.05", "1"), ("0.1", "2")),  # no +Inf bucket
+        buckets(("0.05", "NaN"), ("+Inf", "2")),
+        buckets(("fast", "1"), ("+Inf", "2")),
+        vector("3"),  # no le label
+    ],
+)
+async def test_unusable_buckets_are_unknown_not_an_error(answer: dict[str, Any]) -> None:
+    provider, _ = provider_for({**HEALTHY, "buckets": answer})
+    sample = await provider.sample(QUERY)
+    assert sample.latency_buckets is None
+    assert sample.requests == 200
 
 
 async def test_request_shape() -> None:
