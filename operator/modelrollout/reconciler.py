@@ -133,13 +133,13 @@ class Reconciler:
             canary_service=f"{name}-canary",
             port=spec.serving.port,
         )
-        warnings: list[str] = []
+        warning: str | None = None
         route_weight: int | None = None
         if router is not None and previous.stable_revision:
             try:
                 route_weight = await router.current_weight(target)
             except RouterError as exc:
-                warnings.append(f"traffic router: {exc}")
+                warning = f"traffic router: {exc}"
         analysis = None
         if analysis_due(previous, spec.rollout, now):
             analysis = await self._analyse(namespace, name, spec, previous, now)
@@ -160,6 +160,7 @@ class Reconciler:
                 actions=actions,
                 blocked=blocked,
                 hardware=hardware,
+                warning=warning,
             )
         )
         for manifest in result.apply:
@@ -170,8 +171,6 @@ class Reconciler:
         status = result.status
         if router is not None and result.route_weight is not None:
             status = await self._steer(router, target, result.route_weight, route_weight, status)
-        elif warnings:
-            status = status.model_copy(update={"message": f"{status.message}; {warnings[0]}"})
         for ref in result.delete:
             await self.cluster.delete(namespace, ref)
         await self.cluster.label_tracks(namespace, name, result.tracks)
