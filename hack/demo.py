@@ -30,6 +30,7 @@ import yaml
 from hack import localcluster
 from hack.loadgen import LoadStats, infer_payload, run_load
 from hack.models import write_mlp
+from hack.processes import free_port
 
 REPO = localcluster.REPO
 CRD = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
@@ -276,7 +277,7 @@ def up(directory: Path, rollout: bool) -> int:
     _kubectl(directory, "wait", "--for=condition=Established", "crd", "--all")
 
     kubeconfig = str(directory / "kubeconfig")
-    prom_port, gateway_port = localcluster.free_port(), localcluster.free_port()
+    prom_port, gateway_port = free_port(), free_port()
     prometheus = f"http://127.0.0.1:{prom_port}"
     gateway = f"http://127.0.0.1:{gateway_port}"
     print("Starting the operator, model server stand-ins, Prometheus and the gateway ...")
@@ -289,8 +290,8 @@ def up(directory: Path, rollout: bool) -> int:
             "KUBECONFIG": kubeconfig,
             "MODELROLLOUT_RESYNC_SECONDS": "5",
             "MODELROLLOUT_BIND_ADDRESS": "127.0.0.1",
-            "MODELROLLOUT_METRICS_PORT": str(localcluster.free_port()),
-            "MODELROLLOUT_HEALTH_PORT": str(localcluster.free_port()),
+            "MODELROLLOUT_METRICS_PORT": str(free_port()),
+            "MODELROLLOUT_HEALTH_PORT": str(free_port()),
             "MODELROLLOUT_PROMETHEUS_URL": prometheus,
         },
     )

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
 import threading
@@ -36,7 +35,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Hashable,
-    Iterator,
     Mapping,
     MutableMapping,
     Sequence,
@@ -54,6 +52,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Service
 
 from hack.podrunner import PodServer, RegistryFile
+from hack.processes import until_signal
 from modelrollout.routers.istio import service_of
 
 log = logging.getLogger("gateway")
@@ -708,19 +707,6 @@ async def _reply(
 # --- command line -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _until_signal() -> Iterator[threading.Event]:
-    stop = threading.Event()
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda *_: stop.set())
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.gateway", description=__doc__)
     parser.add_argument("--kubeconfig", type=Path, required=True)
@@ -731,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[gateway] %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     gateway = Gateway(args.kubeconfig, RegistryFile(args.registry), port=args.port)
-    with _until_signal() as stop, gateway:
+    with until_signal() as stop, gateway:
         log.info("listening on %s", gateway.url)
         stop.wait()
     return 0

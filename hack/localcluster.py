@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hack import certs as certgen
+from hack.processes import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
-_PR_SET_PDEATHSIG = 1
 
 # Node shapes registered on every start. The GPU node carries what the NVIDIA device plugin and
 # GPU feature discovery would publish on a real node, including the usual taint.
@@ -72,18 +70,6 @@ class Binaries:
             kubectl=k8s / "kubectl",
             kwok=kwok / "kwok",
         )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -216,7 +202,7 @@ class LocalCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         proc = _Proc(name, popen, log_path)
         self.procs.append(proc)

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +40,7 @@ from lightkube import ALL_NS, ApiError, Client, KubeConfig
 from lightkube.models.core_v1 import Container
 from lightkube.resources.core_v1 import Pod
 
+from hack.processes import die_with_parent, free_port
 from modelrollout.plan.children import CONTAINER, LABEL_DEPLOYMENT, LABEL_REVISION, MANAGED_BY
 
 log = logging.getLogger("podrunner")
@@ -49,21 +48,6 @@ log = logging.getLogger("podrunner")
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 FILE_SD_NAME = "modelserver.json"
 REGISTRY_NAME = "pods.json"
-_PR_SET_PDEATHSIG = 1
-# Loaded before any fork: dlopen in a forked child of a threaded process can deadlock.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    # Fires when the *thread* that forked us exits; the runner's thread lives as long as it does.
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -434,7 +418,7 @@ class PodRunner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         proc.ready = False
         log.info(

@@ -13,42 +13,26 @@ can run side by side (tests, demo) whether or not the system one is up.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from hack.processes import die_with_parent, free_port, until_signal
+
 JOB = "modelserver"
 INSTALL_HINT = "run `make prometheus` (installs Debian's prometheus package)"
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class PrometheusNotInstalledError(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def find_binary() -> Path | None:
@@ -131,7 +115,7 @@ class Prometheus:
             json.dumps(config(self.file_sd_path, self.scrape_interval), indent=2)
         )
         if not self.port:
-            self.port = _free_port()
+            self.port = free_port()
         with self.log_path.open("ab") as out:
             self.popen = subprocess.Popen(
                 [
@@ -146,7 +130,7 @@ class Prometheus:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         try:
             self._wait_ready(timeout)
@@ -243,19 +227,6 @@ class Prometheus:
 # --- command line -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _until_signal() -> Iterator[threading.Event]:
-    stop = threading.Event()
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda *_: stop.set())
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.prometheus", description=__doc__)
     parser.add_argument("--dir", type=Path, required=True)
@@ -264,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scrape-interval", default="1s")
     args = parser.parse_args(argv)
     prom = Prometheus(args.dir, args.file_sd, args.scrape_interval, port=args.port)
-    with _until_signal() as stop, prom:
+    with until_signal() as stop, prom:
         print(f"prometheus ready at {prom.url}", file=sys.stderr, flush=True)
         while not stop.wait(1.0):
             if prom.popen is None or prom.popen.poll() is not None:

@@ -10,10 +10,8 @@ pollers of this process do not share an interpreter lock with the proxy.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,9 +26,10 @@ from lightkube import ApiError, Client, KubeConfig
 
 from hack.gateway import NO_REVISION, HTTPRoute, ModelDeployment
 from hack.loadgen import infer_payload, run_load
-from hack.localcluster import LocalCluster, free_port, running
+from hack.localcluster import LocalCluster, running
 from hack.models import write_mlp
 from hack.podrunner import PodRunner
+from hack.processes import die_with_parent, free_port
 from hack.prometheus import INSTALL_HINT, Prometheus, find_binary
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.plan.revision import revision_of
@@ -44,13 +43,6 @@ ROUTE = "web"
 CANARY_SERVICE = f"{NAME}-canary"
 POLL_S = 0.25
 Kind = Literal["regression", "healthy"]
-
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -93,7 +85,7 @@ class _GatewayProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def wait_ready(self, timeout: float = 30.0) -> None:

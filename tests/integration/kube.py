@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hack.localcluster import LocalCluster
+from hack.processes import free_port
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -112,13 +112,6 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
         if c["type"] == kind:
             return dict(c)
     return {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
