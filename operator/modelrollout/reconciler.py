@@ -196,9 +196,11 @@ class Reconciler:
     ) -> ModelDeploymentStatus:
         """Set the route's weight and record what it holds afterwards (read back)."""
         try:
+            held = current
             if current != weight:
                 await router.set_weight(target, weight)
-            held = await router.current_weight(target)
+                # Read back what the route holds now (a webhook or a person may differ).
+                held = await router.current_weight(target)
         except RouterError as exc:
             self.metrics.reconcile_errors.labels(target.namespace, "router").inc()
             return status.model_copy(
