@@ -1,23 +1,34 @@
 """Open Inference Protocol v2 over REST as a bare ASGI app.
 
 A framework router and request object cost more per request than the whole small-model
-inference, so routing is a split of the path and bodies are read straight off ``receive``.
+inference, so routes are a dict lookup plus one regular expression, and bodies are read straight
+off ``receive``. Domain errors from the data plane become HTTP status codes here, and only here.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .dataplane import DataPlane, InferError
+from .auth import TokenFile
+from .dataplane import DataPlane
+from .errors import (
+    InferenceFailedError,
+    InvalidRequestError,
+    NotFoundError,
+    NotReadyError,
+    OverloadedError,
+    ServingError,
+    TooLargeError,
+    UnauthenticatedError,
+)
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .restcodec import decode_infer_request, encode_infer_response
 
 log = logging.getLogger(__name__)
 
@@ -28,45 +39,31 @@ Send = Callable[[Message], Awaitable[None]]
 
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"
+
+HTTP_STATUS: dict[type[ServingError], int] = {
+    InvalidRequestError: 400,
+    UnauthenticatedError: 401,
+    NotFoundError: 404,
+    TooLargeError: 413,
+    OverloadedError: 429,
+    InferenceFailedError: 500,
+    NotReadyError: 503,
+}
 
 
-class TokenFile:
-    """A bearer token kept in a file (a mounted Secret) and re-read when the file changes."""
-
-    _RECHECK_S = 1.0
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._token: bytes | None = None
-        self._mtime: float | None = None
-        self._checked = 0.0
-        self._reload()
-
-    def _reload(self) -> None:
-        try:
-            mtime = os.stat(self.path).st_mtime
-            if mtime != self._mtime:
-                token = self.path.read_bytes().strip()
-                self._token = token or None
-                self._mtime = mtime
-        except OSError as exc:
-            log.error("cannot read token file %s: %s; refusing all requests", self.path, exc)
-            self._token, self._mtime = None, None
-
-    def allows(self, header: bytes | None) -> bool:
-        now = time.monotonic()
-        if now - self._checked > self._RECHECK_S:
-            self._checked = now
-            self._reload()
-        token = self._token
-        if token is None or header is None or not header.startswith(b"Bearer "):
-            return False  # an unreadable or empty token file admits nobody
-        return hmac.compare_digest(header[7:].strip(), token)
+class MethodNotAllowedError(ServingError):
+    """A REST-only failure: the path exists but not for this method."""
 
 
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return dict(scope["headers"])
+HTTP_STATUS[MethodNotAllowedError] = 405
+
+# /v2/models/{name}[/versions/{version}][/ready|/infer], with an optional trailing slash.
+_MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?/?")
+
+
+def http_status(exc: ServingError) -> int:
+    return HTTP_STATUS.get(type(exc), 500)
 
 
 async def _respond(
@@ -87,20 +84,15 @@ async def _json(send: Send, status: int, doc: Any) -> None:
     await _respond(send, status, orjson.dumps(doc))
 
 
-async def _error(send: Send, status: int, message: str) -> None:
-    await _respond(send, status, orjson.dumps({"error": message}))
+async def _error(send: Send, exc: ServingError) -> None:
+    await _respond(send, http_status(exc), orjson.dumps({"error": exc.message}))
 
 
-class _TooLargeError(Exception):
-    pass
-
-
-async def _read_body(
-    scope: Scope, receive: Receive, headers: dict[bytes, bytes], limit: int
-) -> bytes:
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
     declared = headers.get(b"content-length")
+    too_large = TooLargeError(f"request body larger than the {limit}-byte limit")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLargeError
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -111,11 +103,21 @@ async def _read_body(
         if chunk:
             size += len(chunk)
             if size > limit:  # chunked uploads declare no length up front
-                raise _TooLargeError
+                raise too_large
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header_length(headers: dict[bytes, bytes]) -> int | None:
+    raw = headers.get(HEADER_LENGTH)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequestError("Inference-Header-Content-Length must be an integer") from None
 
 
 class RestApp:
@@ -126,6 +128,12 @@ class RestApp:
         settings = plane.settings
         self._tokens = TokenFile(settings.token_file) if settings.token_file else None
         self._limit = settings.max_body_bytes
+        # Probes stay open so the kubelet needs no token.
+        self._open: dict[str, Callable[[Send], Awaitable[None]]] = {
+            "/v2/health/live": self._live,
+            "/v2/health/ready": self._ready,
+            "/metrics": self._metrics,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -136,7 +144,7 @@ class RestApp:
                 pass
             except Exception:
                 log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-                await _error(send, 500, "internal server error")
+                await _error(send, InferenceFailedError("internal server error"))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -154,63 +162,49 @@ class RestApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        parts = path.rstrip("/").split("/")
-        plane = self.plane
-
-        if path == "/metrics":
-            await _respond(send, 200, plane.metrics.render(), METRICS_CONTENT_TYPE.encode())
-            return
-        if len(parts) < 2 or parts[0] != "" or parts[1] != "v2":
-            await _error(send, 404, f"no route for {path}")
-            return
-
-        # Probes stay open so the kubelet needs no token.
-        if len(parts) == 4 and parts[2] == "health":
-            if method != "GET":
-                await _error(send, 405, "method not allowed")
-            elif parts[3] == "live":
-                await _json(send, 200, {"live": True})
-            elif parts[3] == "ready":
-                if plane.ready:
-                    await _json(send, 200, {"ready": True})
-                else:
-                    await _json(send, 503, {"ready": False, "error": plane.not_ready_reason})
-            else:
-                await _error(send, 404, f"no route for {path}")
-            return
-
-        headers = _headers(scope)
-        is_infer = len(parts) in (5, 7) and parts[2] == "models" and parts[-1] == "infer"
-        if is_infer:
-            await self._infer(parts, method, headers, scope, receive, send)
-            return
-        if self._tokens is not None and not self._tokens.allows(headers.get(b"authorization")):
-            await _error(send, 401, "missing or invalid bearer token")
-            return
-        if method != "GET":
-            await _error(send, 405, "method not allowed")
+        headers = dict(scope["headers"])
+        route = _MODEL_PATH.fullmatch(path)
+        if route is not None and route[3] == "infer":
+            await self._infer(route[1], route[2], method, headers, receive, send)
             return
         try:
-            if len(parts) == 2:
-                await _json(send, 200, plane.server_metadata())
-            elif parts[2] != "models" or len(parts) < 4:
-                await _error(send, 404, f"no route for {path}")
-            elif len(parts) == 4:
-                plane.check_model(parts[3], None)
-                await _json(send, 200, plane.model_metadata())
-            elif len(parts) == 5 and parts[4] == "ready":
-                plane.check_model(parts[3], None)
-                await self._model_ready(parts[3], send)
-            elif len(parts) == 6 and parts[4] == "versions":
-                plane.check_model(parts[3], parts[5])
-                await _json(send, 200, plane.model_metadata())
-            elif len(parts) == 7 and parts[4] == "versions" and parts[6] == "ready":
-                plane.check_model(parts[3], parts[5])
-                await self._model_ready(parts[3], send)
+            handler = self._open.get(path)
+            if handler is not None:
+                if method != "GET":
+                    raise MethodNotAllowedError("method not allowed")
+                await handler(send)
+                return
+            if route is None and path not in ("/v2", "/v2/"):
+                raise NotFoundError(f"no route for {path}")
+            self._authenticate(headers)
+            if method != "GET":
+                raise MethodNotAllowedError("method not allowed")
+            if route is None:
+                await _json(send, 200, self.plane.server_metadata())
             else:
-                await _error(send, 404, f"no route for {path}")
-        except InferError as exc:
-            await _error(send, exc.status, exc.message)
+                self.plane.check_model(route[1], route[2])
+                if route[3] == "ready":
+                    await self._model_ready(route[1], send)
+                else:
+                    await _json(send, 200, self.plane.model_metadata())
+        except ServingError as exc:
+            await _error(send, exc)
+
+    def _authenticate(self, headers: dict[bytes, bytes]) -> None:
+        if self._tokens is not None and not self._tokens.allows(headers.get(b"authorization")):
+            raise UnauthenticatedError("missing or invalid bearer token")
+
+    async def _live(self, send: Send) -> None:
+        await _json(send, 200, {"live": True})
+
+    async def _ready(self, send: Send) -> None:
+        if self.plane.ready:
+            await _json(send, 200, {"ready": True})
+        else:
+            await _json(send, 503, {"ready": False, "error": self.plane.not_ready_reason})
+
+    async def _metrics(self, send: Send) -> None:
+        await _respond(send, 200, self.plane.metrics.render(), METRICS_CONTENT_TYPE.encode())
 
     async def _model_ready(self, name: str, send: Send) -> None:
         if self.plane.ready:
@@ -221,20 +215,19 @@ class RestApp:
 
     async def _infer(
         self,
-        parts: list[str],
+        name: str,
+        version: str | None,
         method: str,
         headers: dict[bytes, bytes],
-        scope: Scope,
         receive: Receive,
         send: Send,
     ) -> None:
-        plane = self.plane
-        metrics = plane.metrics
+        metrics = self.plane.metrics
         started = time.perf_counter()
         metrics.inflight.inc()
         status = 500
         try:
-            status, body, extra = await self._infer_inner(parts, method, headers, scope, receive)
+            status, body, extra = await self._infer_inner(name, version, method, headers, receive)
             if extra is None:
                 await _respond(send, status, body)
             else:
@@ -246,48 +239,41 @@ class RestApp:
 
     async def _infer_inner(
         self,
-        parts: list[str],
+        name: str,
+        version: str | None,
         method: str,
         headers: dict[bytes, bytes],
-        scope: Scope,
         receive: Receive,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]] | None]:
         plane = self.plane
         try:
-            if self._tokens is not None and not self._tokens.allows(headers.get(b"authorization")):
-                raise InferError(401, "missing or invalid bearer token")
+            self._authenticate(headers)
             if method != "POST":
-                raise InferError(405, "method not allowed")
-            if len(parts) == 7 and parts[4] != "versions":
-                raise InferError(404, f"no route for {scope['path']}")
-            plane.check_model(parts[3], parts[5] if len(parts) == 7 else None)
+                raise MethodNotAllowedError("method not allowed")
+            plane.check_model(name, version)
             # Draining still serves: endpoints lag behind readiness and clients retry less
             # gracefully than a slightly later shutdown.
-            if plane.state != "ready":
-                raise InferError(503, f"model not ready: {plane.not_ready_reason}")
-            try:
-                body = await _read_body(scope, receive, headers, self._limit)
-            except _TooLargeError:
-                raise InferError(
-                    413, f"request body larger than the {self._limit}-byte limit"
-                ) from None
-            raw_length = headers.get(HEADER_LENGTH.encode())
-            header_length: int | None = None
-            if raw_length is not None:
-                try:
-                    header_length = int(raw_length)
-                except ValueError:
-                    raise InferError(
-                        400, "Inference-Header-Content-Length must be an integer"
-                    ) from None
-            request = plane.decode(body, header_length)
+            runtime = plane.loaded()
+            body = await _read_body(receive, headers, self._limit)
+            request = decode_infer_request(
+                body,
+                _header_length(headers),
+                runtime.inputs,
+                runtime.outputs,
+                max_elements=plane.max_elements,
+            )
             results = await plane.infer(request)
-            payload, json_length = plane.encode(request, results)
-        except InferError as exc:
-            return exc.status, orjson.dumps({"error": exc.message}), None
+            payload, json_length = encode_infer_response(
+                model_name=plane.settings.model_name,
+                model_version=plane.settings.model_version,
+                request=request,
+                results=results,
+            )
+        except ServingError as exc:
+            return http_status(exc), orjson.dumps({"error": exc.message}), None
         if json_length is None:
             return 200, payload, None
-        return 200, payload, [(HEADER_LENGTH.encode(), str(json_length).encode())]
+        return 200, payload, [(HEADER_LENGTH, str(json_length).encode())]
 
 
 class MetricsApp:
@@ -303,4 +289,4 @@ class MetricsApp:
             body = self.plane.metrics.render()
             await _respond(send, 200, body, METRICS_CONTENT_TYPE.encode())
         else:
-            await _error(send, 404, "only /metrics is served on this port")
+            await _error(send, NotFoundError("only /metrics is served on this port"))

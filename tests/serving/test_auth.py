@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelserver.rest import TokenFile
+from modelserver.auth import TokenFile
 
 from .conftest import Models, ServeFactory
 

@@ -75,6 +75,10 @@ async def test_unknown_model_version_and_route(serve: ServeFactory, models: Mode
         ("GET", "/v1/models/mlp", "no route"),
         ("GET", "/v2/models/mlp/whatever", "no route"),
         ("GET", "/v2/health/other", "no route"),
+        ("POST", "/v2/models/mlp/versions/2/extra/infer", "no route"),
+        ("POST", "/v2/models//infer", "no route"),
+        ("GET", "/v2/modelsmlp", "no route"),
+        ("GET", "/v2/models/mlp/versions/2/ready/infer", "no route"),
     ]
     for method, url, message in cases:
         r = await s.client.request(method, url, json=body if method == "POST" else None)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from modelserver.batching import Arrays
+from modelserver.errors import InferenceFailedError
+from modelserver.faults import with_faults
 from modelserver.settings import Settings
 
 from .conftest import Models, ServeFactory
@@ -16,6 +21,16 @@ LABELS = {"model": "mlp", "version": "1", "revision": "", "track": "stable"}
 def test_off_by_default() -> None:
     s = Settings()
     assert (s.fault_error_ratio, s.fault_latency_ms) == (0.0, 0.0)
+
+
+async def test_wrapper_installed_only_when_configured() -> None:
+    async def run(feeds: Arrays) -> Arrays:
+        return feeds
+
+    assert with_faults(run, Settings()) is run  # the served path carries no fault checks
+    assert with_faults(run, Settings(fault_latency_ms=1)) is not run
+    with pytest.raises(InferenceFailedError, match="injected fault"):
+        await with_faults(run, Settings(fault_error_ratio=1.0))({})
 
 
 async def test_error_ratio(serve: ServeFactory, models: Models) -> None:

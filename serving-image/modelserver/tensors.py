@@ -1,0 +1,167 @@
+"""Tensors as the Open Inference Protocol carries them, checked against the model's inputs.
+
+Shared by every transport: REST's JSON and binary extension and gRPC's typed and raw contents
+arrive as nested lists or raw little-endian bytes. Validation is hand-written rather than a
+pydantic model: it runs on every request on the event loop, and each failure has to name the
+tensor and say what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .batching import Arrays
+from .errors import InvalidRequestError
+from .runtime import TensorSpec
+
+
+def _bad(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(slots=True)
+class InferRequest:
+    id: str | None
+    inputs: Arrays
+    outputs: list[RequestedOutput]
+
+
+def check_shape(name: str, raw: Any, spec: TensorSpec, max_elements: int) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(
+        type(d) is int and d >= 0  # bool is an int subclass: reject it explicitly
+        for d in raw
+    ):
+        raise _bad(f"input '{name}': shape must be a list of non-negative integers, got {raw!r}")
+    shape = tuple(raw)
+    if len(shape) != len(spec.shape):
+        raise _bad(
+            f"input '{name}': shape {list(shape)} has rank {len(shape)}, the model expects "
+            f"rank {len(spec.shape)} {list(spec.shape)}"
+        )
+    for got, want in zip(shape, spec.shape, strict=True):
+        if want != -1 and got != want:
+            raise _bad(
+                f"input '{name}': shape {list(shape)} does not match the model's "
+                f"{list(spec.shape)} (-1 is any size)"
+            )
+    count = 1
+    for d in shape:
+        count *= d
+    if count > max_elements:
+        raise _bad(f"input '{name}': shape {list(shape)} is too large ({count} elements)")
+    return shape
+
+
+def _flatten_strings(name: str, data: list[Any], out: list[str]) -> None:
+    for item in data:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list):
+            _flatten_strings(name, item, out)
+        else:
+            raise _bad(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
+
+
+def from_list(
+    name: str, spec: TensorSpec, data: Any, shape: tuple[int, ...]
+) -> np.ndarray[Any, Any]:
+    count = int(np.prod(shape, dtype=np.int64))
+    if not isinstance(data, list):
+        raise _bad(f"input '{name}': data must be a list, got {type(data).__name__}")
+    if spec.datatype == "BYTES":
+        flat: list[str] = []
+        _flatten_strings(name, data, flat)
+        arr = np.empty(len(flat), dtype=object)
+        arr[:] = flat
+    else:
+        try:
+            arr = np.asarray(data)
+        except (ValueError, TypeError):
+            raise _bad(f"input '{name}': data is ragged or has mixed types") from None
+        arr = _convert(name, spec, arr, data) if arr.size else arr.astype(spec.dtype)
+    if arr.size != count:
+        raise _bad(
+            f"input '{name}': {arr.size} data elements do not match shape {list(shape)} "
+            f"({count} elements)"
+        )
+    return arr.reshape(shape)
+
+
+def _convert(
+    name: str, spec: TensorSpec, arr: np.ndarray[Any, Any], data: list[Any]
+) -> np.ndarray[Any, Any]:
+    """Cast parsed JSON numbers to the model's type, refusing lossy or out-of-range casts."""
+    kind = arr.dtype.kind
+    want = spec.dtype.kind
+    if want == "b":
+        ok = kind == "b"
+    elif want in "iu":
+        if kind in "iu":
+            info = np.iinfo(spec.dtype)  # type: ignore[type-var]
+            if int(arr.min()) < info.min or int(arr.max()) > info.max:
+                raise _bad(f"input '{name}': values out of range for {spec.datatype}")
+            ok = True
+        elif kind == "f" and bool(np.all(arr == np.trunc(arr))):
+            # numpy turns a mix of int64 and larger uint64 values into float64: cast exactly.
+            try:
+                return np.asarray(data, dtype=spec.dtype)
+            except (OverflowError, ValueError, TypeError):
+                raise _bad(f"input '{name}': values out of range for {spec.datatype}") from None
+        else:
+            ok = False
+    else:  # float
+        ok = kind in "iuf"
+    if not ok:
+        what = {"b": "booleans", "U": "strings", "O": "mixed or out-of-range values"}.get(
+            kind, f"{arr.dtype} values"
+        )
+        raise _bad(f"input '{name}': {spec.datatype} data cannot hold {what}")
+    return arr.astype(spec.dtype, copy=False)
+
+
+def from_raw(
+    name: str, spec: TensorSpec, body: bytes, start: int, size: int, shape: tuple[int, ...]
+) -> np.ndarray[Any, Any]:
+    count = int(np.prod(shape, dtype=np.int64))
+    if spec.datatype == "BYTES":
+        items: list[str] = []
+        pos, end = start, start + size
+        while pos < end:
+            if pos + 4 > end:
+                raise _bad(f"input '{name}': truncated BYTES length prefix in binary data")
+            length = int.from_bytes(body[pos : pos + 4], "little")
+            pos += 4
+            if pos + length > end:
+                raise _bad(f"input '{name}': BYTES element overruns its binary data")
+            try:
+                items.append(body[pos : pos + length].decode())
+            except UnicodeDecodeError:
+                raise _bad(f"input '{name}': BYTES element is not valid UTF-8") from None
+            pos += length
+        if len(items) != count:
+            raise _bad(
+                f"input '{name}': {len(items)} BYTES elements do not match shape "
+                f"{list(shape)} ({count} elements)"
+            )
+        arr = np.empty(count, dtype=object)
+        arr[:] = items
+        return arr.reshape(shape)
+    need = count * spec.dtype.itemsize
+    if size != need:
+        raise _bad(
+            f"input '{name}': binary_data_size {size} does not match shape {list(shape)} "
+            f"of {spec.datatype} ({need} bytes)"
+        )
+    arr = np.frombuffer(body, dtype=spec.dtype, count=count, offset=start)
+    if not arr.flags.aligned:
+        arr = arr.copy()
+    return arr.reshape(shape)
