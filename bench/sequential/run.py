@@ -26,6 +26,7 @@ import datetime as dt
 import os
 import platform
 import statistics
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -199,7 +200,8 @@ def report(
         "## Setup",
         "",
         f"- Machine: {meta['machine']}; date (UTC) {meta['start']} -> {meta['end']}.",
-        f"- Seed {meta['seed']}; python {platform.python_version()}; numpy {np.__version__}.",
+        f"- Repo commit {meta['commit']}; seed {meta['seed']}; python "
+        f"{platform.python_version()}; numpy {np.__version__}.",
         "",
     ]
     return "\n".join(lines)
@@ -214,6 +216,16 @@ def _machine() -> str:
         pass
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{os.cpu_count()} CPUs ({model}), load average {load} at the start"
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "end": end.strftime("%Y-%m-%d %H:%M") + f" ({(time.monotonic() - t0) / 60:.1f} min)",
         "machine": machine,
         "seed": str(args.seed),
+        "commit": _commit(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"sequential-{meta['date']}.md"
