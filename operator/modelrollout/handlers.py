@@ -17,8 +17,8 @@ import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
 from modelrollout.api import GROUP, PLURAL, VERSION
+from modelrollout.api.names import CHILD_KINDS, LABEL_DEPLOYMENT, MANAGED_BY
 from modelrollout.k8s.cluster import Cluster, make_client
-from modelrollout.plan.children import LABEL_DEPLOYMENT, MANAGED_BY
 from modelrollout.reconciler import Reconciler
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
@@ -26,12 +26,6 @@ from modelrollout.telemetry import OperatorMetrics
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-CHILD_KINDS = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
-)
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 
@@ -120,7 +114,8 @@ async def on_child_event(
     _wake(memo, namespace, labels.get(LABEL_DEPLOYMENT))
 
 
-for _group, _version, _plural in CHILD_KINDS:
+for _api_version, _kind, _plural in CHILD_KINDS:
+    _group, _, _version = _api_version.rpartition("/")
     kopf.on.event(_group, _version, _plural, labels=MANAGED)(on_child_event)  # type: ignore[arg-type]
 
 

@@ -1,41 +1,43 @@
-"""One reconcile of one ModelDeployment: observe → plan → act → write status once.
+"""One reconcile of one ModelDeployment, as a fixed pipeline:
+
+    observe  everything read, in one value (`Observed`)
+    plan     pure: children, deletions, route weight, rollout decision (plan/reconcile.py)
+    act      apply, steer, delete, relabel; returns what happened (`Acted`)
+    settle   pure: the plan plus what happened become the one next status (plan/settle.py)
+    write    the status, once, and the events
 
 Framework-free: handlers.py (the only kopf importer) decides *when* this runs; this module
-decides nothing either, it gathers inputs for `plan.reconcile.plan` and carries out its result.
+decides nothing either, it gathers inputs for the planner and carries out its result.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from lightkube import ApiError
+from lightkube import ApiError, AsyncClient
 from pydantic import ValidationError
 
 from modelrollout.api import GROUP
+from modelrollout.api.names import CANARY, STABLE, track_service_name
 from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import ModelDeploymentStatus, Phase
-from modelrollout.api.types import parse_duration
-from modelrollout.k8s.cluster import Cluster, observe_deployment
-from modelrollout.metrics import PrometheusProvider, QueryTemplates, WindowQuery, sample_tracks
+from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus, Phase
+from modelrollout.k8s.cluster import ChildSet, observe_deployment
+from modelrollout.metrics import registry as providers
+from modelrollout.metrics.analysis import analyse_window
 from modelrollout.placement import Blocked, PlacementService, placement_of
 from modelrollout.plan import reconcile as planner
-from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
 from modelrollout.plan.children import Owner
-from modelrollout.plan.conditions import (
-    DEGRADED,
-    PROGRESSING,
-    READY,
-    ConditionUpdate,
-    merge_conditions,
-)
 from modelrollout.plan.revision import revision_of
 from modelrollout.plan.rollout import Action, analysis_due
+from modelrollout.plan.settle import settle, settle_unplanned
+from modelrollout.plan.types import Acted, ChildRef, Failure, Inputs, Plan
+from modelrollout.routers import registry as routers
 from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
-from modelrollout.routers.registry import route_name, router_for
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
 
@@ -44,11 +46,51 @@ log = logging.getLogger(__name__)
 # After a failure the object is looked at again this soon (the resync would be too slow).
 RETRY_AFTER_ERROR = 10.0
 
+RouterFor = Callable[[routers.SpecRouter, AsyncClient], TrafficRouter]
+
+
+class ClusterIO(Protocol):
+    """What the reconciler needs from the API server (k8s/cluster.py in production)."""
+
+    client: AsyncClient
+
+    async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def children(self, namespace: str, owner: str) -> ChildSet: ...
+    async def apply(self, manifest: dict[str, Any], live: dict[str, Any] | None) -> bool: ...
+    async def delete(self, namespace: str, ref: ChildRef) -> None: ...
+    async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int: ...
+    async def remove_annotations(self, namespace: str, name: str, keys: list[str]) -> None: ...
+    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def record_events(
+        self, owner: dict[str, Any], events: list[tuple[str, str, str]]
+    ) -> None: ...
+    async def nodes_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+
 
 @dataclass(frozen=True)
 class Outcome:
     phase: Phase | None
     requeue_after: float | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one reconcile read: the object, its children, the route and the metrics,
+    shaped as the planner's inputs."""
+
+    obj: dict[str, Any]
+    live: ChildSet
+    router: TrafficRouter
+    target: RouteTarget
+    inputs: Inputs
+
+    @property
+    def namespace(self) -> str:
+        return self.inputs.owner.namespace
+
+    @property
+    def name(self) -> str:
+        return self.inputs.owner.name
 
 
 def _now() -> datetime:
@@ -69,14 +111,32 @@ def _namespace_terminating(exc: ApiError) -> bool:
     return any(c.reason == "NamespaceTerminating" for c in causes)
 
 
+def _previous_status(obj: dict[str, Any]) -> ModelDeploymentStatus:
+    try:
+        return ModelDeploymentStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        # A status this version can't read is rebuilt from the cluster, not trusted.
+        log.warning("ignoring unreadable status of %s", obj["metadata"]["name"])
+        return ModelDeploymentStatus()
+
+
 class Reconciler:
     def __init__(
-        self, cluster: Cluster, settings: OperatorSettings, metrics: OperatorMetrics
+        self,
+        cluster: ClusterIO,
+        settings: OperatorSettings,
+        metrics: OperatorMetrics,
+        *,
+        router_for: RouterFor = routers.router_for,
+        provider_for: providers.ProviderLookup = providers.get,
+        placement: PlacementService | None = None,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
         self.metrics = metrics
-        self.placement = PlacementService(settings.hardware, cluster)
+        self.router_for = router_for
+        self.provider_for = provider_for
+        self.placement = placement or PlacementService(settings.hardware, cluster)
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
@@ -88,7 +148,8 @@ class Reconciler:
                 return Outcome(None, None)
             self.metrics.reconcile_errors.labels(namespace, "api").inc()
             log.warning("reconcile of %s/%s failed: %s", namespace, name, exc.status.message)
-            await self._write_failure(namespace, name, "ApiError", exc.status.message or str(exc))
+            failure = Failure("ApiError", exc.status.message or str(exc))
+            await self._record_failure(namespace, name, failure)
             return Outcome(None, RETRY_AFTER_ERROR)
         finally:
             self.metrics.reconcile_duration.labels(namespace).observe(time.perf_counter() - started)
@@ -98,181 +159,129 @@ class Reconciler:
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             # Children carry owner references: the garbage collector removes them.
             return Outcome(None, None)
-        meta = obj["metadata"]
-        previous = self._previous_status(obj)
         try:
             spec = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
         except ValidationError as exc:
             # Admission refuses these; an object stored under an older schema can still get here.
             self.metrics.reconcile_errors.labels(namespace, "invalid_spec").inc()
-            await self._write_failure(namespace, name, "InvalidSpec", _format_validation(exc), obj)
+            failure = Failure("InvalidSpec", _format_validation(exc))
+            await self._record_failure(namespace, name, failure, obj)
             return Outcome(Phase.FAILED, None)
 
-        owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+        seen = await self.observe(obj, spec)
+        plan = planner.plan(seen.inputs)
+        acted = await self.act(seen, plan)
+        status = settle(plan, acted)
+        await self._write_status(namespace, name, seen.inputs.status, status)
+        await self.cluster.record_events(obj, [(e.type, e.reason, e.message) for e in plan.events])
+        self._export_phase(namespace, name, status.phase)
+        return Outcome(status.phase, plan.requeue_after)
+
+    # --- observe ---------------------------------------------------------------------------
+
+    async def observe(self, obj: dict[str, Any], spec: ModelDeploymentSpec) -> Observed:
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        previous = _previous_status(obj)
         now = _now()
         image = spec.serving.image or self.settings.serving_image
-        revision = revision_of(spec, image)
-        hardware = previous.hardware
-        blocked: tuple[str, str] | None = None
-        if hardware is None or hardware.revision != revision:
-            choice = await self.placement.decide(
-                spec, revision, namespace, name, previous.stable_revision
-            )
-            if isinstance(choice, Blocked):
-                hardware, blocked = None, (choice.reason, choice.message)
-            else:
-                hardware = choice
+        hardware, blocked = await self._hardware(spec, revision_of(spec, image), obj, previous)
         annotations = meta.get("annotations") or {}
         actions = frozenset(a for a in Action if f"{GROUP}/{a.value}" in annotations)
         live = await self.cluster.children(namespace, name)
-        router = router_for(spec.rollout.traffic_router, self.cluster.client)
+        router = self.router_for(spec.rollout.traffic_router, self.cluster.client)
         target = RouteTarget(
             namespace=namespace,
-            route_name=route_name(spec.rollout.traffic_router) or "",
-            stable_service=f"{name}-stable",
-            canary_service=f"{name}-canary",
+            route_name=routers.route_name(spec.rollout.traffic_router) or "",
+            stable_service=track_service_name(name, STABLE),
+            canary_service=track_service_name(name, CANARY),
             port=spec.serving.port,
         )
-        warning: str | None = None
         route_weight: int | None = None
-        if router is not None and previous.stable_revision:
+        if previous.stable_revision:
             try:
                 route_weight = await router.current_weight(target)
             except RouterError as exc:
-                warning = f"traffic router: {exc}"
+                # Steering tries again this cycle; its outcome is what status reports.
+                log.info("reading the route of %s/%s: %s", namespace, name, exc)
         analysis = None
         if analysis_due(previous, spec.rollout, now):
-            analysis = await self._analyse(namespace, name, spec, previous, now)
-
-        result = planner.plan(
-            planner.Inputs(
-                owner=owner,
-                generation=meta.get("generation", 0),
-                spec=spec,
-                status=previous,
-                image=image,
-                placement=placement_of(hardware) if hardware else None,
-                deployments=tuple(observe_deployment(d) for d in live.deployments()),
-                now=now,
-                existing=live.keys(),
-                route_weight=route_weight,
-                analysis=analysis,
-                actions=actions,
-                blocked=blocked,
-                hardware=hardware,
-                warning=warning,
+            default_url = self.settings.prometheus_url
+            analysis = await analyse_window(
+                self.provider_for, spec, namespace, name, previous, now, default_url
             )
+            self.metrics.analyses.labels(namespace, analysis.verdict.value).inc()
+        inputs = Inputs(
+            owner=Owner(name=name, namespace=namespace, uid=meta["uid"]),
+            generation=meta.get("generation", 0),
+            spec=spec,
+            status=previous,
+            image=image,
+            placement=placement_of(hardware) if hardware else None,
+            deployments=tuple(observe_deployment(d) for d in live.deployments()),
+            now=now,
+            existing=live.keys(),
+            route_weight=route_weight,
+            analysis=analysis,
+            actions=actions,
+            blocked=blocked,
+            hardware=hardware,
         )
-        for manifest in result.apply:
-            if await self.cluster.apply(
-                manifest, live.get(manifest["kind"], manifest["metadata"]["name"])
-            ):
-                self.metrics.children_applied.labels(manifest["kind"]).inc()
-        status = result.status
-        if router is not None and result.route_weight is not None:
-            status = await self._steer(router, target, result.route_weight, route_weight, status)
-        for ref in result.delete:
-            await self.cluster.delete(namespace, ref)
-        await self.cluster.label_tracks(namespace, name, result.tracks)
-        if actions:
-            await self.cluster.remove_annotations(
-                namespace, name, [f"{GROUP}/{a.value}" for a in actions]
-            )
+        return Observed(obj, live, router, target, inputs)
 
-        await self._write_status(namespace, name, previous, status)
-        await self.cluster.record_events(
-            obj, [(e.type, e.reason, e.message) for e in result.events]
-        )
-        self._export_phase(namespace, name, status.phase)
-        return Outcome(status.phase, result.requeue_after)
-
-    async def _steer(
+    async def _hardware(
         self,
-        router: TrafficRouter,
-        target: RouteTarget,
-        weight: int,
-        current: int | None,
-        status: ModelDeploymentStatus,
-    ) -> ModelDeploymentStatus:
-        """Set the route's weight and record what it holds afterwards (read back)."""
-        try:
-            held = current
-            if current != weight:
-                await router.set_weight(target, weight)
-                # Read back what the route holds now (a webhook or a person may differ).
-                held = await router.current_weight(target)
-        except RouterError as exc:
-            self.metrics.reconcile_errors.labels(target.namespace, "router").inc()
-            return status.model_copy(
-                update={
-                    "canary_weight": current or 0,
-                    "message": f"{status.message}; traffic router: {exc}",
-                }
-            )
-        if held != weight:
-            return status.model_copy(
-                update={
-                    "canary_weight": held or 0,
-                    "message": f"{status.message}; route holds {held}% instead of {weight}%",
-                }
-            )
-        return status
-
-    async def _analyse(
-        self,
-        namespace: str,
-        name: str,
         spec: ModelDeploymentSpec,
-        status: ModelDeploymentStatus,
-        now: datetime,
-    ) -> AnalysisResult:
-        settings = spec.rollout.analysis
-        window = parse_duration(settings.interval).total_seconds()
-        if status.canary_revision and status.stable_revision:
-            canary, stable = status.canary_revision, status.stable_revision
-        else:
-            # Bake window: the new stable is judged on the absolute limits alone.
-            canary, stable = status.stable_revision or "", None
-        overrides = settings.queries
-        try:
-            templates = QueryTemplates(
-                **{
-                    k: v
-                    for k, v in (overrides.model_dump() if overrides else {}).items()
-                    if v is not None
-                }
-            )
-        except ValueError as exc:
-            return analyse(None, None, provider_error=f"invalid query override: {exc}")
-        provider = PrometheusProvider(
-            settings.prometheus_url or self.settings.prometheus_url, templates=templates
+        revision: str,
+        obj: dict[str, Any],
+        previous: ModelDeploymentStatus,
+    ) -> tuple[HardwareStatus | None, tuple[str, str] | None]:
+        """The revision's hardware: remembered in status, decided once per revision."""
+        hardware = previous.hardware
+        if hardware is not None and hardware.revision == revision:
+            return hardware, None
+        meta = obj["metadata"]
+        choice = await self.placement.decide(
+            spec, revision, meta["namespace"], meta["name"], previous.stable_revision
         )
-        at = now.timestamp()
-        model = spec.model.name or name
-        samples = await sample_tracks(
-            provider,
-            WindowQuery(canary, window, namespace=namespace, model=model, at=at),
-            WindowQuery(stable, window, namespace=namespace, model=model, at=at)
-            if stable
-            else None,
-        )
-        thresholds = AnalysisThresholds(
-            max_error_rate=settings.max_error_rate,
-            max_error_rate_increase=settings.max_error_rate_increase,
-            max_p99_ratio=settings.max_latency_ratio,
-            min_requests=settings.min_requests,
-        )
-        result = analyse(samples.canary, samples.stable, thresholds, provider_error=samples.error)
-        self.metrics.analyses.labels(namespace, result.verdict.value).inc()
-        return result
+        if isinstance(choice, Blocked):
+            return None, (choice.reason, choice.message)
+        return choice, None
 
-    def _previous_status(self, obj: dict[str, Any]) -> ModelDeploymentStatus:
+    # --- act -------------------------------------------------------------------------------
+
+    async def act(self, seen: Observed, plan: Plan) -> Acted:
+        """Carry out the plan; an API error propagates (nothing of the plan reaches status),
+        a router error is what happened (it reaches status through settle)."""
+        namespace = seen.namespace
+        for manifest in plan.apply:
+            live = seen.live.get(manifest["kind"], manifest["metadata"]["name"])
+            if await self.cluster.apply(manifest, live):
+                self.metrics.children_applied.labels(manifest["kind"]).inc()
+        acted = await self._steer(seen, plan.route_weight)
+        for ref in plan.delete:
+            await self.cluster.delete(namespace, ref)
+        await self.cluster.label_tracks(namespace, seen.name, plan.tracks)
+        if seen.inputs.actions:
+            keys = [f"{GROUP}/{a.value}" for a in seen.inputs.actions]
+            await self.cluster.remove_annotations(namespace, seen.name, keys)
+        return acted
+
+    async def _steer(self, seen: Observed, weight: int | None) -> Acted:
+        """Set the route's weight and read back what it holds (a webhook or a person may
+        differ). `weight` None: replica counts carry the weight, nothing to steer."""
+        current = seen.inputs.route_weight
+        if weight is None or current == weight:
+            return Acted(route_weight=current)
         try:
-            return ModelDeploymentStatus.model_validate(obj.get("status") or {})
-        except ValidationError:
-            # A status this version can't read is rebuilt from the cluster, not trusted.
-            log.warning("ignoring unreadable status of %s", obj["metadata"]["name"])
-            return ModelDeploymentStatus()
+            await seen.router.set_weight(seen.target, weight)
+            return Acted(route_weight=await seen.router.current_weight(seen.target))
+        except RouterError as exc:
+            self.metrics.reconcile_errors.labels(seen.namespace, "router").inc()
+            failure = Failure("RouterError", f"traffic router: {exc}")
+            return Acted(route_weight=current, failures=(failure,))
+
+    # --- write -----------------------------------------------------------------------------
 
     async def _write_status(
         self,
@@ -286,45 +295,22 @@ class Reconciler:
         body = status.model_dump(by_alias=True, mode="json")
         await self.cluster.write_status(namespace, name, body)
 
-    async def _write_failure(
-        self,
-        namespace: str,
-        name: str,
-        reason: str,
-        message: str,
-        obj: dict[str, Any] | None = None,
+    async def _record_failure(
+        self, namespace: str, name: str, failure: Failure, obj: dict[str, Any] | None = None
     ) -> None:
-        """Record a failure in status, keeping everything else (stable revision, history)."""
+        """Nothing of this cycle took effect: settle the failure over the stored status."""
         try:
             obj = obj or await self.cluster.get_model_deployment(namespace, name)
             if obj is None:
                 return
-            previous = self._previous_status(obj)
+            previous = _previous_status(obj)
             generation = obj["metadata"].get("generation", 0)
-            now = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
-            stable_serving = previous.ready_replicas > 0
-            status = previous.model_copy(
-                update={
-                    "observed_generation": generation,
-                    "phase": Phase.FAILED if reason == "InvalidSpec" else Phase.DEGRADED,
-                    "message": message,
-                    "conditions": merge_conditions(
-                        previous.conditions,
-                        [
-                            ConditionUpdate(
-                                READY, "True" if stable_serving else "False", reason, message
-                            ),
-                            ConditionUpdate(PROGRESSING, "False", reason, message),
-                            ConditionUpdate(DEGRADED, "True", reason, message),
-                        ],
-                        now=now,
-                        generation=generation,
-                    ),
-                }
-            )
+            status = settle_unplanned(previous, generation, _now(), failure)
             await self._write_status(namespace, name, previous, status)
             if status.phase != previous.phase:
-                await self.cluster.record_events(obj, [("Warning", reason, message)])
+                await self.cluster.record_events(
+                    obj, [("Warning", failure.reason, failure.message)]
+                )
             self._export_phase(namespace, name, status.phase)
         except ApiError as exc:
             log.warning("could not record failure of %s/%s: %s", namespace, name, exc)

@@ -21,6 +21,7 @@ from hack.loadgen import check_loopback, infer_payload, run_load
 from hack.localcluster import LocalCluster
 from hack.podrunner import PodRunner, PodServer, read_registry
 from hack.prometheus import Prometheus
+from modelrollout.api.names import Track
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.plan import children
 
@@ -98,7 +99,7 @@ def revision_deployment(
     return orphan(manifest)
 
 
-def track_service(namespace: str, track: str, revision: str, model: Path) -> dict[str, Any]:
+def track_service(namespace: str, track: Track, revision: str, model: Path) -> dict[str, Any]:
     """`NAME-stable` / `NAME-canary` as the operator creates them, selecting one revision."""
     spec = operator_spec(model, "1")
     return orphan(children.track_service(owner(namespace), spec, track, revision))

@@ -22,22 +22,31 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
 from modelrollout.api import GROUP, KIND, PLURAL, VERSION
+from modelrollout.api.names import (
+    CHILD_KINDS,
+    CONTAINER,
+    LABEL_DEPLOYMENT,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    format_time,
+)
 from modelrollout.k8s.diff import contains
-from modelrollout.plan import children
 from modelrollout.plan.children import Manifest
-from modelrollout.plan.reconcile import ChildRef, ObservedDeployment
+from modelrollout.plan.types import ChildRef, ObservedDeployment
 from modelrollout.settings import FIELD_MANAGER, OperatorSettings
 
 log = logging.getLogger(__name__)
 
 ModelDeploymentResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 
-_KINDS: dict[tuple[str, str], type[NamespacedResource]] = {
-    ("apps/v1", "Deployment"): Deployment,
-    ("v1", "Service"): Service,
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
-    ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
+_CLASSES: dict[str, type[NamespacedResource]] = {
+    "Deployment": Deployment,
+    "Service": Service,
+    "HorizontalPodAutoscaler": HorizontalPodAutoscaler,
+    "PodDisruptionBudget": PodDisruptionBudget,
 }
+# The children the operator lists, applies and deletes: the kinds names.CHILD_KINDS declares.
+_KINDS = {(api_version, kind): _CLASSES[kind] for api_version, kind, _ in CHILD_KINDS}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -75,11 +84,11 @@ def observe_deployment(obj: dict[str, Any]) -> ObservedDeployment:
         else None
     )
     containers = spec.get("template", {}).get("spec", {}).get("containers") or [{}]
-    server = next((c for c in containers if c.get("name") == children.CONTAINER), containers[0])
+    server = next((c for c in containers if c.get("name") == CONTAINER), containers[0])
     env = {e.get("name"): e.get("value", "") for e in server.get("env") or []}
     return ObservedDeployment(
         name=meta["name"],
-        revision=meta.get("labels", {}).get(children.LABEL_REVISION, ""),
+        revision=meta.get("labels", {}).get(LABEL_REVISION, ""),
         replicas=status.get("replicas", 0),
         ready_replicas=status.get("readyReplicas", 0),
         available=available and current,
@@ -122,7 +131,7 @@ class Cluster:
         return _as_dict(obj)
 
     async def children(self, namespace: str, owner: str) -> ChildSet:
-        selector: dict[str, Any] = {children.LABEL_DEPLOYMENT: owner}
+        selector: dict[str, Any] = {LABEL_DEPLOYMENT: owner}
         objects: dict[tuple[str, str], dict[str, Any]] = {}
         for res in _KINDS.values():
             async for obj in self.client.list(res, namespace=namespace, labels=selector):
@@ -169,12 +178,12 @@ class Cluster:
     async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int:
         """Put each pod's live track on its modelrollout.io/track label (no restart: labels
         on a pod are not part of its template). Returns how many pods were relabelled."""
-        selector: dict[str, Any] = {children.LABEL_DEPLOYMENT: owner}
+        selector: dict[str, Any] = {LABEL_DEPLOYMENT: owner}
         changed = 0
         async for pod in self.client.list(Pod, namespace=namespace, labels=selector):
             labels = (pod.metadata.labels if pod.metadata else None) or {}
-            track = tracks.get(labels.get(children.LABEL_REVISION, ""))
-            if track is None or labels.get(children.LABEL_TRACK) == track:
+            track = tracks.get(labels.get(LABEL_REVISION, ""))
+            if track is None or labels.get(LABEL_TRACK) == track:
                 continue
             name = pod.metadata.name if pod.metadata else None
             if not name:
@@ -183,7 +192,7 @@ class Cluster:
                 await self.client.patch(
                     Pod,
                     name,
-                    {"metadata": {"labels": {children.LABEL_TRACK: track}}},
+                    {"metadata": {"labels": {LABEL_TRACK: track}}},
                     namespace=namespace,
                     patch_type=PatchType.MERGE,
                 )
@@ -214,7 +223,7 @@ class Cluster:
         self, owner: dict[str, Any], events: Iterable[tuple[str, str, str]]
     ) -> None:
         meta = owner["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = format_time(datetime.now(UTC))
         for event_type, reason, message in events:
             body = {
                 "metadata": {

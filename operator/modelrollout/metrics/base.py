@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from modelrollout.plan.samples import TrackSample
+
 __all__ = [
     "MetricProvider",
     "ProviderError",
@@ -41,25 +43,6 @@ class WindowQuery:
             raise ValueError(
                 f"WindowQuery.window_seconds must be at least 1, got {self.window_seconds}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class TrackSample:
-    """What one revision did during one analysis window.
-
-    ``requests`` and ``errors`` are 0 when the series simply has no data (no traffic), and
-    None when the provider returned something unusable (NaN, infinite, negative): the
-    analysis treats None as "cannot judge", never as healthy.
-    """
-
-    requests: int | None
-    errors: int | None  # responses with a 5xx status
-    p99_seconds: float | None  # None: no traffic in the window, or the series is NaN/missing
-    window_seconds: float
-    # The latency histogram over the window as (upper bound in seconds, cumulative count),
-    # ascending, ending at +Inf; None when unknown. Lets the analysis count slow requests
-    # instead of comparing two single p99 values.
-    latency_buckets: tuple[tuple[float, float], ...] | None = None
 
 
 class ProviderError(Exception):

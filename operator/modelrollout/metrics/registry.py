@@ -7,9 +7,11 @@ from collections.abc import Callable
 from .base import MetricProvider
 from .prometheus import PrometheusProvider
 
-__all__ = ["ProviderFactory", "get", "kinds", "register"]
+__all__ = ["ProviderFactory", "ProviderLookup", "get", "kinds", "register"]
 
 ProviderFactory = Callable[..., MetricProvider]
+# How the reconciler finds a provider: `get` in production, a fake in tests.
+ProviderLookup = Callable[[str], ProviderFactory]
 
 _FACTORIES: dict[str, ProviderFactory] = {PrometheusProvider.kind: PrometheusProvider}
 

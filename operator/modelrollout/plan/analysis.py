@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from modelrollout.metrics.base import TrackSample
+from modelrollout.plan.samples import TrackSample
 
 from .stats import binomial_sf, fisher_greater, two_proportion_z
 

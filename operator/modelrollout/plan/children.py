@@ -9,17 +9,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrollout.api import API_VERSION, KIND
+from modelrollout.api import API_VERSION, KIND, names
+from modelrollout.api.names import (
+    CONTAINER,
+    LABEL_DEPLOYMENT,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    MANAGED_BY,
+    Track,
+    track_service_name,
+)
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.types import parse_duration
 
+__all__ = [
+    "CONTAINER",
+    "LABEL_DEPLOYMENT",
+    "LABEL_REVISION",
+    "LABEL_TRACK",
+    "MANAGED_BY",
+    "Manifest",
+    "Owner",
+    "Placement",
+    "autoscaler",
+    "deployment",
+    "deployment_name",
+    "disruption_budget",
+    "service",
+    "track_service",
+]
+
 Manifest = dict[str, Any]
 
-MANAGED_BY = "modelrollout"
-LABEL_DEPLOYMENT = "modelrollout.io/deployment"
-LABEL_REVISION = "modelrollout.io/revision"
-LABEL_TRACK = "modelrollout.io/track"
-CONTAINER = "modelserver"
 DEFAULT_CPU_TARGET = 70
 RPS_METRIC = "modelserver_requests_per_second"
 
@@ -69,7 +90,7 @@ def common_labels(owner: Owner) -> dict[str, str]:
 
 
 def deployment_name(owner: Owner, revision: str) -> str:
-    return f"{owner.name}-{revision}"
+    return names.deployment_name(owner.name, revision)
 
 
 def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -219,9 +240,10 @@ def service(owner: Owner, spec: ModelDeploymentSpec, revision: str | None = None
     return _service(owner, spec, owner.name, revision)
 
 
-def track_service(owner: Owner, spec: ModelDeploymentSpec, track: str, revision: str) -> Manifest:
+def track_service(owner: Owner, spec: ModelDeploymentSpec, track: Track, revision: str) -> Manifest:
     """`NAME-stable` / `NAME-canary`: the backends a traffic router splits between."""
-    return _service(owner, spec, f"{owner.name}-{track}", revision, {LABEL_TRACK: track})
+    name = track_service_name(owner.name, track)
+    return _service(owner, spec, name, revision, {LABEL_TRACK: track})
 
 
 def _service(

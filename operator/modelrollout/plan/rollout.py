@@ -12,14 +12,27 @@ States, all kept in status so a restarted operator resumes where the last one st
   window ends; a regression rolls back to the previous stable, which is kept until then.
 - **rolled back**: the failed revision is recorded and never retried in a loop; a new spec
   change or the retry action starts a fresh rollout.
+
+Transitions, one function each (docs/rollouts.md, "The life of a revision"):
+
+| from | to | function |
+| --- | --- | --- |
+| initial | initial, promoted | `_initial` |
+| steady | steady (bake judged, bake complete), bake rolled back | `_steady`, `_bake` |
+| canary | rolled back (abort, failed Deployment, deadline) | `_stop_reason` |
+| canary | rolled back (failed analysis windows) | `_judge` |
+| canary | canary (held, paused, next steps) | `_hold`, `_walk_steps`, `_step_done` |
+| canary | promoted, or shifted to 100% first | `_finish` |
+| rolled back | rolled back (the same revision is not retried) | `Decision.not_retried` |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
+from modelrollout.api.names import format_time, parse_time
 from modelrollout.api.spec import RolloutSpec, RolloutStep
 from modelrollout.api.status import (
     AnalysisStatus,
@@ -28,7 +41,14 @@ from modelrollout.api.status import (
     RolloutStatus,
 )
 from modelrollout.api.types import parse_duration
-from modelrollout.plan.analysis import AnalysisResult, Verdict
+from modelrollout.plan.analysis import (
+    AnalysisResult,
+    Verdict,
+    next_failure_count,
+    should_rollback,
+)
+
+EventTuple = tuple[str, str, str]  # (type, reason, message)
 
 
 class Action(StrEnum):
@@ -52,17 +72,6 @@ class Stage(StrEnum):
     BLOCKED = "Blocked"
 
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def fmt(t: datetime) -> str:
-    return t.strftime(TIME_FORMAT)
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
-
-
 def seconds(duration: str) -> float:
     return parse_duration(duration).total_seconds()
 
@@ -79,6 +88,9 @@ class CanaryView:
 
 @dataclass(frozen=True)
 class Decision:
+    """Where the rollout stands after this reconcile. Built only through the constructors
+    below, one for each kind of outcome."""
+
     stage: Stage
     stable: str | None
     canary: str | None
@@ -90,7 +102,115 @@ class Decision:
     # Revision that left service this cycle and why (for history and events).
     finished: tuple[str, str, str] | None = None  # (revision, outcome, reason)
     message: str = ""
-    events: list[tuple[str, str, str]] = field(default_factory=list)
+    events: list[EventTuple] = field(default_factory=list)
+
+    @classmethod
+    def waiting(cls, revision: str, started: str) -> Decision:
+        """No stable yet; the first revision is not available."""
+        message = f"waiting for revision {revision} to become available"
+        return cls(Stage.INITIAL, None, None, 0, None, None, None, started, message=message)
+
+    @classmethod
+    def first_promoted(cls, revision: str) -> Decision:
+        message = f"revision {revision} is serving"
+        return cls(
+            Stage.PROMOTED, revision, None, 0, None, None, None, None,
+            finished=(revision, "Promoted", "first revision"),
+            message=message,
+            events=[("Normal", "Promoted", message)],
+        )  # fmt: skip
+
+    @classmethod
+    def steady(
+        cls,
+        revision: str,
+        *,
+        failed: str | None,
+        bake: BakeStatus | None,
+        finished: tuple[str, str, str] | None,
+        events: list[EventTuple],
+    ) -> Decision:
+        message = f"revision {revision} is serving" + (
+            f"; baking until {bake.until}" if bake else ""
+        )
+        return cls(
+            Stage.STEADY, revision, None, 0, None, bake, failed, None,
+            finished=finished, message=message, events=events,
+        )  # fmt: skip
+
+    @classmethod
+    def blocked(
+        cls, revision: str, status: ModelDeploymentStatus, reason: str, why: str
+    ) -> Decision:
+        """The spec's revision may not roll out; the stable (if any) keeps serving."""
+        stable = status.stable_revision
+        serving = f"; revision {stable} keeps serving" if stable else ""
+        return cls(
+            Stage.BLOCKED, stable, None, 0, None, status.bake, status.failed_revision, None,
+            message=f"revision {revision} cannot roll out ({reason}): {why}{serving}",
+        )  # fmt: skip
+
+    @classmethod
+    def not_retried(cls, revision: str, stable: str, failed: str) -> Decision:
+        """The spec still names a revision that was rolled back: it is not tried again."""
+        return cls(
+            Stage.ROLLED_BACK, stable, None, 0, None, None, failed, None,
+            message=f"revision {revision} was rolled back; change the spec or set the "
+            "modelrollout.io/retry annotation to try again",
+        )  # fmt: skip
+
+    @classmethod
+    def rolled_back(
+        cls, revision: str, stable: str, reason: str, outcome: str, events: list[EventTuple]
+    ) -> Decision:
+        """The canary leaves; all traffic back on the stable."""
+        return cls(
+            Stage.ROLLED_BACK, stable, None, 0, None, None, revision, None,
+            finished=(revision, outcome, reason),
+            message=f"revision {revision} {outcome.lower()}: {reason}",
+            events=[*events, ("Warning", outcome, f"revision {revision}: {reason}")],
+        )  # fmt: skip
+
+    @classmethod
+    def bake_rolled_back(cls, revision: str, previous: str, reason: str) -> Decision:
+        """The new stable regressed (or was aborted) in its bake window: back to the previous."""
+        return cls(
+            Stage.BAKE_ROLLED_BACK, previous, None, 0, None, None, revision, None,
+            finished=(revision, "RolledBack", reason),
+            message=f"revision {revision} rolled back to {previous}: {reason}",
+            events=[("Warning", "RolledBack", f"revision {revision} {reason}")],
+        )  # fmt: skip
+
+    @classmethod
+    def promoted(
+        cls, revision: str, previous: str, bake_until: str, reason: str, events: list[EventTuple]
+    ) -> Decision:
+        """The canary becomes the stable; the previous one is kept through the bake window."""
+        bake = BakeStatus(previous_revision=previous, until=bake_until)
+        return cls(
+            Stage.PROMOTED, revision, None, 0, None, bake, None, None,
+            finished=(revision, "Promoted", f"replaced revision {previous}: {reason}"),
+            message=f"revision {revision} promoted ({reason})",
+            events=[*events, ("Normal", "Promoted", f"revision {revision}: {reason}")],
+        )  # fmt: skip
+
+    @classmethod
+    def canary_at(
+        cls,
+        revision: str,
+        stable: str,
+        weight: int,
+        state: RolloutStatus,
+        started: str,
+        finished: tuple[str, str, str] | None,
+        message: str,
+        events: list[EventTuple],
+    ) -> Decision:
+        """The canary runs on, `weight` percent of the traffic wanted on it."""
+        return cls(
+            Stage.CANARY, stable, revision, weight, state, None, None, started,
+            finished=finished, message=message, events=events,
+        )  # fmt: skip
 
 
 def current_step(steps: list[RolloutStep], index: int) -> RolloutStep | None:
@@ -115,7 +235,8 @@ def analysis_due(status: ModelDeploymentStatus, rollout: RolloutSpec, now: datet
     elif status.bake is not None:
         since = status.bake.last_analysis.time if status.bake.last_analysis else None
         if since is None:
-            since = fmt(parse_time(status.bake.until) - timedelta(seconds=_bake_seconds(rollout)))
+            bake_start = parse_time(status.bake.until) - timedelta(seconds=_bake_seconds(rollout))
+            since = format_time(bake_start)
     return since is not None and (now - parse_time(since)).total_seconds() >= interval
 
 
@@ -124,7 +245,7 @@ def _bake_seconds(rollout: RolloutSpec) -> float:
 
 
 def _analysis_status(result: AnalysisResult, now: datetime) -> AnalysisStatus:
-    return AnalysisStatus.model_validate(result.as_status() | {"time": fmt(now)})
+    return AnalysisStatus.model_validate(result.as_status() | {"time": format_time(now)})
 
 
 def decide(
@@ -142,61 +263,22 @@ def decide(
     """Next rollout state. `canary` describes the Deployment of `revision` when it differs
     from the stable one (or, initially, the only one)."""
     stable = status.stable_revision
-    now_s = fmt(now)
-
     if stable is None:
-        return _initial(revision, status, canary, now_s)
-
+        return _initial(revision, status, canary, now)
     if revision == stable:
-        return _steady(revision, status, rollout, analysis, actions, now, now_s)
-
-    failed = status.failed_revision
-    if revision == failed and Action.RETRY not in actions:
-        return Decision(
-            stage=Stage.ROLLED_BACK,
-            stable=stable,
-            canary=None,
-            weight=0,
-            rollout=None,
-            bake=None,
-            failed_revision=failed,
-            rollout_started=None,
-            message=f"revision {revision} was rolled back; change the spec or set the "
-            "modelrollout.io/retry annotation to try again",
-        )
-    return _canary(
-        revision, status, rollout, paused, canary, stable_available, analysis, actions, now
-    )
+        return _steady(revision, status, rollout, analysis, actions, now)
+    if revision == status.failed_revision and Action.RETRY not in actions:
+        return Decision.not_retried(revision, stable, revision)
+    walk = _start(revision, stable, status, rollout, canary, actions, now)
+    return _canary(walk, paused, stable_available, analysis)
 
 
 def _initial(
-    revision: str, status: ModelDeploymentStatus, canary: CanaryView | None, now_s: str
+    revision: str, status: ModelDeploymentStatus, canary: CanaryView | None, now: datetime
 ) -> Decision:
     if canary is not None and canary.available:
-        return Decision(
-            stage=Stage.PROMOTED,
-            stable=revision,
-            canary=None,
-            weight=0,
-            rollout=None,
-            bake=None,
-            failed_revision=None,
-            rollout_started=None,
-            finished=(revision, "Promoted", "first revision"),
-            message=f"revision {revision} is serving",
-            events=[("Normal", "Promoted", f"revision {revision} is serving")],
-        )
-    return Decision(
-        stage=Stage.INITIAL,
-        stable=None,
-        canary=None,
-        weight=0,
-        rollout=None,
-        bake=None,
-        failed_revision=None,
-        rollout_started=status.rollout_started or now_s,
-        message=f"waiting for revision {revision} to become available",
-    )
+        return Decision.first_promoted(revision)
+    return Decision.waiting(revision, status.rollout_started or format_time(now))
 
 
 def _steady(
@@ -206,9 +288,8 @@ def _steady(
     analysis: AnalysisResult | None,
     actions: frozenset[Action],
     now: datetime,
-    now_s: str,
 ) -> Decision:
-    events: list[tuple[str, str, str]] = []
+    events: list[EventTuple] = []
     finished = None
     if status.canary_revision and status.canary_revision != revision:
         # The spec went back to the stable revision mid-rollout.
@@ -218,211 +299,203 @@ def _steady(
         )
     bake = status.bake
     if bake is not None:
-        if Action.ABORT in actions or (
-            analysis is not None
-            and analysis.verdict == Verdict.FAIL
-            and bake.failures + 1 >= rollout.analysis.failure_limit
-        ):
-            reason = (
-                "aborted during the bake window"
-                if Action.ABORT in actions
-                else f"regressed during the bake window: {analysis.reason if analysis else ''}"
-            )
-            return Decision(
-                stage=Stage.BAKE_ROLLED_BACK,
-                stable=bake.previous_revision,
-                canary=None,
-                weight=0,
-                rollout=None,
-                bake=None,
-                failed_revision=revision,
-                rollout_started=None,
-                finished=(revision, "RolledBack", reason),
-                message=f"revision {revision} rolled back to {bake.previous_revision}: {reason}",
-                events=[("Warning", "RolledBack", f"revision {revision} {reason}")],
-            )
-        if analysis is not None:
-            failures = (
-                bake.failures + 1
-                if analysis.verdict == Verdict.FAIL
-                else (0 if analysis.verdict == Verdict.PASS else bake.failures)
-            )
-            bake = bake.model_copy(
-                update={"failures": failures, "last_analysis": _analysis_status(analysis, now)}
-            )
-        if now >= parse_time(bake.until):
+        judged = _bake(revision, bake, rollout, analysis, actions, now)
+        if isinstance(judged, Decision):
+            return judged
+        bake = judged
+        if bake is not None and now >= parse_time(bake.until):
             events.append(("Normal", "BakeComplete", f"revision {revision} passed its bake window"))
             bake = None
-    return Decision(
-        stage=Stage.STEADY,
-        stable=revision,
-        canary=None,
-        weight=0,
-        rollout=None,
-        bake=bake,
-        failed_revision=status.failed_revision,
-        rollout_started=None,
-        finished=finished,
-        message=(
-            f"revision {revision} is serving; baking until {bake.until}"
-            if bake
-            else f"revision {revision} is serving"
-        ),
-        events=events,
+    return Decision.steady(
+        revision, failed=status.failed_revision, bake=bake, finished=finished, events=events
     )
 
 
-def _canary(
+def _bake(
     revision: str,
-    status: ModelDeploymentStatus,
+    bake: BakeStatus,
     rollout: RolloutSpec,
-    paused: bool,
-    canary: CanaryView | None,
-    stable_available: bool,
     analysis: AnalysisResult | None,
     actions: frozenset[Action],
     now: datetime,
-) -> Decision:
-    stable = status.stable_revision
-    assert stable is not None
-    now_s = fmt(now)
-    events: list[tuple[str, str, str]] = []
-    finished = None
-    fresh = status.canary_revision != revision or status.rollout is None
-    if fresh:
-        if status.canary_revision and status.canary_revision != revision:
-            finished = (status.canary_revision, "Superseded", f"replaced by revision {revision}")
-        events.append(("Normal", "RolloutStarted", f"canary revision {revision} started"))
-        state = RolloutStatus(step=0, step_started=now_s)
-        started = now_s
-    else:
-        assert status.rollout is not None
-        state = status.rollout
-        started = status.rollout_started or now_s
-    steps = list(rollout.steps)
-    weight_in_place = canary.weight if canary else 0
-
-    def rollback(reason: str, outcome: str = "RolledBack") -> Decision:
-        return Decision(
-            stage=Stage.ROLLED_BACK,
-            stable=stable,
-            canary=None,
-            weight=0,
-            rollout=None,
-            bake=None,
-            failed_revision=revision,
-            rollout_started=None,
-            finished=(revision, outcome, reason),
-            message=f"revision {revision} {outcome.lower()}: {reason}",
-            events=[*events, ("Warning", outcome, f"revision {revision}: {reason}")],
-        )
-
+) -> BakeStatus | Decision:
+    """The bake window: an abort or `failureLimit` failed windows in a row roll back to the
+    previous stable; otherwise the window's verdict is counted."""
     if Action.ABORT in actions:
-        return rollback("aborted by request", "Aborted")
-    if canary is not None and canary.failed_reason:
-        return rollback(f"deployment failed: {canary.failed_reason}")
-    elapsed = (now - parse_time(started)).total_seconds()
-    if elapsed > seconds(rollout.progress_deadline):
-        return rollback(f"progress deadline {rollout.progress_deadline} exceeded")
-
-    # Background analysis: every window with canary traffic counts toward the failure limit.
-    if analysis is not None:
-        failures = state.failures
-        passes = state.passes
-        if analysis.verdict == Verdict.FAIL:
-            failures += 1
-            events.append(("Warning", "AnalysisFailed", analysis.reason))
-        elif analysis.verdict == Verdict.PASS:
-            failures = 0
-            passes += 1
-        state = state.model_copy(
-            update={
-                "failures": failures,
-                "passes": passes,
-                "analysis_since": now_s,
-                "last_analysis": _analysis_status(analysis, now),
-            }
+        return Decision.bake_rolled_back(
+            revision, bake.previous_revision, "aborted during the bake window"
         )
-        if failures >= rollout.analysis.failure_limit:
-            return rollback(f"{failures} failed analysis windows in a row: {analysis.reason}")
-    if weight_in_place > 0 and state.analysis_since is None:
-        state = state.model_copy(update={"analysis_since": now_s})
-    if weight_in_place == 0 and state.analysis_since is not None and state.step == 0:
-        state = state.model_copy(update={"analysis_since": None})
-
-    promote_now = Action.PROMOTE in actions
-    step = current_step(steps, state.step)
-    ready = canary is not None and canary.available and stable_available
-
-    if not ready and not promote_now:
-        # Hold: no traffic before the canary is up, and no step forward while it is degraded.
-        target = weight_in_place
-        message = f"waiting for canary revision {revision} to become available"
-    elif paused and not promote_now:
-        target = weight_in_place
-        message = f"paused at step {state.step} with {weight_in_place}% on the canary"
-    else:
-        advanced = True
-        while advanced and step is not None and not promote_now:
-            advanced = False
-            if step.set_weight is not None:
-                if weight_in_place == step.set_weight:
-                    advanced = True
-            elif step.pause is not None:
-                if step.pause.duration is not None and state.step_started is not None:
-                    waited = (now - parse_time(state.step_started)).total_seconds()
-                    advanced = waited >= seconds(step.pause.duration)
-                elif Action.RESUME in actions:
-                    advanced = True
-            elif step.analysis is not None and state.passes >= step.analysis.intervals:
-                advanced = True
-            if advanced:
-                state = state.model_copy(
-                    update={"step": state.step + 1, "step_started": now_s, "passes": 0}
-                )
-                step = current_step(steps, state.step)
-                if step is not None and step.set_weight is not None:
-                    events.append(
-                        ("Normal", "StepAdvanced", f"canary weight to {step.set_weight}%")
-                    )
-        if step is None or promote_now:
-            if weight_in_place < 100 and not promote_now:
-                target = 100
-                message = f"shifting all traffic to revision {revision}"
-            else:
-                reason = "promoted by request" if promote_now else "all steps passed"
-                return Decision(
-                    stage=Stage.PROMOTED,
-                    stable=revision,
-                    canary=None,
-                    weight=0,
-                    rollout=None,
-                    bake=BakeStatus(
-                        previous_revision=stable,
-                        until=fmt(now + timedelta(seconds=_bake_seconds(rollout))),
-                    ),
-                    failed_revision=None,
-                    rollout_started=None,
-                    finished=(revision, "Promoted", f"replaced revision {stable}: {reason}"),
-                    message=f"revision {revision} promoted ({reason})",
-                    events=[*events, ("Normal", "Promoted", f"revision {revision}: {reason}")],
-                )
-        else:
-            target = step_weight(steps, state.step)
-            message = _describe(step, state, weight_in_place, target)
-    return Decision(
-        stage=Stage.CANARY,
-        stable=stable,
-        canary=revision,
-        weight=target,
-        rollout=state,
-        bake=None,
-        failed_revision=None,
-        rollout_started=started,
-        finished=finished,
-        message=message,
-        events=events,
+    if analysis is None:
+        return bake
+    failures = next_failure_count(bake.failures, analysis.verdict)
+    if analysis.verdict == Verdict.FAIL and should_rollback(
+        failures, rollout.analysis.failure_limit
+    ):
+        reason = f"regressed during the bake window: {analysis.reason}"
+        return Decision.bake_rolled_back(revision, bake.previous_revision, reason)
+    return bake.model_copy(
+        update={"failures": failures, "last_analysis": _analysis_status(analysis, now)}
     )
+
+
+@dataclass
+class _Walk:
+    """One reconcile of a running canary: what is known, and what was decided so far."""
+
+    revision: str
+    stable: str
+    rollout: RolloutSpec
+    canary: CanaryView | None
+    actions: frozenset[Action]
+    now: datetime
+    state: RolloutStatus
+    started: str
+    finished: tuple[str, str, str] | None
+    events: list[EventTuple]
+
+    @property
+    def weight(self) -> int:
+        """The weight in place now."""
+        return self.canary.weight if self.canary else 0
+
+    @property
+    def now_s(self) -> str:
+        return format_time(self.now)
+
+    def update(self, **changes: object) -> None:
+        self.state = self.state.model_copy(update=changes)
+
+    def rollback(self, reason: str, outcome: str = "RolledBack") -> Decision:
+        return Decision.rolled_back(self.revision, self.stable, reason, outcome, self.events)
+
+    def at(self, weight: int, message: str) -> Decision:
+        return Decision.canary_at(
+            self.revision, self.stable, weight, self.state, self.started, self.finished,
+            message, self.events,
+        )  # fmt: skip
+
+
+def _start(
+    revision: str,
+    stable: str,
+    status: ModelDeploymentStatus,
+    rollout: RolloutSpec,
+    canary: CanaryView | None,
+    actions: frozenset[Action],
+    now: datetime,
+) -> _Walk:
+    """Resume the canary's rollout from status, or start it (superseding an older canary)."""
+    now_s = format_time(now)
+    walk = _Walk(revision, stable, rollout, canary, actions, now,
+                 state=RolloutStatus(step=0, step_started=now_s), started=now_s,
+                 finished=None, events=[])  # fmt: skip
+    if status.canary_revision == revision and status.rollout is not None:
+        walk.state = status.rollout
+        walk.started = status.rollout_started or now_s
+        return walk
+    if status.canary_revision and status.canary_revision != revision:
+        walk.finished = (status.canary_revision, "Superseded", f"replaced by revision {revision}")
+    walk.events.append(("Normal", "RolloutStarted", f"canary revision {revision} started"))
+    return walk
+
+
+def _canary(
+    walk: _Walk, paused: bool, stable_available: bool, analysis: AnalysisResult | None
+) -> Decision:
+    stopped = _stop_reason(walk)
+    if stopped is not None:
+        return walk.rollback(*stopped)
+    if analysis is not None and (failed := _judge(walk, analysis)) is not None:
+        return failed
+    if walk.weight > 0 and walk.state.analysis_since is None:
+        walk.update(analysis_since=walk.now_s)
+    if walk.weight == 0 and walk.state.analysis_since is not None and walk.state.step == 0:
+        walk.update(analysis_since=None)
+    promote_now = Action.PROMOTE in walk.actions
+    ready = walk.canary is not None and walk.canary.available and stable_available
+    held = None if promote_now else _hold(walk, ready, paused)
+    if held is not None:
+        return walk.at(walk.weight, held)
+    if not promote_now:
+        _walk_steps(walk)
+    return _finish(walk, promote_now)
+
+
+def _stop_reason(walk: _Walk) -> tuple[str, str] | None:
+    """(reason, outcome) when the canary ends now whatever its metrics say."""
+    if Action.ABORT in walk.actions:
+        return "aborted by request", "Aborted"
+    if walk.canary is not None and walk.canary.failed_reason:
+        return f"deployment failed: {walk.canary.failed_reason}", "RolledBack"
+    elapsed = (walk.now - parse_time(walk.started)).total_seconds()
+    deadline = walk.rollout.progress_deadline
+    if elapsed > seconds(deadline):
+        return f"progress deadline {deadline} exceeded", "RolledBack"
+    return None
+
+
+def _judge(walk: _Walk, analysis: AnalysisResult) -> Decision | None:
+    """Background analysis: every window with canary traffic counts toward the failure limit."""
+    failures = next_failure_count(walk.state.failures, analysis.verdict)
+    passes = walk.state.passes + (analysis.verdict == Verdict.PASS)
+    if analysis.verdict == Verdict.FAIL:
+        walk.events.append(("Warning", "AnalysisFailed", analysis.reason))
+    walk.update(
+        failures=failures,
+        passes=passes,
+        analysis_since=walk.now_s,
+        last_analysis=_analysis_status(analysis, walk.now),
+    )
+    if should_rollback(failures, walk.rollout.analysis.failure_limit):
+        return walk.rollback(f"{failures} failed analysis windows in a row: {analysis.reason}")
+    return None
+
+
+def _hold(walk: _Walk, ready: bool, paused: bool) -> str | None:
+    """Why the canary stays where it is, if it does."""
+    if not ready:
+        # No traffic before the canary is up, and no step forward while it is degraded.
+        return f"waiting for canary revision {walk.revision} to become available"
+    if paused:
+        return f"paused at step {walk.state.step} with {walk.weight}% on the canary"
+    return None
+
+
+def _walk_steps(walk: _Walk) -> None:
+    """Complete every step that is done, in order, stopping at the first that is not."""
+    steps = list(walk.rollout.steps)
+    step = current_step(steps, walk.state.step)
+    while step is not None and _step_done(walk, step):
+        walk.update(step=walk.state.step + 1, step_started=walk.now_s, passes=0)
+        step = current_step(steps, walk.state.step)
+        if step is not None and step.set_weight is not None:
+            walk.events.append(("Normal", "StepAdvanced", f"canary weight to {step.set_weight}%"))
+
+
+def _step_done(walk: _Walk, step: RolloutStep) -> bool:
+    if step.set_weight is not None:
+        return walk.weight == step.set_weight
+    if step.pause is not None:
+        if step.pause.duration is not None and walk.state.step_started is not None:
+            waited = (walk.now - parse_time(walk.state.step_started)).total_seconds()
+            return waited >= seconds(step.pause.duration)
+        return Action.RESUME in walk.actions
+    return step.analysis is not None and walk.state.passes >= step.analysis.intervals
+
+
+def _finish(walk: _Walk, promote_now: bool) -> Decision:
+    """After the steps (or on request): all traffic to the canary, then promotion. Before
+    that: the weight the current step asks for."""
+    steps = list(walk.rollout.steps)
+    step = current_step(steps, walk.state.step)
+    if step is not None and not promote_now:
+        target = step_weight(steps, walk.state.step)
+        return walk.at(target, _describe(step, walk.state, walk.weight, target))
+    if walk.weight < 100 and not promote_now:
+        return walk.at(100, f"shifting all traffic to revision {walk.revision}")
+    reason = "promoted by request" if promote_now else "all steps passed"
+    until = format_time(walk.now + timedelta(seconds=_bake_seconds(walk.rollout)))
+    return Decision.promoted(walk.revision, walk.stable, until, reason, walk.events)
 
 
 def _describe(step: RolloutStep, state: RolloutStatus, weight: int, target: int) -> str:

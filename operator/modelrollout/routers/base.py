@@ -1,7 +1,8 @@
 """The traffic-router interface: put a canary weight on a route, and read back what is there.
 
-Each implementation lives in its own file. The replica-ratio fallback has no route object: the
-planner realises its weight through replica counts, so it has no class here.
+Each implementation lives in its own file and is found through routers/registry.py. The
+replica-ratio fallback has no route object (the planner realises its weight through replica
+counts); its router is a null object that writes and reads nothing.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""The traffic router a ModelDeployment's spec selects.
+"""Traffic routers by the `type` a ModelDeployment's spec selects them with.
 
-The spec's discriminated union already refuses unknown router types, so this is a total match
-over its members rather than a name lookup.
+The spec's discriminated union already refuses unknown router types; the registry maps each
+member to the router that carries out its weights, and is where a new router is added.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import assert_never
 
 from lightkube import AsyncClient
@@ -14,30 +15,41 @@ from modelrollout.api import spec
 from modelrollout.routers.base import TrafficRouter
 from modelrollout.routers.gateway_api import HTTPRouteRouter
 from modelrollout.routers.istio import VirtualServiceRouter
+from modelrollout.routers.replica_ratio import ReplicaRatioRouter
 
-__all__ = ["route_name", "router_for"]
+__all__ = ["RouterFactory", "kinds", "register", "route_name", "router_for"]
 
+SpecRouter = spec.GatewayAPIRouter | spec.IstioRouter | spec.ReplicaRatioRouter
+RouterFactory = Callable[[AsyncClient], TrafficRouter]
 
-def router_for(
-    spec_router: spec.GatewayAPIRouter | spec.IstioRouter | spec.ReplicaRatioRouter,
-    client: AsyncClient,
-) -> TrafficRouter | None:
-    """The router that steers weights on a route object, or None for the replica-ratio fallback
-    (it has no route: the planner realises its weight through replica counts)."""
-    match spec_router:
-        case spec.GatewayAPIRouter():
-            return HTTPRouteRouter(client)
-        case spec.IstioRouter():
-            return VirtualServiceRouter(client)
-        case spec.ReplicaRatioRouter():
-            return None
-        case _:
-            assert_never(spec_router)
+_FACTORIES: dict[str, RouterFactory] = {
+    "gatewayAPI": HTTPRouteRouter,
+    "istio": VirtualServiceRouter,
+    "replicas": lambda _client: ReplicaRatioRouter(),
+}
 
 
-def route_name(
-    spec_router: spec.GatewayAPIRouter | spec.IstioRouter | spec.ReplicaRatioRouter,
-) -> str | None:
+def register(kind: str, factory: RouterFactory) -> None:
+    """Add a router; registering a taken type is an error so one cannot shadow another."""
+    if kind in _FACTORIES:
+        raise ValueError(f"traffic router {kind!r} is already registered")
+    _FACTORIES[kind] = factory
+
+
+def kinds() -> tuple[str, ...]:
+    return tuple(sorted(_FACTORIES))
+
+
+def router_for(spec_router: SpecRouter, client: AsyncClient) -> TrafficRouter:
+    """The router that carries out the spec's choice (a null object for the replica ratio)."""
+    try:
+        factory = _FACTORIES[spec_router.type]
+    except KeyError:
+        raise ValueError(f"no traffic router registered for {spec_router.type!r}") from None
+    return factory(client)
+
+
+def route_name(spec_router: SpecRouter) -> str | None:
     """Name of the route object the spec points at (same namespace), None for replica ratio."""
     match spec_router:
         case spec.GatewayAPIRouter():

@@ -1,164 +1,16 @@
-"""The rollout, cycle by cycle, through the pure planner: the children it asks for are taken as
-created, the weight it asks for as set, and analysis verdicts come from the real analysis."""
+"""The rollout, cycle by cycle, through the pure planner and settle (tests/unit/plan/sim.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
 import pytest
 
-from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import ModelDeploymentStatus, Phase
-from modelrollout.metrics.base import TrackSample
-from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
-from modelrollout.plan.children import LABEL_REVISION, Owner, Placement
-from modelrollout.plan.reconcile import Inputs, ObservedDeployment, Plan, plan
-from modelrollout.plan.revision import revision_of
+from modelrollout.api.names import LABEL_REVISION
+from modelrollout.api.status import Phase
+from modelrollout.plan.analysis import AnalysisThresholds
+from modelrollout.plan.desired import canary_replicas_for_ratio
 from modelrollout.plan.rollout import Action, analysis_due
 
-IMAGE = "modelserver:test"
-START = datetime(2026, 1, 1, tzinfo=UTC)
-OWNER = Owner("m", "ns", "uid-1")
-PLACEMENT = Placement(tier="cpu-small", requests={"cpu": "1"})
-
-
-def window(requests: int, errors: int, p99: float = 0.02) -> TrackSample:
-    return TrackSample(requests=requests, errors=errors, p99_seconds=p99, window_seconds=10)
-
-
-HEALTHY = analyse(window(400, 2), window(1200, 5))
-BROKEN = analyse(window(400, 100), window(1200, 5))
-QUIET = analyse(window(3, 0), window(1200, 5))
-assert (HEALTHY.verdict, BROKEN.verdict, QUIET.verdict) == ("Pass", "Fail", "Inconclusive")
-
-
-def spec(version: str = "v1", **rollout: Any) -> dict[str, Any]:
-    return {
-        "model": {"uri": "file:///m.onnx", "version": version},
-        "autoscaling": {"minReplicas": 2, "maxReplicas": 6},
-        "rollout": {
-            "trafficRouter": {"type": "gatewayAPI", "httpRoute": "web"},
-            "analysis": {"interval": "10s", "failureLimit": 2},
-            "bakeTime": "60s",
-            "scaleDownDelay": "20s",
-        }
-        | rollout,
-    }
-
-
-@dataclass
-class Sim:
-    """A tiny fake cluster that does exactly what each plan asks."""
-
-    body: dict[str, Any]
-    status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
-    deployments: dict[str, ObservedDeployment] = field(default_factory=dict)
-    existing: set[tuple[str, str, str]] = field(default_factory=set)
-    route_weight: int | None = None
-    now: datetime = START
-    available: bool = True
-    last: Plan | None = None
-
-    @property
-    def spec(self) -> ModelDeploymentSpec:
-        return ModelDeploymentSpec.model_validate(self.body)
-
-    @property
-    def revision(self) -> str:
-        return revision_of(self.spec, IMAGE)
-
-    def cycle(
-        self,
-        analysis: AnalysisResult | None = None,
-        actions: frozenset[Action] = frozenset(),
-        seconds: float = 2,
-    ) -> Plan:
-        # Pods become ready (or not) between cycles, as the sim is told.
-        self.deployments = {
-            r: replace(d, available=self.available, ready_replicas=2 if self.available else 0)
-            for r, d in self.deployments.items()
-        }
-        result = plan(
-            Inputs(
-                owner=OWNER,
-                generation=1,
-                spec=self.spec,
-                status=self.status,
-                image=IMAGE,
-                placement=PLACEMENT,
-                deployments=tuple(self.deployments.values()),
-                now=self.now,
-                existing=frozenset(self.existing),
-                route_weight=self.route_weight,
-                analysis=analysis,
-                actions=actions,
-            )
-        )
-        for m in result.apply:
-            key = (m["apiVersion"], m["kind"], m["metadata"]["name"])
-            self.existing.add(key)
-            if m["kind"] == "Deployment":
-                rev = m["metadata"]["labels"][LABEL_REVISION]
-                env = {
-                    e["name"]: e["value"]
-                    for e in m["spec"]["template"]["spec"]["containers"][0]["env"]
-                }
-                self.deployments[rev] = ObservedDeployment(
-                    born_track=env["MODELSERVER_TRACK"],
-                    name=m["metadata"]["name"],
-                    revision=rev,
-                    replicas=2,
-                    ready_replicas=2 if self.available else 0,
-                    available=self.available,
-                    model_version=self.body["model"]["version"],
-                )
-        for ref in result.delete:
-            self.existing.discard((ref.api_version, ref.kind, ref.name))
-            if ref.kind == "Deployment":
-                self.deployments = {r: d for r, d in self.deployments.items() if d.name != ref.name}
-        self.route_weight = result.route_weight
-        # Status goes through its wire form, as it does through the API server.
-        self.status = ModelDeploymentStatus.model_validate(
-            result.status.model_dump(by_alias=True, mode="json")
-        )
-        self.now += timedelta(seconds=seconds)
-        self.last = result
-        return result
-
-    def run(self, verdict: AnalysisResult, cycles: int) -> list[int]:
-        """Run cycles, judging a window whenever one is due; the weights seen."""
-        weights = []
-        for _ in range(cycles):
-            due = analysis_due(self.status, self.spec.rollout, self.now)
-            self.cycle(verdict if due else None)
-            weights.append(self.status.canary_weight)
-        return weights
-
-    def hpa(self, name: str) -> dict[str, Any]:
-        assert self.last is not None
-        return next(
-            m
-            for m in self.last.apply
-            if m["kind"] == "HorizontalPodAutoscaler" and m["metadata"]["name"] == name
-        )
-
-    def condition(self, kind: str) -> tuple[str, str]:
-        c = next(c for c in self.status.conditions if c.type == kind)
-        return c.status, c.reason
-
-
-def deployed() -> Sim:
-    sim = Sim(spec())
-    sim.cycle()
-    sim.cycle()
-    assert sim.status.phase == Phase.READY
-    return sim
-
-
-def phase(sim: Sim) -> Phase:
-    return sim.status.phase
+from .sim import BROKEN, HEALTHY, QUIET, Sim, deployed, phase, spec
 
 
 def test_first_revision_is_promoted_when_available() -> None:
@@ -428,8 +280,6 @@ def test_status_survives_a_restart_mid_rollout() -> None:
     ("weight", "base", "expected"), [(0, 4, 0), (10, 4, 1), (50, 4, 4), (25, 6, 2), (100, 3, 3)]
 )
 def test_canary_replicas_for_ratio(weight: int, base: int, expected: int) -> None:
-    from modelrollout.plan.reconcile import canary_replicas_for_ratio
-
     assert canary_replicas_for_ratio(base, weight) == expected
 
 

@@ -1,4 +1,5 @@
-"""The spec's traffic-router choice maps to a router, or to none for the replica ratio."""
+"""The spec's traffic-router choice maps to a router through the registry; the replica ratio
+maps to a null object that writes and reads nothing."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from modelrollout.api.spec import (
     ReplicaRatioRouter,
     RolloutSpec,
 )
-from modelrollout.routers.base import TrafficRouter
+from modelrollout.routers import registry
+from modelrollout.routers.base import RouteTarget, TrafficRouter
 from modelrollout.routers.gateway_api import HTTPRouteRouter
 from modelrollout.routers.istio import VirtualServiceRouter
 from modelrollout.routers.registry import route_name, router_for
+from modelrollout.routers.replica_ratio import ReplicaRatioRouter as NullRouter
 
 # The factories only keep the client; nothing here talks to it.
 CLIENT = cast(AsyncClient, object())
@@ -38,9 +41,23 @@ def test_istio() -> None:
     assert router.routes.api.kind == "VirtualService"
 
 
-def test_replica_ratio_has_no_route_router() -> None:
-    assert router_for(ReplicaRatioRouter(), CLIENT) is None
+async def test_replica_ratio_is_a_null_router() -> None:
+    router = router_for(ReplicaRatioRouter(), CLIENT)
+    assert isinstance(router, NullRouter)
+    assert isinstance(router, TrafficRouter)
+    target = RouteTarget("ns", "", "m-stable", "m-canary", 8080)
+    await router.set_weight(target, 30)
+    assert await router.current_weight(target) is None
     assert route_name(ReplicaRatioRouter()) is None
+
+
+def test_registering_a_taken_type_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    assert registry.kinds() == ("gatewayAPI", "istio", "replicas")
+    with pytest.raises(ValueError, match="'istio' is already registered"):
+        registry.register("istio", VirtualServiceRouter)
+    registry.register("linkerd", VirtualServiceRouter)
+    assert "linkerd" in registry.kinds()
 
 
 def test_from_the_spec_as_users_write_it() -> None:
@@ -49,7 +66,7 @@ def test_from_the_spec_as_users_write_it() -> None:
     assert isinstance(router_for(rollout.traffic_router, CLIENT), VirtualServiceRouter)
     assert route_name(rollout.traffic_router) == "vs"
     assert route_name(GatewayAPIRouter(http_route="web")) == "web"
-    assert router_for(RolloutSpec().traffic_router, CLIENT) is None
+    assert isinstance(router_for(RolloutSpec().traffic_router, CLIENT), NullRouter)
 
 
 def test_an_unknown_router_never_reaches_the_registry() -> None:

@@ -1,0 +1,59 @@
+"""One analysis window of a ModelDeployment: measure both tracks with the metric provider the
+registry gives, then judge them with the pure analysis (plan/analysis.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.status import ModelDeploymentStatus
+from modelrollout.api.types import parse_duration
+from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
+
+from .base import WindowQuery, sample_tracks
+from .prometheus import PrometheusProvider, QueryTemplates
+from .registry import ProviderLookup
+
+__all__ = ["analyse_window"]
+
+
+async def analyse_window(
+    provider_for: ProviderLookup,
+    spec: ModelDeploymentSpec,
+    namespace: str,
+    name: str,
+    status: ModelDeploymentStatus,
+    now: datetime,
+    default_url: str,
+) -> AnalysisResult:
+    """The verdict on the window that ends `now`: canary against stable while a canary runs,
+    the new stable on the absolute limits alone during its bake window."""
+    settings = spec.rollout.analysis
+    window = parse_duration(settings.interval).total_seconds()
+    if status.canary_revision and status.stable_revision:
+        canary, stable = status.canary_revision, status.stable_revision
+    else:
+        # Bake window: the new stable is judged on the absolute limits alone.
+        canary, stable = status.stable_revision or "", None
+    overrides = settings.queries.model_dump() if settings.queries else {}
+    try:
+        templates = QueryTemplates(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        return analyse(None, None, provider_error=f"invalid query override: {exc}")
+    provider = provider_for(PrometheusProvider.kind)(
+        settings.prometheus_url or default_url, templates=templates
+    )
+    at = now.timestamp()
+    model = spec.model.name or name
+    samples = await sample_tracks(
+        provider,
+        WindowQuery(canary, window, namespace=namespace, model=model, at=at),
+        WindowQuery(stable, window, namespace=namespace, model=model, at=at) if stable else None,
+    )
+    thresholds = AnalysisThresholds(
+        max_error_rate=settings.max_error_rate,
+        max_error_rate_increase=settings.max_error_rate_increase,
+        max_p99_ratio=settings.max_latency_ratio,
+        min_requests=settings.min_requests,
+    )
+    return analyse(samples.canary, samples.stable, thresholds, provider_error=samples.error)

@@ -1,0 +1,103 @@
+"""The values that travel through one reconcile: what was observed (Inputs), what the planner
+wants (Plan), and what acting on it did (Acted). Plain data, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.status import HardwareStatus, HistoryEntry, ModelDeploymentStatus
+from modelrollout.plan.analysis import AnalysisResult
+from modelrollout.plan.children import Manifest, Owner, Placement
+from modelrollout.plan.rollout import Action, Decision
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    name: str
+    revision: str
+    replicas: int
+    ready_replicas: int
+    available: bool
+    failed_reason: str | None = None
+    model_version: str = ""
+    model_uri: str = ""
+    model_sha256: str | None = None
+    image: str = ""
+    born_track: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    owner: Owner
+    generation: int
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus
+    image: str
+    # Hardware for the spec's revision; None when `blocked` says why it has none.
+    placement: Placement | None
+    deployments: tuple[ObservedDeployment, ...]
+    now: datetime
+    # Every child that exists now, as (apiVersion, kind, name); unwanted ones are deleted.
+    existing: frozenset[tuple[str, str, str]] = frozenset()
+    # Canary weight read back from the route this cycle (routed traffic only).
+    route_weight: int | None = None
+    analysis: AnalysisResult | None = None
+    actions: frozenset[Action] = frozenset()
+    # Why the spec's revision may not roll out: (condition reason, message).
+    blocked: tuple[str, str] | None = None
+    hardware: HardwareStatus | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    inputs: Inputs
+    decision: Decision
+    revision: str
+    # Live track of each serving revision, for the pods' modelrollout.io/track label.
+    tracks: dict[str, str]
+    apply: list[Manifest]
+    delete: list[ChildRef]
+    # The canary weight the route should hold; None when replica counts carry the weight.
+    route_weight: int | None
+    # The status the cycle started from, after forgetting revisions whose Deployment is gone.
+    previous: ModelDeploymentStatus
+    # History with this cycle's entry first.
+    history: tuple[HistoryEntry, ...]
+    # Revisions whose Deployments stay.
+    keep: frozenset[str]
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Something outside the planner that went wrong this cycle, for status."""
+
+    reason: str  # condition reason: RouterError, ApiError, InvalidSpec
+    message: str
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What acting on a plan did."""
+
+    # The canary weight the route holds after steering (None: no route, or it could not be
+    # read).
+    route_weight: int | None = None
+    failures: tuple[Failure, ...] = ()

@@ -1,0 +1,19 @@
+"""Replica-ratio router: the fallback for clusters with no mesh or gateway.
+
+There is no route object. The one Service spans every live revision and the planner sizes the
+canary's Deployment so that its share of the pods is the weight (plan/desired.py), so steering
+has nothing to do here: a null object, so the reconciler treats every router alike.
+"""
+
+from __future__ import annotations
+
+from modelrollout.routers.base import RouteTarget
+
+
+class ReplicaRatioRouter:
+    async def set_weight(self, target: RouteTarget, canary_weight: int) -> None:
+        """Nothing to write: replica counts carry the weight."""
+
+    async def current_weight(self, target: RouteTarget) -> int | None:
+        """No route splits the traffic, so there is no weight to read."""
+        return None
