@@ -293,6 +293,10 @@ def up(directory: Path, rollout: bool) -> int:
             "MODELROLLOUT_METRICS_PORT": str(free_port()),
             "MODELROLLOUT_HEALTH_PORT": str(free_port()),
             "MODELROLLOUT_PROMETHEUS_URL": prometheus,
+            # Run outside a cluster: the demo's models are local files (the chart forbids them).
+            "MODELROLLOUT_POLICY": json.dumps(
+                {"modelUriSchemes": ["file"], "prometheusUrls": [prometheus]}
+            ),
         },
     )
     runner_dir = directory / "podrunner"

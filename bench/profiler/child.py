@@ -45,7 +45,7 @@ def main() -> None:
     mode, path = sys.argv[1], sys.argv[2]
     expected = sys.argv[3] if len(sys.argv) > 3 else None
     if mode in ("parse", "profile"):
-        import modelrollout.hardware.profiler  # noqa: F401 - imported before the baseline
+        import modelrollout.hardware.fetch  # noqa: F401 - imported before the baseline
     baseline = _status_kib("VmRSS")
     times = []
     cpu = 0.0
@@ -76,14 +76,18 @@ def _step(mode: str, path: str, expected: str | None) -> dict[str, Any]:
         return _read(path, sha=False)
     if mode == "read-sha256":
         return _read(path, sha=True)
-    from modelrollout.hardware.profiler import profile_stream, profile_uri
+    from modelrollout.hardware.fetch import profile_uri
+    from modelrollout.hardware.profiler import profile_stream
+    from modelrollout.tenancy import TenantPolicy
 
     if mode == "parse":
         with open(path, "rb", buffering=0) as f:
             p = profile_stream(f, compute_sha256=False)
         return {"parameters": p.parameter_count, "bytes": p.size_bytes}
     if mode == "profile":
-        p = profile_uri(path, expected, cache=None)
+        # The operator's own path, with local files allowed (the chart's policy forbids them).
+        policy = TenantPolicy(model_uri_schemes=["file"])
+        p = profile_uri(path, expected, cache=None, policy=policy)
         return {
             "parameters": p.parameter_count,
             "weight_bytes": p.weight_bytes,

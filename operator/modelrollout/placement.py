@@ -3,6 +3,9 @@
 This is the I/O around the pure pieces in hardware/ (profiler parsing, policy, capacity): it
 reads the model (in a worker thread, with bounded memory) and the cluster's nodes and pods.
 The result is remembered in status per revision, so a model is profiled once per rollout.
+What the model URI may reach is the platform's policy (tenancy.TenantPolicy). A read is marked
+in status before it starts and unmarked after, so a model whose reads stopped the operator
+(twice) is refused instead of being read again at every restart.
 """
 
 from __future__ import annotations
@@ -11,12 +14,19 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from modelrollout.api.spec import ModelDeploymentSpec, Toleration
-from modelrollout.api.status import HardwareStatus
+from modelrollout.api.status import HardwareStatus, ProfilingMark
 from modelrollout.hardware import capacity as cap
-from modelrollout.hardware.errors import ChecksumMismatchError, CorruptModelError, ProfileError
+from modelrollout.hardware.errors import (
+    ChecksumMismatchError,
+    CorruptModelError,
+    ProfileError,
+    ProfileInterruptedError,
+)
+from modelrollout.hardware.fetch import profile_uri
 from modelrollout.hardware.policy import (
     HardwareDecision,
     HardwareRequest,
@@ -25,10 +35,15 @@ from modelrollout.hardware.policy import (
     choose_hardware,
     plan_hardware,
 )
-from modelrollout.hardware.profiler import profile_uri
+from modelrollout.hardware.profiler import DEFAULT_CACHE, ModelProfile
 from modelrollout.plan.children import LABEL_DEPLOYMENT, LABEL_REVISION, Placement
+from modelrollout.tenancy import TenantPolicy
 
 log = logging.getLogger(__name__)
+
+# Reads of one revision's model that may stop unfinished before it is refused: one allows for
+# an ordinary restart (an upgrade) in the middle of a read.
+MAX_PROFILE_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -133,9 +148,39 @@ def pod_info(pod: dict[str, Any]) -> cap.PodInfo:
 class PlacementService:
     """Decides a revision's hardware; `nodes_and_pods` reads the cluster when GPU is in play."""
 
-    def __init__(self, thresholds: HardwareThresholds, cluster: Any) -> None:
+    def __init__(
+        self, thresholds: HardwareThresholds, cluster: Any, policy: TenantPolicy | None = None
+    ) -> None:
         self.thresholds = thresholds
         self.cluster = cluster
+        self.policy = policy or TenantPolicy()
+
+    async def _profile(
+        self, spec: ModelDeploymentSpec, revision: str, namespace: str, owner: str
+    ) -> ModelProfile:
+        """Read the model under the policy, marked in status for as long as the read lasts."""
+        uri, sha = spec.model.uri, spec.model.sha256
+        if sha is None or DEFAULT_CACHE.get(sha) is None:
+            obj = await self.cluster.get_model_deployment(namespace, owner)
+            raw = ((obj or {}).get("status") or {}).get("profiling")
+            mark = ProfilingMark.model_validate(raw) if raw else None
+            attempts = mark.attempts if mark and mark.revision == revision else 0
+            if attempts >= MAX_PROFILE_ATTEMPTS:
+                raise ProfileInterruptedError(
+                    f"{attempts} reads of this model stopped the operator before they finished; "
+                    "it is not read again (change spec.model, or ask the platform team about "
+                    "the profiler's limits)"
+                )
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            started = ProfilingMark(revision=revision, attempts=attempts + 1, started_at=now)
+            await self.cluster.write_status(
+                namespace, owner, {"profiling": started.model_dump(by_alias=True)}
+            )
+            try:
+                return await asyncio.to_thread(profile_uri, uri, sha, policy=self.policy)
+            finally:
+                await self.cluster.write_status(namespace, owner, {"profiling": None})
+        return await asyncio.to_thread(profile_uri, uri, sha, policy=self.policy)
 
     async def decide(
         self,
@@ -149,7 +194,7 @@ class PlacementService:
         summary: ProfileSummary | None = None
         note = ""
         try:
-            profile = await asyncio.to_thread(profile_uri, spec.model.uri, spec.model.sha256)
+            profile = await self._profile(spec, revision, namespace, owner)
             summary = ProfileSummary(
                 profile.parameter_count, profile.weight_bytes, profile.flops_per_sample
             )

@@ -136,7 +136,7 @@ class Reconciler:
         self.metrics = metrics
         self.router_for = router_for
         self.provider_for = provider_for
-        self.placement = placement or PlacementService(settings.hardware, cluster)
+        self.placement = placement or PlacementService(settings.hardware, cluster, settings.policy)
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
@@ -208,7 +208,14 @@ class Reconciler:
         if analysis_due(previous, spec.rollout, now):
             default_url = self.settings.prometheus_url
             analysis = await analyse_window(
-                self.provider_for, spec, namespace, name, previous, now, default_url
+                self.provider_for,
+                spec,
+                namespace,
+                name,
+                previous,
+                now,
+                default_url,
+                self.settings.policy,
             )
             self.metrics.analyses.labels(namespace, analysis.verdict.value).inc()
         inputs = Inputs(

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelrollout.hardware.policy import HardwareThresholds
+from modelrollout.tenancy import TenantPolicy
 
 FIELD_MANAGER = "modelrollout"
 
@@ -45,6 +46,10 @@ class OperatorSettings(BaseSettings):
     hardware: HardwareThresholds = Field(default_factory=HardwareThresholds)
     """Hardware policy thresholds and tier shapes, as JSON in MODELROLLOUT_HARDWARE, e.g.
     {"gpu_min_gflops": 10, "allow_cpu_fallback": false}. See docs/hardware.md."""
+
+    policy: TenantPolicy = Field(default_factory=TenantPolicy)
+    """What tenants' ModelDeployments may make the operator fetch, query and spend, as JSON in
+    MODELROLLOUT_POLICY, e.g. {"modelHosts": ["models.example.com"]}. See docs/security.md."""
 
     peering_priority: int | None = Field(default=None, ge=0)
     """Priority among peered replicas: the highest runs, the others stand by. Unset: random at

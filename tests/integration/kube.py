@@ -114,6 +114,17 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return {}
 
 
+# An operator run outside the cluster, as the tests run it: models are local files or served
+# on loopback, and each test names its own Prometheus on a free port.
+LOCAL_POLICY = json.dumps(
+    {
+        "modelUriSchemes": ["file", "http", "https"],
+        "allowedNetworks": ["127.0.0.0/8"],
+        "prometheusUrls": ["http://127.0.0.1:*"],
+    }
+)
+
+
 @dataclass
 class OperatorProcess:
     """The operator as users run it: `python -m modelrollout`, configured by environment."""
@@ -138,6 +149,7 @@ class OperatorProcess:
                 "MODELROLLOUT_HEALTH_PORT": str(self.health_port),
                 "MODELROLLOUT_BIND_ADDRESS": "127.0.0.1",
                 "MODELROLLOUT_SERVING_IMAGE": IMAGE,
+                "MODELROLLOUT_POLICY": LOCAL_POLICY,
             }
             | self.env
         )

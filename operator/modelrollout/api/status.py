@@ -209,6 +209,19 @@ class HistoryEntry(ApiModel):
     """Why, with the measured values for a rollback."""
 
 
+class ProfilingMark(ApiModel):
+    """A model the operator has started reading and not finished."""
+
+    revision: str
+    """The revision whose model is being read."""
+
+    attempts: int = Field(ge=1)
+    """Reads of it started so far."""
+
+    started_at: str
+    """When the latest read started."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a ModelDeployment."""
 
@@ -260,3 +273,10 @@ class ModelDeploymentStatus(ApiModel):
 
     history: list[HistoryEntry] = Field(default_factory=list)
     """Most recent revisions first."""
+
+    # Excluded from the status the planner writes (a merge patch): only placement sets and
+    # clears it, around the read, so it survives a crash in between.
+    profiling: ProfilingMark | None = Field(default=None, exclude=True)
+    """Set while the operator reads the model, removed when done. Left behind when the operator
+    stopped mid-read; after two such reads the model is refused (ProfileInterrupted) rather
+    than read again."""

@@ -3,16 +3,19 @@
 Field numbers follow onnx/onnx.proto3 (IR version 10). Tensor payloads (raw_data and the typed
 *_data fields) are skipped, except tiny integer tensors whose values shape propagation uses
 (e.g. the target shape of a Reshape). Everything kept is graph metadata: node types, names,
-small attributes, dims and value shapes, so memory grows with the graph, not with the weights.
+small attributes, dims and value shapes, so memory grows with the graph, not with the weights;
+and a `Tally` counts everything as it streams and keeps graph metadata only up to its memory
+budget, so memory has a bound however many nodes the graph has.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ._wire import FIXED32, LEN, VARINT, WireReader, decode_packed_varints, to_signed64, wire_name
-from .errors import CorruptModelError, NotOnnxModelError
+from .errors import CorruptModelError, ModelTooLargeError, NotOnnxModelError
 
 # Strings longer than this (names, attribute strings) are skipped rather than kept: no real
 # model needs them for profiling, and a hostile file could otherwise make us buffer a lot.
@@ -20,6 +23,14 @@ MAX_KEPT_STRING = 64 * 1024
 # Integer tensors up to this many elements keep their values for shape propagation.
 MAX_KEPT_INT_VALUES = 64
 MAX_GRAPH_DEPTH = 32
+# Per node and graph: more inputs, outputs or attributes than any real model has are counted
+# but not kept (they would otherwise be held before the tally could weigh the node).
+MAX_NODE_IO = 4096
+MAX_NODE_ATTRS = 256
+MAX_GRAPH_IO = 1024
+# Distinct operator names and external files named in a profile; the rest are folded.
+MAX_OP_NAMES = 4096
+MAX_EXTERNAL_FILES = 64
 
 TENSOR_TYPES: dict[int, tuple[str, int]] = {
     # data_type: (name, bits per element); 0 bits means variable size (strings)
@@ -120,7 +131,6 @@ class Node:
     outputs: list[str] = field(default_factory=list)
     attrs: dict[str, AttrValue] = field(default_factory=dict)
     subgraphs: list[tuple[str, Graph]] = field(default_factory=list)
-    tensors: list[Tensor] = field(default_factory=list)  # tensor-valued attributes
 
     @property
     def qualified_op(self) -> str:
@@ -146,6 +156,75 @@ class Model:
     opset_imports: list[tuple[str, int]] = field(default_factory=list)
     graph: Graph | None = None
     started: bool = False  # the graph field has begun
+
+
+class Tally:
+    """Counts nodes, operators and tensors as the parse streams, enforces the node limit, and
+    decides what graph metadata is kept for the FLOP estimate: objects are weighed (a rough,
+    deliberately high estimate of their Python size) against `memory_bytes`; once over it,
+    nothing more is kept (`dropped`) and the counts alone go on."""
+
+    def __init__(self, max_nodes: int = 1 << 62, memory_bytes: int = 1 << 62) -> None:
+        self.max_nodes = max_nodes
+        self.memory_bytes = memory_bytes
+        self.kept_bytes = 0
+        self.dropped = False
+        self.params = self.weight_bytes = self.external_bytes = 0
+        self.tensors = self.nodes = self.subgraphs = 0
+        self.external_files: set[str] = set()
+        self.ops: Counter[str] = Counter()
+
+    def keep(self, cost: int) -> bool:
+        if self.dropped:
+            return False
+        self.kept_bytes += cost
+        if self.kept_bytes > self.memory_bytes:
+            self.dropped = True
+        return not self.dropped
+
+    def tensor(self, t: Tensor) -> None:
+        self.tensors += 1
+        self.params += t.numel
+        nbytes = t.nbytes
+        self.weight_bytes += nbytes
+        if t.external:
+            self.external_bytes += nbytes
+            files = self.external_files
+            if t.external_location and len(files) < MAX_EXTERNAL_FILES:
+                files.add(t.external_location)
+
+    def node(self, n: Node, at: int) -> None:
+        self.nodes += 1
+        if self.nodes > self.max_nodes:
+            raise ModelTooLargeError(
+                f"the graph has more than {self.max_nodes} nodes (policy.profileMaxNodes; "
+                f"stopped at byte {at})"
+            )
+        op = n.qualified_op
+        if op in self.ops or len(self.ops) < MAX_OP_NAMES:
+            self.ops[op] += 1
+        else:
+            self.ops["<other>"] += 1
+
+
+def _tensor_cost(t: Tensor) -> int:
+    return 240 + len(t.name) + 36 * len(t.dims) + 36 * len(t.int_values or ())
+
+
+def _info_cost(vi: ValueInfo) -> int:
+    return 200 + len(vi.name) + 60 * len(vi.shape or ())
+
+
+def _node_cost(n: Node) -> int:
+    cost = 480 + len(n.name) + len(n.op_type) + len(n.domain)
+    cost += sum(80 + len(x) for x in n.inputs) + sum(80 + len(x) for x in n.outputs)
+    for v in n.attrs.values():
+        cost += 120
+        if isinstance(v, tuple):
+            cost += 40 * len(v)
+        elif isinstance(v, bytes):
+            cost += len(v)
+    return cost
 
 
 def _expect(r: WireReader, wire_type: int, wanted: int, what: str) -> None:
@@ -353,7 +432,7 @@ def _parse_value_info(r: WireReader, end: int) -> ValueInfo:
     return vi
 
 
-def _parse_attribute(r: WireReader, end: int, node: Node, depth: int) -> None:
+def _parse_attribute(r: WireReader, end: int, node: Node, depth: int, tally: Tally) -> None:
     name = ""
     value: AttrValue | None = None
     ints: list[int] = []
@@ -381,15 +460,16 @@ def _parse_attribute(r: WireReader, end: int, node: Node, depth: int) -> None:
         elif f in (5, 10):  # t, tensors
             stop = _message_end(r, wt, end, "AttributeProto.t")
             t = _parse_tensor(r, stop)
-            node.tensors.append(t)
+            tally.tensor(t)
             if f == 5:
                 value = t
         elif f in (22, 23):  # sparse_tensor, sparse_tensors
             stop = _message_end(r, wt, end, "AttributeProto.sparse_tensor")
-            node.tensors.append(_parse_sparse_tensor(r, stop))
+            tally.tensor(_parse_sparse_tensor(r, stop))
         elif f in (6, 11):  # g, graphs
             stop = _message_end(r, wt, end, "AttributeProto.g")
-            graphs.append(_parse_graph(r, stop, depth + 1))
+            tally.subgraphs += 1
+            graphs.append(_parse_graph(r, stop, depth + 1, tally))
         elif f == 7:  # floats: packed fixed32 or one per key
             if wt == FIXED32:
                 floats.append(r.float32())
@@ -410,22 +490,26 @@ def _parse_attribute(r: WireReader, end: int, node: Node, depth: int) -> None:
         value = tuple(ints)
     elif floats:
         value = tuple(floats)
-    if name and value is not None:
+    if name and value is not None and len(node.attrs) < MAX_NODE_ATTRS:
         node.attrs[name] = value
     for g in graphs:
         node.subgraphs.append((name, g))
 
 
-def _parse_node(r: WireReader, end: int, depth: int) -> Node:
+def _parse_node(r: WireReader, end: int, depth: int, tally: Tally) -> Node:
     node = Node()
     while r.tell() < end:
         f, wt = r.key()
         if f == 1:
             _expect(r, wt, LEN, "NodeProto.input")
-            node.inputs.append(_string(r, end, "NodeProto.input"))
+            name = _string(r, end, "NodeProto.input")
+            if len(node.inputs) < MAX_NODE_IO:
+                node.inputs.append(name)
         elif f == 2:
             _expect(r, wt, LEN, "NodeProto.output")
-            node.outputs.append(_string(r, end, "NodeProto.output"))
+            name = _string(r, end, "NodeProto.output")
+            if len(node.outputs) < MAX_NODE_IO:
+                node.outputs.append(name)
         elif f == 3:
             _expect(r, wt, LEN, "NodeProto.name")
             node.name = _string(r, end, "NodeProto.name")
@@ -437,14 +521,14 @@ def _parse_node(r: WireReader, end: int, depth: int) -> Node:
             node.domain = _string(r, end, "NodeProto.domain")
         elif f == 5:
             stop = _message_end(r, wt, end, "NodeProto.attribute")
-            _parse_attribute(r, stop, node, depth)
+            _parse_attribute(r, stop, node, depth, tally)
         else:
             r.skip_field(wt, end)
     _check_end(r, end, "NodeProto")
     return node
 
 
-def _parse_graph(r: WireReader, end: int, depth: int) -> Graph:
+def _parse_graph(r: WireReader, end: int, depth: int, tally: Tally) -> Graph:
     if depth > MAX_GRAPH_DEPTH:
         raise CorruptModelError(
             f"subgraphs nested deeper than {MAX_GRAPH_DEPTH} levels", offset=r.tell()
@@ -454,20 +538,33 @@ def _parse_graph(r: WireReader, end: int, depth: int) -> Graph:
         f, wt = r.key()
         if f == 1:
             stop = _message_end(r, wt, end, "GraphProto.node")
-            g.nodes.append(_parse_node(r, stop, depth))
+            node = _parse_node(r, stop, depth, tally)
+            tally.node(node, r.tell())
+            if tally.keep(_node_cost(node)):
+                g.nodes.append(node)
         elif f == 2:
             _expect(r, wt, LEN, "GraphProto.name")
             g.name = _string(r, end, "GraphProto.name")
         elif f == 5:
             stop = _message_end(r, wt, end, "GraphProto.initializer")
-            g.initializers.append(_parse_tensor(r, stop))
+            t = _parse_tensor(r, stop)
+            tally.tensor(t)
+            if tally.keep(_tensor_cost(t)):
+                g.initializers.append(t)
         elif f == 15:
             stop = _message_end(r, wt, end, "GraphProto.sparse_initializer")
-            g.sparse_initializers.append(_parse_sparse_tensor(r, stop))
+            t = _parse_sparse_tensor(r, stop)
+            tally.tensor(t)
+            if tally.keep(_tensor_cost(t)):
+                g.sparse_initializers.append(t)
         elif f in (11, 12, 13):
             stop = _message_end(r, wt, end, "GraphProto value info")
             vi = _parse_value_info(r, stop)
-            (g.inputs if f == 11 else g.outputs if f == 12 else g.value_info).append(vi)
+            kept = g.inputs if f == 11 else g.outputs if f == 12 else g.value_info
+            # The main graph's inputs and outputs are reported even past the budget.
+            io = depth == 0 and f != 13 and len(kept) < MAX_GRAPH_IO
+            if tally.keep(_info_cost(vi)) or io:
+                kept.append(vi)
         else:
             r.skip_field(wt, end)
     _check_end(r, end, "GraphProto")
@@ -477,11 +574,11 @@ def _parse_graph(r: WireReader, end: int, depth: int) -> Graph:
 _NO_END = 1 << 62
 
 
-def parse_model(r: WireReader) -> Model:
-    """Decode a ModelProto from the reader until end of input."""
+def parse_model(r: WireReader, tally: Tally | None = None) -> Model:
+    """Decode a ModelProto from the reader until end of input, counting into `tally`."""
     m = Model()
     try:
-        _parse_model_fields(r, m)
+        _parse_model_fields(r, m, tally or Tally())
     except NotOnnxModelError:
         raise
     except CorruptModelError as e:
@@ -498,7 +595,7 @@ def parse_model(r: WireReader) -> Model:
     return m
 
 
-def _parse_model_fields(r: WireReader, m: Model) -> None:
+def _parse_model_fields(r: WireReader, m: Model, tally: Tally) -> None:
     while not r.at_eof():
         f, wt = r.key()
         if f == 1:
@@ -514,7 +611,7 @@ def _parse_model_fields(r: WireReader, m: Model) -> None:
             _expect_top(r, wt, LEN, "ModelProto.graph")
             stop = r.length(_NO_END, "ModelProto.graph")
             m.started = True
-            m.graph = _parse_graph(r, stop, 0)
+            m.graph = _parse_graph(r, stop, 0, tally)
         elif f == 8:
             _expect_top(r, wt, LEN, "ModelProto.opset_import")
             stop = r.length(_NO_END, "ModelProto.opset_import")

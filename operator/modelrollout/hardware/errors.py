@@ -72,3 +72,20 @@ class ChecksumMismatchError(ProfileError):
         )
         self.expected = expected
         self.actual = actual
+
+
+class RefusedByPolicyError(ProfileError):
+    """The platform's policy (operator settings) does not let tenants' models be read from
+    there; `rule` names the setting, as the message does."""
+
+    reason = "RefusedByPolicy"
+
+    def __init__(self, rule: str, message: str, *, uri: str | None = None) -> None:
+        super().__init__(message, uri=uri)
+        self.rule = rule
+
+
+class ProfileInterruptedError(ProfileError):
+    """Earlier reads of this model never finished (the operator stopped during them)."""
+
+    reason = "ProfileInterrupted"

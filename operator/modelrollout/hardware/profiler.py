@@ -2,12 +2,12 @@
 
 `profile_stream` is pure: it consumes chunks of a serialized ModelProto and never holds the
 weights. It walks the protobuf wire format directly (no `onnx` package, which would also load
-every tensor), skipping tensor payloads while counting them, so memory is bounded by the chunk
-size plus the graph's metadata (node and value names, dims), not by the file size.
+every tensor), skipping tensor payloads while counting them, and counts nodes, operators and
+tensors as they stream by, so memory is bounded by the chunk size plus `ProfileLimits.
+memory_bytes` of graph metadata kept for the FLOP estimate, whatever the file or node count.
 
-`profile_uri` is the I/O edge: it opens `file://`, plain paths and `http(s)://` as a chunk
-stream, enforces a size limit, verifies the sha256 and keeps results in a small LRU cache keyed
-by the checksum, so a model is profiled once per process.
+The I/O edge is `fetch.profile_uri`: it reads the model under the platform's policy and keeps
+results in a small LRU cache keyed by the checksum (`ProfileCache` here).
 
 What the numbers mean:
 - parameter_count: elements of every stored tensor (initializers and sparse initializers of
@@ -22,18 +22,15 @@ What the numbers mean:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Protocol
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
-from ._flops import estimate_flops
-from ._onnx import Dim, Graph, Model, Tensor, ValueInfo, parse_model
+from ._flops import FlopsResult, estimate_flops
+from ._onnx import Dim, Model, Tally, ValueInfo, parse_model
 from ._wire import WireReader
 from .errors import (
     ChecksumMismatchError,
@@ -44,9 +41,6 @@ from .errors import (
     ProfileError,
     UnsupportedModelUriError,
 )
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -60,18 +54,26 @@ __all__ = [
     "NotOnnxModelError",
     "ProfileCache",
     "ProfileError",
+    "ProfileLimits",
     "TensorInfo",
     "UnsupportedModelUriError",
     "normalize_sha256",
     "profile_stream",
-    "profile_uri",
 ]
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 # Larger than any single-file ONNX model (protobuf caps a message at 2 GiB; external data
 # is not fetched), while still refusing an endless or mistaken download.
 DEFAULT_MAX_BYTES = 4 << 30
-DEFAULT_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileLimits:
+    """Bounds on one profile: graph nodes (ModelTooLargeError past it) and the graph metadata
+    kept for the FLOP estimate (past it, FLOPs are estimated from the parameter count)."""
+
+    max_nodes: int = 5_000_000
+    memory_bytes: int = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ def profile_stream(
     dim_overrides: Mapping[str, int] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     compute_sha256: bool = True,
+    limits: ProfileLimits | None = None,
 ) -> ModelProfile:
     """Profile a serialized ONNX ModelProto given as chunks or a binary file object.
 
@@ -161,20 +164,39 @@ def profile_stream(
     `dim_overrides` sets symbolic dims (e.g. {"seq": 128}) for the FLOP estimate.
     `compute_sha256=False` skips hashing (sha256 is then ""), for callers that verified the
     bytes already; hashing costs more than the parse itself.
-    Raises CorruptModelError / NotOnnxModelError for bytes that are not an ONNX model.
+    Raises CorruptModelError / NotOnnxModelError for bytes that are not an ONNX model, and
+    ModelTooLargeError past `limits.max_nodes`.
     """
+    limits = limits or ProfileLimits()
     hasher: _Hasher | None = hashlib.sha256() if compute_sha256 else None
     reader = WireReader(_chunks_of(source, chunk_size), hasher.update if hasher else None)
-    model = parse_model(reader)
+    tally = Tally(limits.max_nodes, limits.memory_bytes)
+    model = parse_model(reader, tally)
     digest = hasher.hexdigest() if hasher else ""
-    return _build_profile(model, digest, reader.bytes_read, dict(dim_overrides or {}))
+    return _build_profile(model, tally, digest, reader.bytes_read, dict(dim_overrides or {}))
 
 
-def _build_profile(model: Model, sha256: str, size: int, overrides: dict[str, int]) -> ModelProfile:
+def _estimate(
+    model: Model, stats: Tally, overrides: dict[str, int], batch_syms: set[str]
+) -> FlopsResult:
+    assert model.graph is not None  # parse_model guarantees it
+    if not stats.dropped:
+        return estimate_flops(model.graph, overrides, batch_syms)
+    # The graph did not fit the metadata budget: 2 FLOPs per parameter is the dense-layer
+    # rule of thumb, and the profile says it was used.
+    result = FlopsResult(total=2 * stats.params)
+    result.notes.append(
+        f"graph metadata over the {stats.memory_bytes >> 20} MiB budget "
+        "(policy.profileMemoryBytes): FLOPs estimated as 2 x parameters"
+    )
+    return result
+
+
+def _build_profile(
+    model: Model, stats: Tally, sha256: str, size: int, overrides: dict[str, int]
+) -> ModelProfile:
     graph = model.graph
     assert graph is not None  # parse_model guarantees it
-    stats = _Stats()
-    stats.walk(graph)
 
     init_names = {t.name for t in graph.initializers} | {t.name for t in graph.sparse_initializers}
     real_inputs = [vi for vi in graph.inputs if vi.name not in init_names]
@@ -182,7 +204,7 @@ def _build_profile(model: Model, sha256: str, size: int, overrides: dict[str, in
     dynamic = [vi for vi in ranked if vi.shape and _is_dynamic(vi.shape[0])]
     batch_syms = {vi.shape[0] for vi in dynamic if vi.shape and isinstance(vi.shape[0], str)}
 
-    flops = estimate_flops(graph, overrides, batch_syms)
+    flops = _estimate(model, stats, overrides, batch_syms)
     notes = list(flops.notes)
     if flops.unresolved_dims:
         names = ", ".join(sorted(flops.unresolved_dims))
@@ -229,40 +251,6 @@ def _info(vi: ValueInfo) -> TensorInfo:
 
 def _sorted_counts(c: Counter[str]) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-@dataclass(slots=True)
-class _Stats:
-    params: int = 0
-    weight_bytes: int = 0
-    external_bytes: int = 0
-    external_files: set[str] = field(default_factory=set)
-    tensors: int = 0
-    nodes: int = 0
-    subgraphs: int = 0
-    ops: Counter[str] = field(default_factory=Counter)
-
-    def add(self, t: Tensor) -> None:
-        self.tensors += 1
-        self.params += t.numel
-        nbytes = t.nbytes
-        self.weight_bytes += nbytes
-        if t.external:
-            self.external_bytes += nbytes
-            if t.external_location:
-                self.external_files.add(t.external_location)
-
-    def walk(self, g: Graph) -> None:
-        for t in (*g.initializers, *g.sparse_initializers):
-            self.add(t)
-        for n in g.nodes:
-            self.nodes += 1
-            self.ops[n.qualified_op] += 1
-            for t in n.tensors:
-                self.add(t)
-            for _, sub in n.subgraphs:
-                self.subgraphs += 1
-                self.walk(sub)
 
 
 # --- cache ----------------------------------------------------------------------------------
@@ -321,144 +309,3 @@ def normalize_sha256(value: str) -> str:
     if not m:
         raise ValueError(f"not a sha256 checksum: {value!r} (want 64 hex digits)")
     return m.group(1).lower()
-
-
-# --- I/O edge -------------------------------------------------------------------------------
-
-
-def profile_uri(
-    uri: str,
-    expected_sha256: str | None = None,
-    *,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    headers: Mapping[str, str] | None = None,
-    dim_overrides: Mapping[str, int] | None = None,
-    cache: ProfileCache | None = DEFAULT_CACHE,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    client: httpx.Client | None = None,
-) -> ModelProfile:
-    """Fetch and profile the model at `uri` (`file://`, a path, or `http(s)://`).
-
-    With `expected_sha256`, a cached profile is returned without reading anything, and the
-    bytes read must hash to it (ChecksumMismatchError otherwise). Blocking: call it from a
-    worker thread in async code. `client` lets callers share an httpx.Client (proxies, TLS).
-    """
-    expected = normalize_sha256(expected_sha256) if expected_sha256 else None
-    if cache is not None and expected is not None:
-        hit = cache.get(expected, dim_overrides)
-        if hit is not None:
-            return hit
-    try:
-        with _open_uri(uri, timeout, max_bytes, headers, chunk_size, client) as chunks:
-            profile = profile_stream(chunks, dim_overrides=dim_overrides, chunk_size=chunk_size)
-        if expected is not None and profile.sha256 != expected:
-            raise ChecksumMismatchError(expected, profile.sha256)
-    except ProfileError as e:
-        e.uri = e.uri or uri
-        raise
-    if cache is not None:
-        cache.put(profile)
-    return profile
-
-
-@contextmanager
-def _open_uri(
-    uri: str,
-    timeout: float,
-    max_bytes: int,
-    headers: Mapping[str, str] | None,
-    chunk_size: int,
-    client: httpx.Client | None,
-) -> Iterator[Iterator[bytes]]:
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https"):
-        with _open_http(uri, timeout, max_bytes, headers, chunk_size, client) as chunks:
-            yield chunks
-    elif scheme in ("file", ""):
-        if scheme == "file":
-            if parts.netloc not in ("", "localhost"):
-                raise UnsupportedModelUriError(f"file URI with remote host {parts.netloc!r}")
-            path = unquote(parts.path)
-        else:
-            path = uri
-        with _open_file(path, max_bytes, chunk_size) as chunks:
-            yield chunks
-    else:
-        raise UnsupportedModelUriError(
-            f"unsupported URI scheme {scheme!r}: the profiler reads file://, paths and http(s)://"
-        )
-
-
-@contextmanager
-def _open_file(path: str, max_bytes: int, chunk_size: int) -> Iterator[Iterator[bytes]]:
-    try:
-        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below, after streaming
-    except FileNotFoundError:
-        raise ModelUnreachableError(f"model file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ModelUnreachableError(f"model path {path} is a directory, not a file") from None
-    except OSError as e:
-        raise ModelUnreachableError(f"cannot open model file {path}: {e.strerror}") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size > max_bytes:
-            raise ModelTooLargeError(f"model is {size} bytes, over the {max_bytes}-byte limit")
-        yield _limited(_read_chunks(f.read, chunk_size), max_bytes)
-
-
-def _limited(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes]:
-    seen = 0
-    for chunk in chunks:
-        seen += len(chunk)
-        if seen > max_bytes:
-            raise ModelTooLargeError(f"model is over the {max_bytes}-byte limit")
-        yield chunk
-
-
-@contextmanager
-def _open_http(
-    uri: str,
-    timeout: float,
-    max_bytes: int,
-    headers: Mapping[str, str] | None,
-    chunk_size: int,
-    client: httpx.Client | None,
-) -> Iterator[Iterator[bytes]]:
-    import httpx  # the profiler's pure part and file path need no HTTP stack
-
-    own = client is None
-    c = client or httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
-    try:
-        with c.stream("GET", uri, headers=dict(headers or {}), timeout=timeout) as resp:
-            if resp.status_code >= 400:
-                raise ModelUnreachableError(
-                    f"HTTP {resp.status_code} {resp.reason_phrase} from {resp.url.host}"
-                )
-            declared = resp.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ModelTooLargeError(
-                    f"server declares {declared} bytes, over the {max_bytes}-byte limit"
-                )
-            yield _limited(_http_chunks(resp, chunk_size, timeout), max_bytes)
-    except httpx.TimeoutException as e:
-        raise ModelUnreachableError(f"timed out after {timeout:g}s ({type(e).__name__})") from None
-    except httpx.HTTPError as e:
-        raise ModelUnreachableError(f"cannot fetch model: {type(e).__name__}: {e}") from None
-    finally:
-        if own:
-            c.close()
-
-
-def _http_chunks(resp: httpx.Response, chunk_size: int, timeout: float) -> Iterator[bytes]:
-    import httpx
-
-    try:
-        yield from resp.iter_bytes(chunk_size)
-    except httpx.TimeoutException:
-        raise ModelUnreachableError(
-            f"timed out after {timeout:g}s while downloading the model"
-        ) from None
-    except httpx.HTTPError as e:
-        raise ModelUnreachableError(f"download failed: {type(e).__name__}: {e}") from None

@@ -9,9 +9,11 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.api.types import parse_duration
 from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
+from modelrollout.tenancy import TenantPolicy
 
 from .base import WindowQuery, sample_tracks
-from .prometheus import PrometheusProvider, QueryTemplates
+from .isolation import tenant_prometheus
+from .prometheus import PrometheusProvider
 from .registry import ProviderLookup
 
 __all__ = ["analyse_window"]
@@ -25,6 +27,7 @@ async def analyse_window(
     status: ModelDeploymentStatus,
     now: datetime,
     default_url: str,
+    policy: TenantPolicy,
 ) -> AnalysisResult:
     """The verdict on the window that ends `now`: canary against stable while a canary runs,
     the new stable on the absolute limits alone during its bake window."""
@@ -35,14 +38,17 @@ async def analyse_window(
     else:
         # Bake window: the new stable is judged on the absolute limits alone.
         canary, stable = status.stable_revision or "", None
-    overrides = settings.queries.model_dump() if settings.queries else {}
     try:
-        templates = QueryTemplates(**{k: v for k, v in overrides.items() if v is not None})
+        # The platform's policy decides which Prometheus and which queries a spec may use.
+        provider = tenant_prometheus(
+            policy,
+            spec_url=settings.prometheus_url,
+            default_url=default_url,
+            overrides=settings.queries.model_dump() if settings.queries else {},
+            factory=provider_for(PrometheusProvider.kind),
+        )
     except ValueError as exc:
-        return analyse(None, None, provider_error=f"invalid query override: {exc}")
-    provider = provider_for(PrometheusProvider.kind)(
-        settings.prometheus_url or default_url, templates=templates
-    )
+        return analyse(None, None, provider_error=str(exc))
     at = now.timestamp()
     model = spec.model.name or name
     samples = await sample_tracks(

@@ -23,9 +23,10 @@ canary and stable would read the same numbers and a regression could never show.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .base import ProviderError, TrackSample, WindowQuery
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_BUCKETS_QUERY",
@@ -66,7 +69,7 @@ _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 # "{{ revision }}" inside a label value: Go-template habits would render to "{abc}", a valid
 # but never-matching value, and the analysis would sit Inconclusive without saying why.
 _DOUBLED = re.compile(r"\"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\"")
-_SNIPPET = 200
+_ERROR_TYPE = re.compile(r"^[a-z_]{1,32}$")
 
 
 class QueryTemplateError(ValueError):
@@ -161,6 +164,8 @@ class PrometheusProvider:
     each ``sample`` uses a short-lived client, so a provider built per reconcile leaks nothing.
     ``namespace_label`` is the label the scrape configuration puts the pod namespace in; None
     means the series carry no namespace and a query's namespace is not used in the selector.
+    ``guard`` sees every rendered query before it is sent and may refuse it with ProviderError
+    (isolation.py keeps a tenant's templates to its namespace with it).
     """
 
     kind: Final = "prometheus"
@@ -174,6 +179,7 @@ class PrometheusProvider:
         client: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
         namespace_label: str | None = "namespace",
+        guard: Callable[[str, WindowQuery], None] | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"Prometheus address must be an http(s) URL, got {base_url!r}")
@@ -185,6 +191,7 @@ class PrometheusProvider:
         self.namespace_label = namespace_label
         self._client = client
         self._headers = dict(headers or {})
+        self._guard = guard
 
     @property
     def query_url(self) -> str:
@@ -218,10 +225,14 @@ class PrometheusProvider:
             "window": promql_duration(query.window_seconds),
             "selector": self.selector(query),
         }
-        return {
+        rendered = {
             f.name: render_template(getattr(self.templates, f.name), values)
             for f in fields(self.templates)
         }
+        if self._guard is not None:
+            for promql in rendered.values():
+                self._guard(promql, query)
+        return rendered
 
     async def sample(self, query: WindowQuery) -> TrackSample:
         promql = self.render(query)
@@ -277,9 +288,9 @@ class PrometheusProvider:
         return _parse(response, what, promql)
 
 
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "..."
+def _size(response: httpx.Response) -> str:
+    # Upstream bodies never reach status (a tenant reads it): only their size is told.
+    return f"{len(response.content)} bytes, not shown"
 
 
 Series = tuple[Mapping[str, str], float]
@@ -313,19 +324,24 @@ def _parse(response: httpx.Response, what: str, promql: str) -> list[Series]:
         body = None
     if isinstance(body, dict) and body.get("status") == "error":
         # Prometheus explains bad queries and overload in the body, with a 4xx/5xx status.
-        kind = body.get("errorType") or f"HTTP {response.status_code}"
-        message = body.get("error") or "no message"
-        raise ProviderError(f"{what} was rejected ({kind}): {message}", query=promql)
+        # Its errorType is a fixed vocabulary (bad_data, timeout...); the message is its text,
+        # logged for the platform team rather than written where the tenant reads.
+        kind = str(body.get("errorType") or "")
+        kind = kind if _ERROR_TYPE.match(kind) else f"HTTP {response.status_code}"
+        log.info("%s was rejected (%s): %.500s", what, kind, body.get("error"))
+        raise ProviderError(
+            f"{what} was rejected ({kind}); the operator log has Prometheus' message",
+            query=promql,
+        )
     if response.is_error:
         raise ProviderError(
-            f"{what} returned HTTP {response.status_code}: {_snippet(response.text)}",
-            query=promql,
+            f"{what} returned HTTP {response.status_code} ({_size(response)})", query=promql
         )
     if not isinstance(body, dict):
         shape = "a non-JSON answer" if body is None else "JSON that is not an API response"
-        raise ProviderError(f"{what} returned {shape}: {_snippet(response.text)}", query=promql)
+        raise ProviderError(f"{what} returned {shape} ({_size(response)})", query=promql)
     if body.get("status") != "success":
-        raise ProviderError(f"{what} returned status {body.get('status')!r}", query=promql)
+        raise ProviderError(f"{what} returned a status other than success", query=promql)
     data = body.get("data")
     if not isinstance(data, dict):
         raise ProviderError(f"{what} returned no data", query=promql)
@@ -334,8 +350,9 @@ def _parse(response: httpx.Response, what: str, promql: str) -> list[Series]:
     if result_type == "scalar":
         return [({}, _value(result, what, promql))]
     if result_type != "vector":
+        shown = result_type if result_type in ("matrix", "string") else "non-vector"
         raise ProviderError(
-            f"{what} returned a {result_type!r} result; the query must return an instant "
+            f"{what} returned a {shown} result; the query must return an instant "
             "vector or a scalar",
             query=promql,
         )
@@ -354,12 +371,12 @@ def _parse(response: httpx.Response, what: str, promql: str) -> list[Series]:
 def _value(pair: object, what: str, promql: str) -> float:
     # A sample is [unix_time, "value"]; the value is a string so it can carry NaN and ±Inf.
     if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
-        raise ProviderError(f"{what} returned a malformed sample: {pair!r}", query=promql)
+        raise ProviderError(f"{what} returned a malformed sample", query=promql)
     raw = pair[1]
     try:
         return float(raw)
     except (TypeError, ValueError):
-        raise ProviderError(f"{what} returned a non-numeric value {raw!r}", query=promql) from None
+        raise ProviderError(f"{what} returned a non-numeric value", query=promql) from None
 
 
 def _count(values: list[float]) -> int | None:

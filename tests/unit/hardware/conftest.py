@@ -14,11 +14,37 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from modelrollout.hardware.profiler import ModelProfile, profile_uri
+from modelrollout.hardware import fetch
+from modelrollout.hardware.profiler import ModelProfile, ProfileCache
+from modelrollout.tenancy import TenantPolicy
 
 from . import onnxgen
 
 BIG_SEQ = 128
+
+# What an operator run outside a cluster is allowed: local files and loopback servers.
+LOCAL_POLICY = TenantPolicy.model_validate(
+    {"modelUriSchemes": ["file", "http", "https", "s3"], "allowedNetworks": ["127.0.0.0/8"]}
+)
+
+
+def profile_uri(
+    uri: str,
+    expected_sha256: str | None = None,
+    *,
+    cache: ProfileCache | None = None,
+    timeout: float | None = None,
+    max_bytes: int | None = None,
+    **kwargs: Any,
+) -> ModelProfile:
+    """fetch.profile_uri under LOCAL_POLICY, with its read timeout or byte limit changed."""
+    update: dict[str, Any] = {}
+    if timeout is not None:
+        update["read_timeout_seconds"] = timeout
+    if max_bytes is not None:
+        update["max_model_bytes"] = max_bytes
+    policy = LOCAL_POLICY.model_copy(update=update)
+    return fetch.profile_uri(uri, expected_sha256, policy=policy, cache=cache, **kwargs)
 
 
 def pytest_configure(config: pytest.Config) -> None:

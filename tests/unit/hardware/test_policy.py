@@ -26,10 +26,11 @@ from modelrollout.hardware.policy import (
     choose_hardware,
     plan_hardware,
 )
-from modelrollout.hardware.profiler import ModelProfile, profile_stream, profile_uri
+from modelrollout.hardware.profiler import ModelProfile, profile_stream
 from modelrollout.hardware.quantity import parse_quantity
 
 from . import onnxgen
+from .conftest import profile_uri
 
 MiB, GiB = 2**20, 2**30
 GPU = "nvidia.com/gpu"

@@ -17,10 +17,10 @@ from modelrollout.hardware.errors import (
     ProfileError,
     UnsupportedModelUriError,
 )
-from modelrollout.hardware.profiler import ProfileCache, normalize_sha256, profile_uri
+from modelrollout.hardware.profiler import ProfileCache, normalize_sha256
 
 from . import onnxgen
-from .conftest import HttpServer
+from .conftest import HttpServer, profile_uri
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ ERROR_CASES = [
     ("directory", ModelUnreachableError, "is a directory"),
     ("http-404", ModelUnreachableError, "HTTP 404"),
     ("refused", ModelUnreachableError, "ConnectError"),
-    ("timeout", ModelUnreachableError, "timed out after 0.3s"),
+    ("timeout", ModelUnreachableError, "no answer within 0.3s"),
     ("too-large-file", ModelTooLargeError, "over the 100-byte limit"),
     ("too-large-http", ModelTooLargeError, "server declares"),
     ("s3", UnsupportedModelUriError, "unsupported URI scheme 's3'"),

@@ -14,10 +14,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from modelrollout.hardware.errors import CorruptModelError, NotOnnxModelError
-from modelrollout.hardware.profiler import ModelProfile, profile_stream, profile_uri
+from modelrollout.hardware.profiler import ModelProfile, profile_stream
 
 from . import onnxgen
-from .conftest import BIG_SEQ, onnx_counts
+from .conftest import BIG_SEQ, onnx_counts, profile_uri
 
 
 def _bytes(model: onnx.ModelProto) -> bytes:

@@ -145,30 +145,36 @@ def error_body(status: int, error_type: str, message: str) -> httpx.Response:
     [
         (
             error_body(400, "bad_data", 'parse error: unexpected "}"'),
-            r'requests query .* rejected \(bad_data\): parse error: unexpected "}"',
+            r"requests query .* rejected \(bad_data\); the operator log has Prometheus' message$",
         ),
         (
             error_body(503, "unavailable", "too many queries"),
-            r"rejected \(unavailable\): too many queries",
+            r"rejected \(unavailable\);",
         ),
         (
             {"status": "error", "errorType": "execution", "error": "query timed out"},
-            r"rejected \(execution\): query timed out",
+            r"rejected \(execution\);",
         ),
-        (httpx.Response(500, text="internal meltdown\n"), r"HTTP 500: internal meltdown"),
-        (httpx.Response(502, text="<html>bad gateway</html>"), r"HTTP 502: <html>bad gateway"),
-        (httpx.Response(200, text="<html>login</html>"), r"non-JSON answer: <html>login"),
+        (httpx.Response(500, text="internal meltdown\n"), r"HTTP 500 \(18 bytes, not shown\)$"),
+        (
+            httpx.Response(502, text="<html>bad gateway</html>"),
+            r"HTTP 502 \(24 bytes, not shown\)$",
+        ),
+        (
+            httpx.Response(200, text="<html>login</html>"),
+            r"non-JSON answer \(18 bytes, not shown\)$",
+        ),
         (httpx.Response(200, json=["not", "an", "object"]), r"JSON that is not an API response"),
         ({"status": "success"}, r"returned no data"),
         (
             {"status": "success", "data": {"resultType": "matrix", "result": []}},
-            r"'matrix' result; the query must return an instant vector or a scalar",
+            r"a matrix result; the query must return an instant vector or a scalar",
         ),
         (
             {"status": "success", "data": {"resultType": "vector", "result": [{"v": 1}]}},
             r"malformed sample",
         ),
-        (vector("lots"), r"non-numeric value 'lots'"),
+        (vector("lots"), r"non-numeric value$"),
         (httpx.ReadTimeout("slow"), r"requests query at .* timed out after 5s"),
         (httpx.ConnectError("connection refused"), r"failed: connection refused"),
     ],
@@ -194,6 +200,9 @@ async def test_provider_errors(answer: Answer, message: str) -> None:
         await provider.sample(QUERY)
     assert caught.value.query is not None
     assert "rev-abc" in caught.value.query
+    # What the server said stays out of the message (it ends up in status, read by tenants).
+    for upstream in ("meltdown", "html", "login", "lots", "too many", "parse"):
+        assert upstream not in str(caught.value)
 
 
 async def test_p99_with_several_series_is_an_error() -> None:

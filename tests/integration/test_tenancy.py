@@ -1,0 +1,120 @@
+"""What a tenant's ModelDeployment can make the operator do, on the real control plane: a model
+URI the platform's policy refuses, and a model whose reads keep stopping the operator."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from .kube import Kube, OperatorProcess, condition, model_deployment, revision, wait_for
+
+pytestmark = pytest.mark.integration
+
+SHA = "0" * 64
+
+
+def manifest(name: str, uri: str) -> dict[str, Any]:
+    return model_deployment(
+        name,
+        {
+            "model": {"uri": uri, "sha256": SHA, "version": "v1"},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
+        },
+    )
+
+
+def status_of(kube: Kube, name: str) -> dict[str, Any]:
+    return dict((kube.get("mdep", name) or {}).get("status") or {})
+
+
+def test_a_refused_model_uri_names_the_rule_in_status(
+    kube: Kube, operator: OperatorProcess
+) -> None:
+    # The tests' operator allows file and http(s) only (tests/integration/kube.py).
+    kube.apply(manifest("s3", "s3://models/iris.onnx"))
+    ready = wait_for(
+        lambda: (c := condition(kube.get("mdep", "s3"), "Ready")).get("reason") and c,
+        what="Ready condition",
+    )
+    assert ready["reason"] == "RefusedByPolicy"
+    assert "policy.modelUriSchemes" in ready["message"]
+    assert kube.list("deployments") == []
+
+
+class _Drip(BaseHTTPRequestHandler):
+    """Sends a model's headers, then a byte every half second, for 60 s at most."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[float]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.seen.append(time.monotonic())
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        for _ in range(120):
+            try:
+                self.wfile.write(b"\x08")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def drip() -> Iterator[tuple[str, list[float]]]:
+    seen: list[float] = []
+    handler = type("Handler", (_Drip,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/model.onnx", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_model_whose_reads_stop_the_operator_is_not_read_again(
+    kube: Kube, operator: OperatorProcess, drip: tuple[str, list[float]]
+) -> None:
+    uri, seen = drip
+    m = manifest("stuck", uri)
+    kube.apply(m)
+    rev = revision(m)
+
+    def marked(attempts: int) -> bool:
+        mark = status_of(kube, "stuck").get("profiling") or {}
+        return mark.get("revision") == rev and mark.get("attempts") == attempts
+
+    def read_started(attempt: int) -> bool:
+        return marked(attempt) and len(seen) == attempt
+
+    # The mark is in the API server before the read starts; the operator stops mid-read.
+    try:
+        for attempt in (1, 2):
+            wait_for(partial(read_started, attempt), what=f"read {attempt}")
+            operator.kill()
+            operator.start()
+        ready = wait_for(
+            lambda: (c := condition(kube.get("mdep", "stuck"), "Ready")).get("reason") and c,
+            what="Ready condition",
+        )
+    finally:
+        if operator.popen is None:
+            operator.start()
+    assert ready["reason"] == "ProfileInterrupted", ready
+    assert "2 reads of this model stopped the operator" in ready["message"]
+    # Resyncs come every 5 s: none of them reads the model again.
+    time.sleep(7)
+    assert len(seen) == 2
+    assert marked(2)
