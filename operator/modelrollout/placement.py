@@ -211,6 +211,9 @@ class PlacementService:
         first = choose_hardware(complexity, self.thresholds, request)
         if first.gpu_count == 0 and first.auto_tier != "gpu":
             return _status(revision, first, summary, note)
+        if not self.thresholds.capacity_check:
+            # The platform does not let the operator read the cluster's nodes and pods.
+            return _status(revision, first, summary, f"{note} (capacity not checked)")
         nodes, pods = await self.cluster.nodes_and_pods()
         infos = [node_info(n) for n in nodes]
         pod_infos = [pod_info(p) for p in pods]

@@ -78,7 +78,7 @@ class TenantPolicy(BaseSettings):
     profile_max_nodes: int = Field(default=5_000_000, gt=0)
     """Most graph nodes (subgraphs included) a profiled model may have."""
 
-    profile_memory_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    profile_memory_bytes: int = Field(default=16 << 20, ge=1 << 20)
     """Graph metadata the profiler keeps for the compute estimate. Past it, the estimate falls
     back to the parameter count (marked approximate) and memory stays at this bound."""
 

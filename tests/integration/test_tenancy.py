@@ -1,8 +1,12 @@
 """What a tenant's ModelDeployment can make the operator do, on the real control plane: a model
-URI the platform's policy refuses, and a model whose reads keep stopping the operator."""
+URI the platform's policy refuses, a model whose reads keep stopping the operator, and the
+chart's admission policy holding the operator to the track label on pods."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from .kube import Kube, OperatorProcess, condition, model_deployment, revision, wait_for
+from hack.localcluster import LocalCluster
+
+from .kube import REPO, Kube, OperatorProcess, condition, model_deployment, revision, wait_for
+from .test_helm import Helm, helm
+
+__all__ = ["helm"]  # the fixture, shared with test_helm
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +127,66 @@ def test_a_model_whose_reads_stop_the_operator_is_not_read_again(
     time.sleep(7)
     assert len(seen) == 2
     assert marked(2)
+
+
+def test_the_admission_policy_lets_the_operator_change_only_the_track_label(
+    cluster: LocalCluster, kube: Kube, helm: Helm
+) -> None:
+    """The chart's ValidatingAdmissionPolicy, enforced by the real API server."""
+    release = f"vap-{kube.namespace}"
+    rendered = helm(
+        *("template", release, str(REPO / "charts" / "modelrollout")),
+        *("--namespace", kube.namespace, "--kube-version", "1.34.0"),
+        *("--set", "admissionPolicy.enabled=true"),
+        *("--show-only", "templates/admissionpolicy.yaml"),
+    ).stdout
+    cluster.kubectl("apply", "-f", "-", stdin=rendered)
+    try:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "server",
+                "labels": {"modelrollout.io/track": "canary", "modelrollout.io/revision": "r1"},
+            },
+            "spec": {"containers": [{"name": "c", "image": "modelserver:test"}]},
+        }
+        assert kube.apply(pod).returncode == 0
+        operator = f"system:serviceaccount:{kube.namespace}:{release}-modelrollout"
+
+        def patch(body: dict[str, Any], user: str | None = operator) -> str:
+            args = ["-n", kube.namespace, "patch", "pod", "server", "--type", "merge"]
+            args += ["-p", json.dumps(body)]
+            if user:
+                # The operator's name with an admin's rights: only the policy can refuse it.
+                args += [f"--as={user}", "--as-group=system:masters"]
+            result = subprocess.run(
+                [str(cluster.binaries.kubectl), "--kubeconfig", str(cluster.kubeconfig), *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            return result.stderr if result.returncode else ""
+
+        # The API server loads a new policy within a second or two; until then each probe
+        # is a real change (a new value), so it is refused as soon as the policy holds.
+        probes = itertools.count()
+        refused = wait_for(
+            lambda: patch({"metadata": {"labels": {"probe": str(next(probes))}}}),
+            what="the policy in force",
+        )
+        assert "may change no pod label but modelrollout.io/track" in refused
+        relabel = {"metadata": {"labels": {"modelrollout.io/revision": "r2"}}}
+        assert "may change no pod label" in patch(relabel)
+        assert patch({"metadata": {"labels": {"modelrollout.io/track": "stable"}}}) == ""
+        assert "annotations, owners or finalizers" in patch(
+            {"metadata": {"annotations": {"x": "y"}}}
+        )
+        assert "spec" in patch({"spec": {"activeDeadlineSeconds": 5}})
+        # Everyone else is left alone.
+        assert patch(relabel, user=None) == ""
+        labels = kube.must("pod", "server")["metadata"]["labels"]
+        assert labels["modelrollout.io/track"] == "stable"
+        assert labels["modelrollout.io/revision"] == "r2"
+    finally:
+        cluster.kubectl("delete", "-f", "-", stdin=rendered, check=False)

@@ -417,7 +417,9 @@ def test_namespace_scope_defaults_to_the_release_namespace(helm_bin: Path) -> No
 
 def test_namespace_scope_without_cluster_reads(helm_bin: Path) -> None:
     objs = render(
-        helm_bin, CHART / "ci" / "namespaced-values.yaml", sets=("rbac.clusterReadAccess=false",)
+        helm_bin,
+        CHART / "ci" / "namespaced-values.yaml",
+        sets=("rbac.clusterReadAccess=false", "rbac.gpuCapacityCheck=false"),
     )
     assert not of_kind(objs, "ClusterRole")
     assert not of_kind(objs, "ClusterRoleBinding")

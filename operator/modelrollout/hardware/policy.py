@@ -122,6 +122,11 @@ class HardwareThresholds(BaseModel):
         default=True,
         description="in auto mode, run on CPU when the GPU tier does not fit the cluster",
     )
+    capacity_check: bool = Field(
+        default=True,
+        description="read nodes and every namespace's pods to check a GPU revision fits; off "
+        "where the operator may not read them (the revision is then placed unchecked)",
+    )
     gpu_resource: str = GPU_RESOURCE
     cpu_small: TierSpec = TierSpec(cpu=1, memory_base_bytes=256 * MiB, memory_per_weight_byte=2.0)
     cpu_large: TierSpec = TierSpec(cpu=4, memory_base_bytes=512 * MiB, memory_per_weight_byte=2.0)

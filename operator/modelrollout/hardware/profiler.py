@@ -73,7 +73,7 @@ class ProfileLimits:
     kept for the FLOP estimate (past it, FLOPs are estimated from the parameter count)."""
 
     max_nodes: int = 5_000_000
-    memory_bytes: int = 32 << 20
+    memory_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
