@@ -216,6 +216,7 @@ class Reconciler:
                 now,
                 default_url,
                 self.settings.policy,
+                self.settings.prometheus_token_file,
             )
             self.metrics.analyses.labels(namespace, analysis.verdict.value).inc()
         inputs = Inputs(

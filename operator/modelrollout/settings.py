@@ -28,6 +28,10 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str = "http://prometheus-server.monitoring.svc:9090"
     """Prometheus the canary analysis queries unless a ModelDeployment names its own."""
 
+    prometheus_token_file: Path | None = None
+    """File with a bearer token for that Prometheus (a mounted Secret), read at each analysis so
+    a rotated token is picked up. Never sent to a Prometheus a ModelDeployment names."""
+
     resync_seconds: float = Field(default=30.0, gt=0)
     """Period of the level-based resync of every ModelDeployment."""
 

@@ -190,3 +190,32 @@ def test_the_admission_policy_lets_the_operator_change_only_the_track_label(
         assert labels["modelrollout.io/revision"] == "r2"
     finally:
         cluster.kubectl("delete", "-f", "-", stdin=rendered, check=False)
+
+
+def test_credentials_come_from_secrets_and_never_from_the_spec(
+    kube: Kube, operator: OperatorProcess
+) -> None:
+    inline = manifest("inline", "https://alice:hunter2@models.example/m.onnx")
+    refused = kube.apply(inline)
+    assert refused.returncode != 0
+    assert "must not carry credentials" in refused.stderr
+    assert "hunter2" not in kube.run("-n", kube.namespace, "get", "mdep", "-o", "json")
+
+    m = manifest("secrets", "s3://models/m.onnx")
+    m["spec"]["model"]["credentialsSecret"] = "store-creds"
+    m["spec"]["hardware"] = {"mode": "cpu"}  # the operator does not read s3://
+    m["spec"]["serving"] = {
+        "env": [{"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "k", "key": "api"}}}],
+        "auth": {"tokenSecret": {"name": "server-token", "key": "token"}},
+    }
+    assert kube.apply(m).returncode == 0
+    rev = revision(m)
+    deployment = wait_for(lambda: kube.get("deployment", f"secrets-{rev}"), what="Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "k", "key": "api"}}
+    assert env["MODELSERVER_TOKEN_FILE"]["value"].endswith("/token")
+    assert container["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
+    (token,) = [v for v in pod["volumes"] if v["name"] == "token"]
+    assert token["secret"]["secretName"] == "server-token"

@@ -114,3 +114,22 @@ def test_admission_policy_matches_the_operator_only(helm_bin: Path) -> None:
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
     assert (rule["resources"], rule["operations"]) == (["pods"], ["UPDATE"])
     assert not of_kind(render(helm_bin), "ValidatingAdmissionPolicy")
+
+
+def test_prometheus_token_from_a_secret(helm_bin: Path) -> None:
+    objs = render(helm_bin, sets=("operator.prometheusTokenSecret.name=prom-token",), strings=())
+    deployment = one(objs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = env_of(deployment)["MODELROLLOUT_PROMETHEUS_TOKEN_FILE"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "prometheus-token")
+    assert path == f"{mount['mountPath']}/token"
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "prometheus-token")
+    assert volume["secret"] == {
+        "secretName": "prom-token",
+        "items": [{"key": "token", "path": "token"}],
+    }
+    # No Secret named: no token, no volume.
+    plain = one(render(helm_bin), "Deployment")
+    assert "MODELROLLOUT_PROMETHEUS_TOKEN_FILE" not in env_of(plain)

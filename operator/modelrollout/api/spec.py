@@ -7,11 +7,13 @@ same bad specs at admission, with messages that name the field.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from modelrollout.api.refs import SECRET_PATTERN, AuthSpec, EnvVarSource
 from modelrollout.api.types import (
     NAME_PATTERN,
     SHA256_PATTERN,
@@ -21,6 +23,8 @@ from modelrollout.api.types import (
 )
 
 # --- model ------------------------------------------------------------------------------------
+
+_USERINFO = re.compile(r"^[A-Za-z0-9+.-]+://[^/?#]*@")
 
 
 class ModelFormat(StrEnum):
@@ -40,7 +44,14 @@ class ModelSpec(ApiModel):
                     "or s3:// URI",
                     "fieldPath": ".uri",
                     "reason": "FieldValueInvalid",
-                }
+                },
+                {
+                    "rule": "!self.uri.matches('^[A-Za-z0-9+.-]+://[^/?#]*@')",
+                    "message": "spec.model.uri must not carry credentials (user:password@); "
+                    "reference a Secret with spec.model.credentialsSecret",
+                    "fieldPath": ".uri",
+                    "reason": "FieldValueForbidden",
+                },
             ]
         }
     )
@@ -63,18 +74,26 @@ class ModelSpec(ApiModel):
     """Name the model is served under at `/v2/models/{name}`. Defaults to the
     ModelDeployment's name."""
 
+    credentials_secret: str | None = Field(default=None, max_length=253, pattern=SECRET_PATTERN)
+    """A Secret in the same namespace whose keys become environment variables of the model
+    server, for the model store (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). Credentials
+    never go in the URI."""
+
     @model_validator(mode="after")
     def _uri_scheme(self) -> ModelSpec:
         if not (self.uri.startswith("/") or self.uri.split("://", 1)[0] in _SCHEMES):
             raise ValueError(
                 "spec.model.uri must be an absolute path or a file://, http(s):// or s3:// URI"
             )
+        if _USERINFO.match(self.uri):
+            raise ValueError(
+                "spec.model.uri must not carry credentials (user:password@); reference a Secret "
+                "with spec.model.credentialsSecret"
+            )
         return self
 
 
 _SCHEMES = {"file", "http", "https", "s3"}
-
-# --- serving ----------------------------------------------------------------------------------
 
 
 class EnvVar(ApiModel):
@@ -82,7 +101,17 @@ class EnvVar(ApiModel):
     """Environment variable name."""
 
     value: str = Field(default="", max_length=32768)
-    """Environment variable value."""
+    """Environment variable value. Secrets go in `valueFrom` instead, never here."""
+
+    value_from: EnvVarSource | None = None
+    """The value from a key of a Secret or ConfigMap (the pod reads it; the operator never
+    does)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value and self.value_from is not None:
+            raise ValueError(f"env {self.name}: give value or valueFrom, not both")
+        return self
 
 
 class Resources(ApiModel):
@@ -129,6 +158,9 @@ class ServingSpec(ApiModel):
 
     batching: BatchingSpec | None = None
     """Dynamic batching. Off when absent."""
+
+    auth: AuthSpec | None = None
+    """Require a bearer token on inference requests. Off when absent."""
 
     @model_validator(mode="after")
     def _ports_differ(self) -> ServingSpec:

@@ -4,6 +4,7 @@ registry gives, then judge them with the pure analysis (plan/analysis.py)."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus
@@ -11,7 +12,7 @@ from modelrollout.api.types import parse_duration
 from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
 from modelrollout.tenancy import TenantPolicy
 
-from .base import WindowQuery, sample_tracks
+from .base import ProviderError, WindowQuery, sample_tracks
 from .isolation import tenant_prometheus
 from .prometheus import PrometheusProvider
 from .registry import ProviderLookup
@@ -28,6 +29,7 @@ async def analyse_window(
     now: datetime,
     default_url: str,
     policy: TenantPolicy,
+    token_file: Path | None = None,
 ) -> AnalysisResult:
     """The verdict on the window that ends `now`: canary against stable while a canary runs,
     the new stable on the absolute limits alone during its bake window."""
@@ -46,8 +48,9 @@ async def analyse_window(
             default_url=default_url,
             overrides=settings.queries.model_dump() if settings.queries else {},
             factory=provider_for(PrometheusProvider.kind),
+            token_file=token_file,
         )
-    except ValueError as exc:
+    except (ValueError, ProviderError) as exc:
         return analyse(None, None, provider_error=str(exc))
     at = now.timestamp()
     model = spec.model.name or name

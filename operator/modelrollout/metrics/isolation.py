@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 
 import promql_parser
 
@@ -87,10 +88,13 @@ def tenant_prometheus(
     default_url: str,
     overrides: Mapping[str, str | None],
     factory: ProviderFactory = PrometheusProvider,
+    token_file: Path | None = None,
 ) -> MetricProvider:
     """The provider a spec may have under `policy`, built by `factory` (the registry's);
-    ValueError (naming the rule) otherwise."""
+    ValueError (naming the rule) otherwise. The operator's token (`token_file`) goes only to
+    the operator's own Prometheus."""
     url = default_url if spec_url is None else policy.check_prometheus_url(spec_url)
+    headers = _bearer(token_file) if spec_url is None and token_file else {}
     given = {k: v for k, v in overrides.items() if v is not None}
     if given and policy.query_overrides == "off":
         raise PolicyError(
@@ -104,5 +108,17 @@ def tenant_prometheus(
     if given and policy.query_overrides == "namespaced":
         guard = partial(_guard, tuple(policy.namespace_labels))
     return factory(
-        url, templates=templates, namespace_label=policy.namespace_labels[0], guard=guard
+        url,
+        templates=templates,
+        namespace_label=policy.namespace_labels[0],
+        guard=guard,
+        headers=headers,
     )
+
+
+def _bearer(token_file: Path) -> dict[str, str]:
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise ProviderError(f"cannot read the Prometheus token file: {exc.strerror}") from None
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -104,7 +104,7 @@ def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]
 
 def _server_env(
     owner: Owner, spec: ModelDeploymentSpec, revision: str, placement: Placement, track: str
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     serving, model = spec.serving, spec.model
     env = {
         "MODELSERVER_MODEL_NAME": model.name or owner.name,
@@ -128,10 +128,43 @@ def _server_env(
         env["MODELSERVER_BATCH_MAX_SIZE"] = str(serving.batching.max_batch_size)
         window_ms = parse_duration(serving.batching.window).total_seconds() * 1000
         env["MODELSERVER_BATCH_WINDOW_MS"] = f"{window_ms:g}"
-    # User variables come last so they can override the defaults above.
+    if serving.auth:
+        env["MODELSERVER_TOKEN_FILE"] = f"{TOKEN_DIR}/{serving.auth.token_secret.key}"
+    out: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in env.items()}
+    # User variables come last so they can override the defaults above; a Secret's value is
+    # referenced (valueFrom), so the operator never holds it.
     for var in serving.env:
-        env[var.name] = var.value
-    return [{"name": k, "value": v} for k, v in env.items()]
+        out[var.name] = (
+            {"name": var.name, "valueFrom": var.value_from.wire()}
+            if var.value_from
+            else {"name": var.name, "value": var.value}
+        )
+    return list(out.values())
+
+
+# Where the bearer token Secret is mounted in the model server.
+TOKEN_DIR = "/var/run/secrets/modelrollout/token"
+
+
+def _secret_sources(spec: ModelDeploymentSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Container fields and pod volumes for the Secrets the spec references."""
+    container: dict[str, Any] = {}
+    pod: dict[str, Any] = {}
+    if spec.model.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret}}]
+    if spec.serving.auth:
+        ref = spec.serving.auth.token_secret
+        container["volumeMounts"] = [{"name": "token", "mountPath": TOKEN_DIR, "readOnly": True}]
+        # Readable by the pod's group (fsGroup) only.
+        secret: dict[str, Any] = {
+            "secretName": ref.name,
+            "items": [{"key": ref.key, "path": ref.key}],
+            "defaultMode": 0o440,
+        }
+        if ref.optional is not None:
+            secret["optional"] = ref.optional
+        pod["volumes"] = [{"name": "token", "secret": secret}]
+    return container, pod
 
 
 def deployment(
@@ -207,6 +240,10 @@ def deployment(
         "containers": [container],
         "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
     }
+    extra_container, extra_pod = _secret_sources(spec)
+    container["volumeMounts"] += extra_container.pop("volumeMounts", [])
+    container.update(extra_container)
+    pod_spec["volumes"] += extra_pod.get("volumes", [])
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:

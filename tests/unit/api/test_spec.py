@@ -9,6 +9,7 @@ from modelrollout.api.spec import GatewayAPIRouter, ModelDeploymentSpec, Replica
 from modelrollout.api.types import parse_duration
 
 SHA = "a" * 64
+SECRET_REF = {"name": "store-creds", "key": "token"}
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -57,6 +58,35 @@ def test_camel_case_round_trip() -> None:
         ({"rollout": {"trafficRouter": {"type": "linkerd"}}}, "linkerd"),
         ({"rollout": {"analysis": {"interval": "ten seconds"}}}, "interval"),
         ({"unknownField": 1}, "unknownField"),
+        (
+            {"model": {"uri": "https://alice:hunter2@models.example/m.onnx", "version": "v1"}},
+            "must not carry credentials",
+        ),
+        (
+            {
+                "serving": {
+                    "env": [{"name": "T", "value": "x", "valueFrom": {"secretKeyRef": SECRET_REF}}]
+                }
+            },
+            "give value or valueFrom, not both",
+        ),
+        (
+            {
+                "serving": {
+                    "env": [
+                        {
+                            "name": "T",
+                            "valueFrom": {
+                                "secretKeyRef": SECRET_REF,
+                                "configMapKeyRef": SECRET_REF,
+                            },
+                        }
+                    ]
+                }
+            },
+            "exactly one of secretKeyRef and configMapKeyRef",
+        ),
+        ({"serving": {"auth": {"tokenSecret": {"name": "Bad_Name", "key": "t"}}}}, "name"),
     ],
 )
 def test_invalid_specs_name_the_field(overrides: dict[str, Any], fragment: str) -> None:

@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ OTHER = 'sum(modelserver_requests_total{namespace="other-tenant"}) # {revision}'
 class Server:
     def __init__(self) -> None:
         self.queries: list[str] = []
+        self.authorization: list[str | None] = []
         self.body = json.dumps(
             {"status": "success", "data": {"resultType": "vector", "result": []}}
         ).encode()
@@ -47,6 +49,7 @@ def prometheus() -> Iterator[Server]:
 
         def do_GET(self) -> None:
             server.queries.append(parse_qs(urlsplit(self.path).query).get("query", [""])[0])
+            server.authorization.append(self.headers.get("Authorization"))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(server.body)))
@@ -173,3 +176,34 @@ def test_an_allowed_prometheus_url_is_used() -> None:
     )
     assert isinstance(provider, PrometheusProvider)
     assert provider.query_url == "http://prometheus-team-a.monitoring.svc:9090/api/v1/query"
+
+
+async def test_the_operators_token_goes_only_to_its_own_prometheus(
+    prometheus: Server, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    allowed = policy(prometheusUrls=["http://127.0.0.1:*"])
+    own = tenant_prometheus(
+        allowed, spec_url=None, default_url=prometheus.url, overrides={}, token_file=token
+    )
+    await own.sample(QUERY)
+    assert set(prometheus.authorization) == {"Bearer s3cret"}
+    prometheus.authorization.clear()
+    named = tenant_prometheus(
+        allowed,
+        spec_url=prometheus.url,
+        default_url="http://p:9090",
+        overrides={},
+        token_file=token,
+    )
+    await named.sample(QUERY)
+    assert set(prometheus.authorization) == {None}
+    with pytest.raises(ProviderError, match="cannot read the Prometheus token file"):
+        tenant_prometheus(
+            allowed,
+            spec_url=None,
+            default_url=prometheus.url,
+            overrides={},
+            token_file=tmp_path / "missing",
+        )

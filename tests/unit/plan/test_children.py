@@ -83,6 +83,47 @@ def test_deployment_env_placement_and_user_overrides() -> None:
     assert "replicas" not in dep["spec"]
 
 
+def test_secrets_are_referenced_never_copied() -> None:
+    s = spec(
+        model={
+            "uri": "s3://models/m.onnx",
+            "version": "v1",
+            "credentialsSecret": "store-creds",
+        },
+        serving={
+            "env": [
+                {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "api"}}},
+                {"name": "PLAIN", "value": "p"},
+            ],
+            "auth": {"tokenSecret": {"name": "server-token", "key": "token"}},
+        },
+    )
+    dep = children.deployment(OWNER, s, "abc", "img:1", PLACEMENT, track="stable")
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["API_KEY"] == {
+        "name": "API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "keys", "key": "api"}},
+    }
+    assert env["PLAIN"] == {"name": "PLAIN", "value": "p"}
+    assert env["MODELSERVER_TOKEN_FILE"]["value"] == f"{children.TOKEN_DIR}/token"
+    assert container["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
+    mount = {"name": "token", "mountPath": children.TOKEN_DIR, "readOnly": True}
+    assert mount in container["volumeMounts"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "token")
+    assert volume["secret"] == {
+        "secretName": "server-token",
+        "items": [{"key": "token", "path": "token"}],
+        "defaultMode": 0o440,
+    }
+    # Without references the pod has none of it.
+    plain = children.deployment(OWNER, spec(), "abc", "img:1", PLACEMENT, track="stable")
+    (bare,) = plain["spec"]["template"]["spec"]["containers"]
+    assert "envFrom" not in bare
+    assert all(v["name"] != "token" for v in plain["spec"]["template"]["spec"]["volumes"])
+
+
 def test_track_services_select_one_revision() -> None:
     svc = children.track_service(OWNER, spec(), "canary", "abc")
     assert svc["metadata"]["name"] == "m-canary"
