@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from .dataplane import DataPlane
 from .rest import MetricsApp, RestApp
 from .settings import Settings
+from .transport import guarded
 
 log = logging.getLogger("modelserver")
 
@@ -38,6 +39,8 @@ async def serve(settings: Settings) -> None:
         "server_header": False,
         "timeout_graceful_shutdown": settings.drain_timeout_s,
     }
+    common["http"] = guarded(settings.header_timeout_s, settings.body_timeout_s)
+    common["ws"] = "none"  # no WebSocket endpoint: an upgrade request is answered as plain HTTP
     main = _Server(uvicorn.Config(RestApp(plane), port=settings.port, lifespan="on", **common))
     metrics = (
         _Server(

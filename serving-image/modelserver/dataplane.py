@@ -17,13 +17,20 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .batching import Arrays, Batcher
-from .errors import InferenceFailedError, InvalidRequestError, NotFoundError, NotReadyError
+from .errors import (
+    InferenceFailedError,
+    InvalidRequestError,
+    NotFoundError,
+    NotReadyError,
+    OverloadedError,
+)
 from .faults import with_faults
 from .loader import LoadError, fetch_model
 from .metrics import Metrics
+from .redact import scrub
 from .runtime import Runtime, UnsupportedModelError
 from .settings import Settings
-from .tensors import InferRequest
+from .tensors import InferRequest, Limits
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +60,16 @@ class DataPlane:
         self.state = "loading"  # loading | ready | failed
         self.reason = "model is loading"
         self.draining = False
+        self.inflight = 0
         # One run at a time: onnxruntime already spreads a run over the intra-op threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self._batcher: Batcher | None = None
         self._load_task: asyncio.Task[None] | None = None
-        self._max_elements = settings.max_body_bytes  # no element is smaller than one byte
+        self.limits = Limits(
+            max_elements=settings.max_body_bytes,  # no element is smaller than one byte
+            max_memory=settings.max_request_memory_bytes,
+            max_json_bytes=settings.max_json_bytes,
+        )
         # Fault injection wraps the model run only when configured: the served path stays bare.
         self._infer: Callable[[Arrays], Awaitable[Arrays]] = with_faults(self._run_model, settings)
 
@@ -127,6 +139,7 @@ class DataPlane:
         )
 
     def _fail(self, reason: str) -> None:
+        reason = scrub(reason, self.settings.model_uri)  # the reason is served to anyone
         self.state, self.reason = "failed", reason
         log.error("model %s will not be served: %s", self.settings.model_name, reason)
 
@@ -187,9 +200,17 @@ class DataPlane:
 
     # inference
 
-    @property
-    def max_elements(self) -> int:
-        return self._max_elements
+    def enter(self) -> None:
+        """Admit one more request in flight, or refuse it when the cap is reached."""
+        cap = self.settings.max_inflight_requests
+        if cap and self.inflight >= cap:
+            raise OverloadedError(f"{self.inflight} requests in flight, the limit is {cap}")
+        self.inflight += 1
+        self.metrics.inflight.inc()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        self.metrics.inflight.dec()
 
     async def infer(self, request: InferRequest) -> Arrays:
         return await self._infer(request.inputs)

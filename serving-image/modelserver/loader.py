@@ -12,6 +12,8 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
+from .redact import redact_uri, scrub
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -56,7 +58,12 @@ def _download_http(uri: str, dest: Path, *, max_bytes: int, retries: int, timeou
             raise LoadError(str(exc)) from None
         except (httpx.HTTPError, OSError) as exc:
             last = exc
-            log.warning("download attempt %d of %s failed: %s", attempt + 1, uri, exc)
+            log.warning(
+                "download attempt %d of %s failed: %s",
+                attempt + 1,
+                redact_uri(uri),
+                scrub(str(exc), uri),
+            )
     raise LoadError(f"download of {uri} failed after {retries + 1} attempts: {last}")
 
 
@@ -116,7 +123,32 @@ def fetch_model(
     retries: int = 3,
     timeout_s: float = 60.0,
 ) -> tuple[Path, str]:
-    """Return a local path to the verified model and its sha256."""
+    """Return a local path to the verified model and its sha256.
+
+    Failures never show the URI's credentials: the message may reach /v2/health/ready.
+    """
+    try:
+        return _fetch_model(
+            uri,
+            sha256=sha256,
+            model_dir=model_dir,
+            max_bytes=max_bytes,
+            retries=retries,
+            timeout_s=timeout_s,
+        )
+    except LoadError as exc:
+        raise LoadError(scrub(str(exc), uri)) from None
+
+
+def _fetch_model(
+    uri: str,
+    *,
+    sha256: str | None,
+    model_dir: Path,
+    max_bytes: int,
+    retries: int = 3,
+    timeout_s: float = 60.0,
+) -> tuple[Path, str]:
     if not uri:
         raise LoadError("no model URI configured (MODELSERVER_MODEL_URI)")
     parsed = urlparse(uri)

@@ -29,6 +29,7 @@ from .errors import (
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .restcodec import decode_infer_request, encode_infer_response
+from .transport import TIMED_OUT
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class MethodNotAllowedError(ServingError):
 
 
 HTTP_STATUS[MethodNotAllowedError] = 405
+CLIENT_CLOSED = 499  # nginx's code for a client that left before its request was read
 
 # /v2/models/{name}[/versions/{version}][/ready|/infer], with an optional trailing slash.
 _MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?/?")
@@ -84,8 +86,12 @@ async def _json(send: Send, status: int, doc: Any) -> None:
     await _respond(send, status, orjson.dumps(doc))
 
 
+def _error_body(exc: ServingError) -> bytes:
+    return orjson.dumps({"error": exc.message})
+
+
 async def _error(send: Send, exc: ServingError) -> None:
-    await _respond(send, http_status(exc), orjson.dumps({"error": exc.message}))
+    await _respond(send, http_status(exc), _error_body(exc))
 
 
 async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
@@ -128,12 +134,14 @@ class RestApp:
         settings = plane.settings
         self._tokens = TokenFile(settings.token_file) if settings.token_file else None
         self._limit = settings.max_body_bytes
+        self._retry_after = [(b"retry-after", str(settings.retry_after_s).encode())]
         # Probes stay open so the kubelet needs no token.
         self._open: dict[str, Callable[[Send], Awaitable[None]]] = {
             "/v2/health/live": self._live,
             "/v2/health/ready": self._ready,
-            "/metrics": self._metrics,
         }
+        # /metrics lives on its own port; here only when that port is off, and behind the token.
+        self._metrics_here = settings.metrics_port == 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -147,6 +155,9 @@ class RestApp:
                 await _error(send, InferenceFailedError("internal server error"))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "websocket":  # only when a server offers upgrades: refuse the handshake
+            await receive()
+            await send({"type": "websocket.close", "code": 1003})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -165,7 +176,7 @@ class RestApp:
         headers = dict(scope["headers"])
         route = _MODEL_PATH.fullmatch(path)
         if route is not None and route[3] == "infer":
-            await self._infer(route[1], route[2], method, headers, receive, send)
+            await self._infer(scope, route, headers, receive, send)
             return
         try:
             handler = self._open.get(path)
@@ -173,6 +184,10 @@ class RestApp:
                 if method != "GET":
                     raise MethodNotAllowedError("method not allowed")
                 await handler(send)
+                return
+            if path == "/metrics" and self._metrics_here:
+                self._authenticate(headers)
+                await self._metrics(send)
                 return
             if route is None and path not in ("/v2", "/v2/"):
                 raise NotFoundError(f"no route for {path}")
@@ -215,42 +230,52 @@ class RestApp:
 
     async def _infer(
         self,
-        name: str,
-        version: str | None,
-        method: str,
+        scope: Scope,
+        route: re.Match[str],
         headers: dict[bytes, bytes],
         receive: Receive,
         send: Send,
     ) -> None:
-        metrics = self.plane.metrics
+        plane = self.plane
+        metrics = plane.metrics
         started = time.perf_counter()
-        metrics.inflight.inc()
         status = 500
         try:
-            status, body, extra = await self._infer_inner(name, version, method, headers, receive)
+            plane.enter()
+        except OverloadedError as exc:
+            status = 429
+            await _respond(send, status, _error_body(exc), extra=self._retry_after)
+            metrics.count(status)
+            return
+        try:
+            status, body, extra = await self._infer_inner(scope, route, headers, receive)
             if extra is None:
                 await _respond(send, status, body)
             else:
                 await _respond(send, status, body, _BINARY, extra)
+        except ConnectionError:
+            # Gone before its body arrived: not a server error, counted apart as nginx does;
+            # or cut off by the body deadline, a client error.
+            status = 408 if scope.get(TIMED_OUT) else CLIENT_CLOSED
+            raise
         finally:
-            metrics.inflight.dec()
+            plane.leave()
             metrics.count(status)
             metrics.request_duration.observe(time.perf_counter() - started)
 
     async def _infer_inner(
         self,
-        name: str,
-        version: str | None,
-        method: str,
+        scope: Scope,
+        route: re.Match[str],
         headers: dict[bytes, bytes],
         receive: Receive,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]] | None]:
         plane = self.plane
         try:
             self._authenticate(headers)
-            if method != "POST":
+            if scope["method"] != "POST":
                 raise MethodNotAllowedError("method not allowed")
-            plane.check_model(name, version)
+            plane.check_model(route[1], route[2])
             # Draining still serves: endpoints lag behind readiness and clients retry less
             # gracefully than a slightly later shutdown.
             runtime = plane.loaded()
@@ -260,7 +285,7 @@ class RestApp:
                 _header_length(headers),
                 runtime.inputs,
                 runtime.outputs,
-                max_elements=plane.max_elements,
+                plane.limits,
             )
             results = await plane.infer(request)
             payload, json_length = encode_infer_response(
@@ -270,7 +295,7 @@ class RestApp:
                 results=results,
             )
         except ServingError as exc:
-            return http_status(exc), orjson.dumps({"error": exc.message}), None
+            return http_status(exc), _error_body(exc), None
         if json_length is None:
             return 200, payload, None
         return 200, payload, [(HEADER_LENGTH, str(json_length).encode())]

@@ -14,9 +14,18 @@ import orjson
 
 from .batching import Arrays
 from .datatypes import ALL_OIP_DATATYPES, numpy_to_oip
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, TooLargeError
 from .runtime import TensorSpec
-from .tensors import InferRequest, RequestedOutput, check_shape, from_list, from_raw
+from .tensors import (
+    InferRequest,
+    Limits,
+    MemoryBudget,
+    RequestedOutput,
+    check_shape,
+    describe,
+    from_list,
+    from_raw,
+)
 
 
 def _bad(message: str) -> InvalidRequestError:
@@ -28,8 +37,7 @@ def decode_infer_request(
     header_length: int | None,
     inputs: Mapping[str, TensorSpec],
     outputs: Mapping[str, TensorSpec],
-    *,
-    max_elements: int,
+    limits: Limits,
 ) -> InferRequest:
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
@@ -40,6 +48,12 @@ def decode_infer_request(
         header = body[:header_length]
     else:
         header = body
+    if len(header) > limits.max_json_bytes:
+        # Parsed JSON takes several times its size in memory; big tensors belong in binary.
+        raise TooLargeError(
+            f"JSON part of {len(header)} bytes is over the {limits.max_json_bytes}-byte limit "
+            "(MODELSERVER_MAX_JSON_BYTES); send large tensors with the binary extension"
+        )
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
@@ -57,78 +71,111 @@ def decode_infer_request(
         raise _bad("'inputs' must be a non-empty list")
 
     binary_pos = header_length if header_length is not None else len(body)
+    budget = MemoryBudget(limits.max_memory)
     arrays: Arrays = {}
     for raw in raw_inputs:
         if not isinstance(raw, dict):
             raise _bad("each input must be an object")
-        name = raw.get("name")
-        if not isinstance(name, str):
-            raise _bad("each input needs a string 'name'")
-        spec = inputs.get(name)
-        if spec is None:
-            raise _bad(f"unknown input '{name}'; the model takes {sorted(inputs)}")
-        if name in arrays:
-            raise _bad(f"input '{name}' is given more than once")
-        datatype = raw.get("datatype")
-        if datatype != spec.datatype:
-            if datatype not in ALL_OIP_DATATYPES:
-                raise _bad(f"input '{name}': unknown datatype {datatype!r}")
-            raise _bad(
-                f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
-            )
-        shape = check_shape(name, raw.get("shape"), spec, max_elements)
-        in_params = raw.get("parameters") or {}
-        if not isinstance(in_params, dict):
-            raise _bad(f"input '{name}': 'parameters' must be an object")
-        size = in_params.get("binary_data_size")
-        if size is not None:
-            if header_length is None:
-                raise _bad(
-                    f"input '{name}': binary_data_size given without "
-                    "Inference-Header-Content-Length"
-                )
-            if type(size) is not int or size < 0:
-                raise _bad(f"input '{name}': binary_data_size must be a non-negative integer")
-            if "data" in raw:
-                raise _bad(f"input '{name}': has both 'data' and binary_data_size")
-            if binary_pos + size > len(body):
-                raise _bad(f"input '{name}': binary_data_size {size} overruns the request body")
-            arrays[name] = from_raw(name, spec, body, binary_pos, size, shape)
-            binary_pos += size
-        elif "data" in raw:
-            arrays[name] = from_list(name, spec, raw["data"], shape)
-        else:
-            raise _bad(f"input '{name}': has no 'data' and no binary_data_size")
+        name, spec, shape = _input_header(raw, inputs, arrays, limits, budget)
+        binary_pos = _decode_input(raw, name, spec, shape, body, header_length, binary_pos, arrays)
     if binary_pos != len(body):
         raise _bad(f"{len(body) - binary_pos} bytes of binary data belong to no input")
     missing = [n for n in inputs if n not in arrays]
     if missing:
         raise _bad(f"missing input '{missing[0]}'; the model needs {list(inputs)}")
+    return InferRequest(req_id, arrays, _requested_outputs(doc, params, outputs))
 
+
+def _input_header(
+    raw: dict[str, Any],
+    inputs: Mapping[str, TensorSpec],
+    seen: Arrays,
+    limits: Limits,
+    budget: MemoryBudget,
+) -> tuple[str, TensorSpec, tuple[int, ...]]:
+    name = raw.get("name")
+    if not isinstance(name, str):
+        raise _bad("each input needs a string 'name'")
+    spec = inputs.get(name)
+    if spec is None:
+        raise _bad(f"unknown input '{name[:200]}'; the model takes {sorted(inputs)}")
+    if name in seen:
+        raise _bad(f"input '{name}' is given more than once")
+    datatype = raw.get("datatype")
+    if datatype != spec.datatype:
+        if not isinstance(datatype, str):
+            raise _bad(f"input '{name}': datatype must be a string, got {describe(datatype)}")
+        if datatype not in ALL_OIP_DATATYPES:
+            raise _bad(f"input '{name}': unknown datatype {datatype[:50]!r}")
+        raise _bad(
+            f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
+        )
+    shape = check_shape(
+        name, raw.get("shape"), spec, max_elements=limits.max_elements, budget=budget
+    )
+    return name, spec, shape
+
+
+def _decode_input(
+    raw: dict[str, Any],
+    name: str,
+    spec: TensorSpec,
+    shape: tuple[int, ...],
+    body: bytes,
+    header_length: int | None,
+    binary_pos: int,
+    arrays: Arrays,
+) -> int:
+    """Decode one input into ``arrays``; return where the next binary input starts."""
+    in_params = raw.get("parameters") or {}
+    if not isinstance(in_params, dict):
+        raise _bad(f"input '{name}': 'parameters' must be an object")
+    size = in_params.get("binary_data_size")
+    if size is None:
+        if "data" not in raw:
+            raise _bad(f"input '{name}': has no 'data' and no binary_data_size")
+        arrays[name] = from_list(name, spec, raw["data"], shape)
+        return binary_pos
+    if header_length is None:
+        raise _bad(
+            f"input '{name}': binary_data_size given without Inference-Header-Content-Length"
+        )
+    if type(size) is not int or size < 0:
+        raise _bad(f"input '{name}': binary_data_size must be a non-negative integer")
+    if "data" in raw:
+        raise _bad(f"input '{name}': has both 'data' and binary_data_size")
+    if binary_pos + size > len(body):
+        raise _bad(f"input '{name}': binary_data_size {size} overruns the request body")
+    arrays[name] = from_raw(name, spec, body, binary_pos, size, shape)
+    return binary_pos + size
+
+
+def _requested_outputs(
+    doc: dict[str, Any], params: dict[str, Any], outputs: Mapping[str, TensorSpec]
+) -> list[RequestedOutput]:
     binary_all = params.get("binary_data_output", False)
     if not isinstance(binary_all, bool):
         raise _bad("parameter 'binary_data_output' must be a boolean")
     raw_outputs = doc.get("outputs")
-    requested: list[RequestedOutput] = []
     if raw_outputs is None:
-        requested = [RequestedOutput(n, binary_all) for n in outputs]
-    elif not isinstance(raw_outputs, list):
+        return [RequestedOutput(n, binary_all) for n in outputs]
+    if not isinstance(raw_outputs, list):
         raise _bad("'outputs' must be a list")
-    else:
-        for raw in raw_outputs:
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-                raise _bad("each requested output needs a string 'name'")
-            name = raw["name"]
-            if name not in outputs:
-                raise _bad(f"unknown output '{name}'; the model has {list(outputs)}")
-            out_params = raw.get("parameters") or {}
-            if not isinstance(out_params, dict):
-                raise _bad(f"output '{name}': 'parameters' must be an object")
-            binary = out_params.get("binary_data", binary_all)
-            if not isinstance(binary, bool):
-                raise _bad(f"output '{name}': parameter 'binary_data' must be a boolean")
-            requested.append(RequestedOutput(name, binary))
-    return InferRequest(req_id, arrays, requested)
+    requested: list[RequestedOutput] = []
+    for raw in raw_outputs:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise _bad("each requested output needs a string 'name'")
+        name = raw["name"]
+        if name not in outputs:
+            raise _bad(f"unknown output '{name[:200]}'; the model has {list(outputs)}")
+        out_params = raw.get("parameters") or {}
+        if not isinstance(out_params, dict):
+            raise _bad(f"output '{name}': 'parameters' must be an object")
+        binary = out_params.get("binary_data", binary_all)
+        if not isinstance(binary, bool):
+            raise _bad(f"output '{name}': parameter 'binary_data' must be a boolean")
+        requested.append(RequestedOutput(name, binary))
+    return requested
 
 
 # --- encoding -----------------------------------------------------------------------------------

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=8082, ge=0, le=65535)
     token_file: Path | None = None
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Parsed JSON takes several times its size: large tensors belong in the binary extension.
+    max_json_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Decoded input tensors of one request (a BYTES element is counted at 256 bytes).
+    max_request_memory_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
+    # Inference requests handled at once; more are answered 429 with Retry-After. 0: no cap.
+    max_inflight_requests: int = Field(default=256, ge=0)
+    retry_after_s: int = Field(default=1, ge=0)
+    # Slow clients: a request's headers must arrive within header_timeout_s of its first byte
+    # (or of the connection), its body within body_timeout_s of the headers.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=60.0, gt=0)
 
     # Runtime
     threads: int = Field(default_factory=cgroup_cpu_count, ge=1)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .batching import Arrays
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, TooLargeError
 from .runtime import TensorSpec
 
 
@@ -35,12 +35,66 @@ class InferRequest:
     outputs: list[RequestedOutput]
 
 
-def check_shape(name: str, raw: Any, spec: TensorSpec, max_elements: int) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(
-        type(d) is int and d >= 0  # bool is an int subclass: reject it explicitly
-        for d in raw
-    ):
-        raise _bad(f"input '{name}': shape must be a list of non-negative integers, got {raw!r}")
+# What one BYTES element costs in memory on its way through a request, beyond its own bytes:
+# the decoded str and list slot, the object array, onnxruntime's std::string, the output
+# array's str and the encoder's copy. Measured at about 200 bytes; rounded up.
+BYTES_ELEMENT_COST = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-request bounds, from the settings."""
+
+    max_elements: int  # per tensor; no element is smaller than one byte of body
+    max_memory: int  # all input tensors together, decoded (MODELSERVER_MAX_REQUEST_MEMORY_BYTES)
+    max_json_bytes: int  # the JSON part of a REST request (MODELSERVER_MAX_JSON_BYTES)
+
+
+class MemoryBudget:
+    """The memory one request's tensors may take, charged input by input before decoding."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, name: str, spec: TensorSpec, shape: tuple[int, ...], count: int) -> None:
+        per_element = BYTES_ELEMENT_COST if spec.datatype == "BYTES" else spec.dtype.itemsize
+        self.used += count * per_element
+        if self.used > self.limit:
+            raise TooLargeError(
+                f"input '{name}': shape {list(shape)} of {spec.datatype} takes the request to "
+                f"about {self.used} bytes in memory, over the {self.limit}-byte limit "
+                "(MODELSERVER_MAX_REQUEST_MEMORY_BYTES)"
+            )
+
+
+def describe(value: Any) -> str:
+    """A short description of a JSON value, never its (possibly huge or deep) repr."""
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    return repr(value) if isinstance(value, int | float | bool) or value is None else "a value"
+
+
+def check_shape(
+    name: str, raw: Any, spec: TensorSpec, *, max_elements: int, budget: MemoryBudget
+) -> tuple[int, ...]:
+    """The shape as a tuple, checked against the model and charged to the request's budget."""
+    if not isinstance(raw, list):
+        raise _bad(
+            f"input '{name}': shape must be a list of non-negative integers, got {describe(raw)}"
+        )
+    for i, d in enumerate(raw):
+        if type(d) is not int or d < 0:  # bool is an int subclass: reject it explicitly
+            raise _bad(
+                f"input '{name}': shape must be a list of non-negative integers, "
+                f"element {i} is {describe(d)}"
+            )
     shape = tuple(raw)
     if len(shape) != len(spec.shape):
         raise _bad(
@@ -58,17 +112,32 @@ def check_shape(name: str, raw: Any, spec: TensorSpec, max_elements: int) -> tup
         count *= d
     if count > max_elements:
         raise _bad(f"input '{name}': shape {list(shape)} is too large ({count} elements)")
+    budget.charge(name, spec, shape, count)
     return shape
 
 
-def _flatten_strings(name: str, data: list[Any], out: list[str]) -> None:
-    for item in data:
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, list):
-            _flatten_strings(name, item, out)
-        else:
-            raise _bad(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
+def _flatten_strings(name: str, data: list[Any], depth: int) -> list[str]:
+    """Nested lists of strings, row-major, nested at most ``depth`` deep (the tensor's rank)."""
+    out: list[str] = []
+    # Iterative, with a depth bound: how deep the lists nest is the client's choice.
+    stack: list[tuple[list[Any], int]] = [(data, 0)]
+    while stack:
+        items, start = stack.pop()
+        for i in range(start, len(items)):
+            item = items[i]
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, list):
+                if len(stack) + 2 > depth:
+                    raise _bad(
+                        f"input '{name}': BYTES data is nested deeper than the shape's rank {depth}"
+                    )
+                stack.append((items, i + 1))  # resume here after the sublist
+                stack.append((item, 0))
+                break
+            else:
+                raise _bad(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
+    return out
 
 
 def from_list(
@@ -78,8 +147,7 @@ def from_list(
     if not isinstance(data, list):
         raise _bad(f"input '{name}': data must be a list, got {type(data).__name__}")
     if spec.datatype == "BYTES":
-        flat: list[str] = []
-        _flatten_strings(name, data, flat)
+        flat = _flatten_strings(name, data, max(1, len(shape)))
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat
     else:

@@ -38,10 +38,25 @@ async def test_token_required(serve: ServeFactory, models: Models, tmp_path: Pat
     good = {"Authorization": "Bearer s3cret-token"}
     assert (await s.client.get("/v2/models/mlp", headers=good)).status_code == 200
     assert (await s.client.post(s.infer_url(), json=BODY, headers=good)).status_code == 200
-    # Probes and metrics need no token: the kubelet and Prometheus do not carry one.
+    # Probes need no token: the kubelet does not carry one.
     assert (await s.client.get("/v2/health/live")).status_code == 200
     assert (await s.client.get("/v2/health/ready")).status_code == 200
-    assert (await s.client.get("/metrics")).status_code == 200
+    # Metrics have their own port (scraped without a token); the main port does not serve them.
+    assert (await s.client.get("/metrics", headers=good)).status_code == 404
+
+
+async def test_metrics_on_the_main_port_need_the_token(
+    serve: ServeFactory, models: Models, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token")
+    s = await serve(model_uri=str(models.mlp), token_file=token, metrics_port=0)
+    assert (await s.client.get("/metrics")).status_code == 401
+    r = await s.client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert r.status_code == 200
+    assert "modelserver_model_info" in r.text
+    open_server = await serve(model_uri=str(models.mlp), metrics_port=0)
+    assert (await open_server.client.get("/metrics")).status_code == 200
 
 
 async def test_unknown_model_hidden_behind_auth(

@@ -92,12 +92,14 @@ def test_missing_required_input(models: Models) -> None:
     from modelserver.errors import InvalidRequestError
     from modelserver.restcodec import decode_infer_request
     from modelserver.runtime import Runtime
+    from modelserver.tensors import Limits
 
     rt = Runtime(models.mlp)
+    limits = Limits(max_elements=1000, max_memory=1 << 20, max_json_bytes=1 << 20)
     two_inputs = {**rt.inputs, "extra": rt.inputs["features"]}
     body = orjson.dumps({"inputs": [_input()]})
     with pytest.raises(InvalidRequestError, match="missing input 'extra'"):
-        decode_infer_request(body, None, two_inputs, rt.outputs, max_elements=1000)
+        decode_infer_request(body, None, two_inputs, rt.outputs, limits)
 
 
 @pytest.mark.parametrize(

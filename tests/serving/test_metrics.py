@@ -17,6 +17,7 @@ async def test_metrics_exposition(serve: ServeFactory, models: Models) -> None:
         track="canary",
         batch_max_size=4,
         batch_window_ms=0,
+        metrics_port=0,  # /metrics on the main port, where the in-process client can reach it
     )
     for _ in range(3):
         assert (await s.client.post(s.infer_url(), json=BODY)).status_code == 200

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,54 +13,21 @@ import httpx
 import pytest
 
 from .conftest import Models
+from .server_process import running_server
 
-ENTRY_POINT = Path(sys.executable).parent / "modelserver"
 BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0.2] * 16}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def server(models: Models, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    port, metrics_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MODELSERVER_")},
-        "MODELSERVER_MODEL_NAME": "mlp",
-        "MODELSERVER_MODEL_URI": str(models.mlp),
-        "MODELSERVER_HOST": "127.0.0.1",
-        "MODELSERVER_PORT": str(port),
-        "MODELSERVER_METRICS_PORT": str(metrics_port),
-        "MODELSERVER_THREADS": "1",
-        "MODELSERVER_MODEL_DIR": str(tmp_path),
-        "MODELSERVER_FAULT_LATENCY_MS": "400",  # keeps requests in flight across the SIGTERM
-        "MODELSERVER_DRAIN_DELAY_S": "0.6",
-        "MODELSERVER_DRAIN_TIMEOUT_S": "10",
-    }
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen([str(ENTRY_POINT)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("server did not become ready: " + (tmp_path / "server.log").read_text())
-    yield proc, base, f"http://127.0.0.1:{metrics_port}"
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(5)
-    log.close()
+    with running_server(
+        models.mlp,
+        tmp_path,
+        fault_latency_ms="400",  # keeps requests in flight across the SIGTERM
+        drain_delay_s="0.6",
+        drain_timeout_s="10",
+    ) as s:
+        yield s.proc, s.base, s.metrics
 
 
 async def test_drain_on_sigterm(server: tuple[subprocess.Popen[bytes], str, str]) -> None:

@@ -1,0 +1,106 @@
+"""uvicorn's httptools protocol with deadlines for slow clients.
+
+uvicorn times out idle keep-alive connections but not a request that trickles in: a client
+sending a header byte every few seconds (slowloris) holds a connection and its memory for as
+long as it likes. Here a request's headers must arrive within ``header_timeout_s`` of its first
+byte (or of the connection), and its body within ``body_timeout_s`` of the headers; otherwise
+it is answered 408 and the connection closed. One timer per request, re-armed lazily when it
+fires, keeps the cost off the fast path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+TIMED_OUT = "modelserver.timed_out"  # scope key: the body read was cut off by the deadline
+
+_IDLE, _HEADERS, _BODY = 0, 1, 2
+
+
+def _timeout_response(message: str) -> bytes:
+    body = orjson.dumps({"error": message})
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """Configure with ``guarded(header_timeout_s, body_timeout_s)``."""
+
+    header_timeout_s = 10.0
+    body_timeout_s = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._phase = _IDLE
+        self._phase_started = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._enter(_IDLE)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._enter(_HEADERS)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase, self._phase_started = _BODY, self.loop.time()
+        if self.body_timeout_s < self.header_timeout_s:  # the pending timer would fire late
+            self._disarm()
+            self._deadline = self.loop.call_later(self.body_timeout_s, self._check)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # WebSocket and h2c upgrades are not offered: the request is answered as plain HTTP.
+        log.debug("ignored an Upgrade request")
+
+    def _enter(self, phase: int) -> None:
+        self._phase, self._phase_started = phase, self.loop.time()
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.header_timeout_s, self._check)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _check(self) -> None:
+        self._deadline = None
+        limit = self.body_timeout_s if self._phase == _BODY else self.header_timeout_s
+        left = self._phase_started + limit - self.loop.time()
+        if left > 0:  # the phase moved on since the timer was set
+            self._deadline = self.loop.call_later(left, self._check)
+            return
+        if self.transport.is_closing():
+            return
+        if self._phase == _BODY:
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started:
+                cycle.scope[TIMED_OUT] = True  # type: ignore[literal-required]
+                self.transport.write(_timeout_response(f"body not received in {limit:g} s"))
+        elif self._phase == _HEADERS:
+            self.transport.write(_timeout_response(f"headers not received in {limit:g} s"))
+        self.transport.close()
+
+
+def guarded(header_timeout_s: float, body_timeout_s: float) -> type[GuardedHttpTools]:
+    """The protocol class with these deadlines, for ``uvicorn.Config(http=...)``."""
+    attrs = {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s}
+    return type("GuardedHttpTools", (GuardedHttpTools,), attrs)
