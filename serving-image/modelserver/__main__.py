@@ -37,6 +37,7 @@ async def serve(settings: Settings) -> None:
         "access_log": False,
         "log_config": None,
         "server_header": False,
+        "proxy_headers": False,  # client addresses are not used: skip the middleware
         "timeout_graceful_shutdown": settings.drain_timeout_s,
     }
     common["http"] = guarded(settings.header_timeout_s, settings.body_timeout_s)

@@ -82,7 +82,7 @@ class Batcher:
         sig = signature(feeds)
         loop = asyncio.get_running_loop()
         if sig is None or sig[0] >= self._max:
-            return await loop.run_in_executor(self._executor, self._timed_run, feeds)
+            return await self._run_timed(feeds)
         rows, shape_sig = sig
         future: asyncio.Future[Arrays] = loop.create_future()
         self._queue.append(_Pending(feeds, rows, shape_sig, future))
@@ -90,12 +90,16 @@ class Batcher:
         self._wakeup.set()
         return await future
 
-    def _timed_run(self, feeds: Arrays) -> Arrays:
+    def _timed(self, feeds: Arrays) -> tuple[Arrays, float]:
         start = time.perf_counter()
-        out = self._run(feeds)
-        if self._on_run is not None:
+        return self._run(feeds), time.perf_counter() - start
+
+    async def _run_timed(self, feeds: Arrays) -> Arrays:
+        loop = asyncio.get_running_loop()
+        out, seconds = await loop.run_in_executor(self._executor, self._timed, feeds)
+        if self._on_run is not None:  # back on the loop: metrics are updated from it only
             rows = next(iter(feeds.values())).shape[0] if feeds else 0
-            self._on_run(rows, time.perf_counter() - start)
+            self._on_run(rows, seconds)
         return out
 
     async def _wait_for_company(self) -> None:
@@ -136,7 +140,6 @@ class Batcher:
         return batch
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
                 self._wakeup.clear()
@@ -154,7 +157,7 @@ class Batcher:
                         name: np.concatenate([p.feeds[name] for p in batch])
                         for name in batch[0].feeds
                     }
-                out = await loop.run_in_executor(self._executor, self._timed_run, feeds)
+                out = await self._run_timed(feeds)
             except asyncio.CancelledError:
                 for p in batch:
                     if not p.future.done():

@@ -2,12 +2,29 @@
 
 The canary analysis compares these series between the stable and canary tracks, so names and
 labels are part of the interface (documented in README.md).
+
+Per-request metrics are plain numbers updated on the event loop thread only (the inference
+thread hands its timings back to the loop), and turned into Prometheus families at scrape
+time: prometheus_client's locked values cost several microseconds per update, which on a small
+model is a tenth of the whole request. More per-request series (per-output counters, say) fit
+the same pattern: a ``LoopHistogram`` or a dict of counts, and a few lines in ``collect``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 IDENTITY_LABELS = ("model", "version", "revision", "track")
 
@@ -19,7 +36,33 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-class Metrics:
+class LoopHistogram:
+    """A histogram without locks: only ever touched from the event loop thread."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: a bound holds values <= it
+        self.sum += value
+
+    def family(self, name: str, doc: str, identity: list[str]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, doc, labels=IDENTITY_LABELS)
+        buckets = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            le = floatToGoString(bound)  # type: ignore[no-untyped-call]  # the library's "le" text
+            buckets.append((le, total))
+        family.add_metric(identity, buckets, self.sum)
+        return family
+
+
+class Metrics(Collector):
     def __init__(
         self,
         registry: CollectorRegistry,
@@ -30,41 +73,14 @@ class Metrics:
         track: str,
     ) -> None:
         self.registry = registry
-        self._identity = (model, version, revision, track)
+        self._identity = [model, version, revision, track]
+        self.codes: dict[int, int] = {}
+        self.inflight = 0
+        self.request_duration = LoopHistogram(_LATENCY_BUCKETS)
+        self.inference_duration = LoopHistogram(_LATENCY_BUCKETS)
+        self.batch_size = LoopHistogram(_BATCH_BUCKETS)
+        registry.register(self)
         ident = IDENTITY_LABELS
-        self.requests = Counter(
-            "modelserver_requests_total",
-            "Inference requests by HTTP status code.",
-            (*ident, "code"),
-            registry=registry,
-        )
-        self.request_duration = Histogram(
-            "modelserver_request_duration_seconds",
-            "Inference request time from first byte read to response sent.",
-            ident,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        ).labels(*self._identity)
-        self.inference_duration = Histogram(
-            "modelserver_inference_duration_seconds",
-            "Time in onnxruntime per session run (one run may serve a whole batch).",
-            ident,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        ).labels(*self._identity)
-        self.batch_size = Histogram(
-            "modelserver_batch_size",
-            "Rows (first-axis length) per onnxruntime run.",
-            ident,
-            buckets=_BATCH_BUCKETS,
-            registry=registry,
-        ).labels(*self._identity)
-        self.inflight = Gauge(
-            "modelserver_inflight_requests",
-            "Inference requests being handled.",
-            ident,
-            registry=registry,
-        ).labels(*self._identity)
         self.load_seconds = Gauge(
             "modelserver_model_load_seconds",
             "Time to fetch, verify and load the model.",
@@ -77,18 +93,52 @@ class Metrics:
             (*ident, "sha256", "provider"),
             registry=registry,
         )
-        # Label lookup costs more than the increment: keep one child per status code.
-        self._by_code: dict[int, Counter] = {}
+
+    # Updates: event loop thread only.
 
     def count(self, code: int) -> None:
-        child = self._by_code.get(code)
-        if child is None:
-            child = self._by_code[code] = self.requests.labels(*self._identity, str(code))
-        child.inc()
+        self.codes[code] = self.codes.get(code, 0) + 1
+
+    def observe_run(self, rows: int, seconds: float) -> None:
+        self.inference_duration.observe(seconds)
+        self.batch_size.observe(rows)
 
     def model_loaded(self, *, seconds: float, sha256: str, provider: str) -> None:
         self.load_seconds.set(seconds)
         self._info.labels(*self._identity, sha256, provider).set(1)
+
+    # Exposition.
+
+    def collect(self) -> Iterator[Metric]:
+        ident = self._identity
+        requests = CounterMetricFamily(
+            "modelserver_requests",
+            "Inference requests by HTTP status code.",
+            labels=(*IDENTITY_LABELS, "code"),
+        )
+        for code, n in sorted(self.codes.items()):
+            requests.add_metric([*ident, str(code)], n)
+        yield requests
+        yield self.request_duration.family(
+            "modelserver_request_duration_seconds",
+            "Inference request time from first byte read to response sent.",
+            ident,
+        )
+        yield self.inference_duration.family(
+            "modelserver_inference_duration_seconds",
+            "Time in onnxruntime per session run (one run may serve a whole batch).",
+            ident,
+        )
+        yield self.batch_size.family(
+            "modelserver_batch_size", "Rows (first-axis length) per onnxruntime run.", ident
+        )
+        inflight = GaugeMetricFamily(
+            "modelserver_inflight_requests",
+            "Inference requests being handled.",
+            labels=IDENTITY_LABELS,
+        )
+        inflight.add_metric(ident, self.inflight)
+        yield inflight
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
 
 
 class Runtime:
-    """One onnxruntime session. ``run`` blocks: callers keep it off the event loop."""
+    """One onnxruntime session. ``run`` blocks: callers keep it off the event loop, unless a run
+    is so short that the hop to a thread costs more (``time_run``)."""
 
     def __init__(self, path: Path, *, threads: int = 1, provider: str = "cpu") -> None:
         opts = ort.SessionOptions()
@@ -91,3 +93,25 @@ class Runtime:
     def run(self, feeds: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         results = self.session.run(self._output_names, feeds)
         return dict(zip(self._output_names, results, strict=True))
+
+    def time_run(self, runs: int = 20) -> float | None:
+        """Median seconds of a run on zeros, one row per dynamic axis; None if it cannot run.
+
+        Warms the session up as a side effect (the first run allocates).
+        """
+        feeds = {
+            s.name: np.zeros(tuple(1 if d == -1 else d for d in s.shape), dtype=s.dtype)
+            if s.datatype != "BYTES"
+            else np.full(tuple(1 if d == -1 else d for d in s.shape), "", dtype=object)
+            for s in self.inputs.values()
+        }
+        times = []
+        try:
+            for _ in range(runs):
+                started = time.perf_counter()
+                self.run(feeds)
+                times.append(time.perf_counter() - started)
+        except Exception as exc:  # zeros are not valid input for every model
+            log.info("no timing run on zeros: %s", str(exc).splitlines()[0][:200])
+            return None
+        return sorted(times)[len(times) // 2]

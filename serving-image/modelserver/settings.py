@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     execution_provider: Literal["cpu", "cuda"] = "cpu"
     batch_max_size: int = Field(default=1, ge=1)  # 1 disables dynamic batching
     batch_window_ms: float = Field(default=2.0, ge=0.0)
+    # Models whose warm run takes at most this long run on the event loop, not a thread.
+    inline_run_max_ms: float = Field(default=0.3, ge=0.0)
 
     # Loading
     model_dir: Path = Path("/tmp/modelserver")

@@ -8,6 +8,7 @@ tensor and say what is wrong with it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,7 @@ def _flatten_strings(name: str, data: list[Any], depth: int) -> list[str]:
 def from_list(
     name: str, spec: TensorSpec, data: Any, shape: tuple[int, ...]
 ) -> np.ndarray[Any, Any]:
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if not isinstance(data, list):
         raise _bad(f"input '{name}': data must be a list, got {type(data).__name__}")
     if spec.datatype == "BYTES":
@@ -199,7 +200,7 @@ def _convert(
 def from_raw(
     name: str, spec: TensorSpec, body: bytes, start: int, size: int, shape: tuple[int, ...]
 ) -> np.ndarray[Any, Any]:
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if spec.datatype == "BYTES":
         items: list[str] = []
         pos, end = start, start + size

@@ -253,3 +253,26 @@ def serving_param_count(models: Models) -> int:
     from .serving_models import parameter_count
 
     return parameter_count(models.cnn)
+
+
+async def test_short_runs_inline_long_ones_on_a_thread(serve: ServeFactory, models: Models) -> None:
+    """Where the model runs changes nothing in the answer; the collector is frozen after load."""
+    import gc
+
+    x = features(3, seed=5)
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 16], "data": x}]}
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    answers = []
+    for limit_ms, inline in ((10.0, True), (0.0, False)):
+        s = await serve(model_uri=str(models.mlp), inline_run_max_ms=limit_ms)
+        assert s.plane._inline is inline
+        r = await s.client.post(s.infer_url(), content=content)
+        assert r.status_code == 200
+        answers.append(r.json()["outputs"])
+        labels = {"model": "mlp", "version": "1", "revision": "", "track": "stable"}
+        count = "modelserver_inference_duration_seconds_count"
+        assert s.registry.get_sample_value(count, labels) == 1
+    assert answers[0] == answers[1]
+    want = reference(models.mlp, {"features": x})["logits"]
+    np.testing.assert_allclose(np.asarray(answers[0][0]["data"]).reshape(3, 8), want, rtol=1e-5)
+    assert gc.get_freeze_count() > 0

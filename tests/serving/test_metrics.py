@@ -44,6 +44,9 @@ async def test_metrics_exposition(serve: ServeFactory, models: Models) -> None:
     assert value("modelserver_request_duration_seconds_sum") > 0
     assert value("modelserver_inference_duration_seconds_count") == 3
     assert value("modelserver_batch_size_sum") == 6  # three runs of two rows
+    assert value("modelserver_batch_size_bucket", le="1.0") == 0  # "le": at most
+    assert value("modelserver_batch_size_bucket", le="2.0") == 3
+    assert value("modelserver_batch_size_bucket", le="+Inf") == 3
     assert value("modelserver_inflight_requests") == 0
     assert value("modelserver_model_load_seconds") > 0
     assert (
