@@ -11,11 +11,20 @@ $(KSERVE_VENV)/.installed:
 	$(KSERVE_VENV)/bin/pip install --quiet "kserve>=0.13,<1" "onnxruntime>=1.18,<2" "numpy>=1.26,<3"
 	@touch $@
 
+# MLServer at its best: with httptools (from PyPI alone it runs on h11), in its own venv too.
+MLSERVER_VENV := bench/.venv-mlserver
+$(MLSERVER_VENV)/.installed:
+	@test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	@echo '*' > $(MLSERVER_VENV)/.gitignore
+	$(MLSERVER_VENV)/bin/pip install --quiet --upgrade pip
+	$(MLSERVER_VENV)/bin/pip install --quiet "mlserver>=1.6,<2" httptools "onnxruntime>=1.18,<2" "numpy>=1.26,<3"
+	@touch $@
+
 $(VENV)/.bench-serving: $(STAMP) bench/serving/requirements.txt
 	$(PY) -m pip install --quiet -r bench/serving/requirements.txt
 	@touch $@
 
 .PHONY: bench-serving
-bench-serving: venv $(VENV)/.bench-serving $(KSERVE_VENV)/.installed ## benchmark the model server against raw onnxruntime and KServe
+bench-serving: venv $(VENV)/.bench-serving $(KSERVE_VENV)/.installed $(MLSERVER_VENV)/.installed ## benchmark the model server against raw onnxruntime, the transport floor, MLServer and KServe
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.serving.run --seconds $(BENCH_SECONDS)

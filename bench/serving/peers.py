@@ -8,6 +8,7 @@ round, rounds interleaved, so a change in the machine's load touches all of them
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def compare(work: Path, seconds: int, rounds: int = 2) -> dict[str, Any]:
     model = mlp(work / "tabular.onnx", features=64, hidden=256, classes=10)
     x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
     body = json_body(work / "tabular.json", "features", x)
-    results: dict[str, Any] = {"rounds": rounds, "runs": {}}
+    results: dict[str, Any] = {"rounds": rounds, "runs": {}, "mlserver": _mlserver_version()}
     for round_no in range(rounds):
         for who, start in _starters(model, work).items():
             print(f"peers round {round_no + 1}: {who}", flush=True)
@@ -76,6 +77,16 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _mlserver_version() -> str:
+    if not MLSERVER_BIN.exists():
+        return "not installed"
+    python = MLSERVER_BIN.parent / "python"
+    code = "from importlib.metadata import version as v; print(v('mlserver'), v('httptools'))"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    mlserver, _, httptools = out.stdout.strip().partition(" ")
+    return f"{mlserver} with httptools {httptools}"
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
@@ -86,6 +97,8 @@ def report(r: dict[str, Any]) -> list[str]:
     lines = [
         "## Transport floor and peers (tabular MLP 64->256->10, two outputs, [1,64] FP32 JSON)",
         "",
+        f"MLServer {r['mlserver']}, no worker pool (`parallel_workers: 0`), no metrics "
+        "endpoint; KServe as in the table above. "
         "Per round: req/s at 32 connections, the server's CPU time per request over that run "
         "(user + system, from /proc: it holds still when neighbours take the core, where req/s "
         "does not), p50 at one connection, p99 at 32 connections; ratios to the floor of the "

@@ -1,4 +1,4 @@
-"""Serving benchmark: modelserver beside raw onnxruntime and KServe's ModelServer, one run.
+"""Serving benchmark: modelserver beside raw onnxruntime, the floor, MLServer and KServe.
 
 Each server gets core 0 and one intra-op thread (it stands for a 1-vCPU pod); the load
 generator gets core 1. The machine is shared and noisy, so results are reported as ratios
@@ -28,6 +28,7 @@ import orjson
 
 from tests.serving.serving_models import cnn, mlp, parameter_count
 
+from . import peers
 from .rig import (
     BIN,
     HERE,
@@ -194,6 +195,7 @@ def bench(seconds: int, work: Path) -> dict[str, Any]:
             results["ks_medium_sat"] = run_wrk(url, body, medium_conns, seconds)
         finally:
             srv.stop()
+    results["peers"] = peers.compare(work, seconds)
     results["json_decode_224_ms"] = _decode_cost()
     results["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return results
@@ -304,6 +306,9 @@ def report(r: dict[str, Any]) -> str:
             f"{vs_raw_batched:.0%} ({mms['rps']:.0f} vs {raw_m32['rows_per_s']:.0f} images/s)",
             verdict(vs_raw_batched >= 0.8),
         ),
+        *(_row(goal, measured, verdict(ok)) for goal, measured, ok in peers.targets(r["peers"])),
+        "",
+        *peers.report(r["peers"]),
         "",
         "## Measurements",
         "",

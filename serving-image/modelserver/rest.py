@@ -94,11 +94,14 @@ async def _error(send: Send, exc: ServingError) -> None:
     await _respond(send, http_status(exc), _error_body(exc))
 
 
+def _too_large(limit: int) -> TooLargeError:
+    return TooLargeError(f"request body larger than the {limit}-byte limit")
+
+
 async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
     declared = headers.get(b"content-length")
-    too_large = TooLargeError(f"request body larger than the {limit}-byte limit")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -109,7 +112,7 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) 
         if chunk:
             size += len(chunk)
             if size > limit:  # chunked uploads declare no length up front
-                raise too_large
+                raise _too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break

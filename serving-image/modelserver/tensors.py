@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -86,6 +86,23 @@ def check_shape(
     name: str, raw: Any, spec: TensorSpec, *, max_elements: int, budget: MemoryBudget
 ) -> tuple[int, ...]:
     """The shape as a tuple, checked against the model and charged to the request's budget."""
+    want = spec.shape
+    if type(raw) is not list or len(raw) != len(want):
+        _shape_error(name, raw, want)
+    count = 1
+    for d, w in zip(raw, want, strict=True):  # one pass: this runs on every request
+        if type(d) is not int or d < 0 or (w != -1 and d != w):
+            _shape_error(name, raw, want)
+        count *= d
+    shape = tuple(raw)
+    if count > max_elements:
+        raise _bad(f"input '{name}': shape {list(shape)} is too large ({count} elements)")
+    budget.charge(name, spec, shape, count)
+    return shape
+
+
+def _shape_error(name: str, raw: Any, want: tuple[int, ...]) -> NoReturn:
+    """Say what is wrong with a shape that failed the fast check."""
     if not isinstance(raw, list):
         raise _bad(
             f"input '{name}': shape must be a list of non-negative integers, got {describe(raw)}"
@@ -96,25 +113,14 @@ def check_shape(
                 f"input '{name}': shape must be a list of non-negative integers, "
                 f"element {i} is {describe(d)}"
             )
-    shape = tuple(raw)
-    if len(shape) != len(spec.shape):
+    if len(raw) != len(want):
         raise _bad(
-            f"input '{name}': shape {list(shape)} has rank {len(shape)}, the model expects "
-            f"rank {len(spec.shape)} {list(spec.shape)}"
+            f"input '{name}': shape {raw} has rank {len(raw)}, the model expects "
+            f"rank {len(want)} {list(want)}"
         )
-    for got, want in zip(shape, spec.shape, strict=True):
-        if want != -1 and got != want:
-            raise _bad(
-                f"input '{name}': shape {list(shape)} does not match the model's "
-                f"{list(spec.shape)} (-1 is any size)"
-            )
-    count = 1
-    for d in shape:
-        count *= d
-    if count > max_elements:
-        raise _bad(f"input '{name}': shape {list(shape)} is too large ({count} elements)")
-    budget.charge(name, spec, shape, count)
-    return shape
+    raise _bad(
+        f"input '{name}': shape {raw} does not match the model's {list(want)} (-1 is any size)"
+    )
 
 
 def _flatten_strings(name: str, data: list[Any], depth: int) -> list[str]:
