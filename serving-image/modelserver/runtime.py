@@ -94,10 +94,11 @@ class Runtime:
         results = self.session.run(self._output_names, feeds)
         return dict(zip(self._output_names, results, strict=True))
 
-    def time_run(self, runs: int = 20) -> float | None:
+    def time_run(self, runs: int = 20, enough_s: float = 0.005) -> float | None:
         """Median seconds of a run on zeros, one row per dynamic axis; None if it cannot run.
 
-        Warms the session up as a side effect (the first run allocates).
+        Warms the session up as a side effect (the first run allocates). A run slower than
+        ``enough_s`` after the first ends the timing: a big model need not run 20 times.
         """
         feeds = {
             s.name: np.zeros(tuple(1 if d == -1 else d for d in s.shape), dtype=s.dtype)
@@ -107,10 +108,13 @@ class Runtime:
         }
         times = []
         try:
+            self.run(feeds)
             for _ in range(runs):
                 started = time.perf_counter()
                 self.run(feeds)
                 times.append(time.perf_counter() - started)
+                if times[-1] > enough_s:
+                    return times[-1]
         except Exception as exc:  # zeros are not valid input for every model
             log.info("no timing run on zeros: %s", str(exc).splitlines()[0][:200])
             return None
