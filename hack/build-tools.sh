@@ -5,7 +5,8 @@
 # Each wrapper module under hack/tools/ pins its versions in go.mod/go.sum. The cache directory is
 # keyed by a hash of those files, so a build runs only when a pinned version changes.
 #
-# Usage: hack/build-tools.sh [TOOLSET...]     (toolsets: k8s etcd kwok helm; default: all)
+# Usage: hack/build-tools.sh [TOOLSET...]
+#   toolsets: k8s etcd kwok helm (the default), coredns metrics-server (the real node's)
 # Prints the bin directory of each toolset on stdout as NAME=DIR lines; progress goes to stderr.
 set -euo pipefail
 

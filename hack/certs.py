@@ -155,3 +155,42 @@ def generate(directory: Path) -> ClusterCerts:
         )
     )
     return certs
+
+
+@dataclass(frozen=True)
+class NodeCerts:
+    kubelet_client: tuple[Path, Path]  # kubelet -> API server, as system:node:NAME
+    kubelet_serving: tuple[Path, Path]  # the kubelet's HTTPS endpoint, for the node IP
+    apiserver_kubelet_client: tuple[Path, Path]  # API server -> kubelet (logs, exec, metrics)
+    kube_proxy_client: tuple[Path, Path]  # kube-proxy -> API server, as system:kube-proxy
+
+
+def generate_node(cluster: ClusterCerts, directory: Path, node: str, node_ip: str) -> NodeCerts:
+    """Certificates for a real node, issued by the cluster's CA: the identities a kubeadm node
+    has, so the Node authorizer, RBAC's system:node-proxier binding and the kubelet's webhook
+    authorization apply as on any cluster."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert = x509.load_pem_x509_certificate(cluster.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(cluster.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+
+    def issue(stem: str, subject: x509.Name, server: bool = False) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        sans = [x509.IPAddress(ipaddress.ip_address(node_ip)), x509.DNSName(node)]
+        cert = _issue(
+            subject, key, ca_cert.subject, ca_key, usages=[usage], sans=sans if server else None
+        )
+        crt, pem = directory / f"{stem}.crt", directory / f"{stem}.key"
+        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(pem, key)
+        return crt, pem
+
+    return NodeCerts(
+        kubelet_client=issue("kubelet-client", _name(f"system:node:{node}", "system:nodes")),
+        kubelet_serving=issue("kubelet-serving", _name(node), server=True),
+        apiserver_kubelet_client=issue(
+            "apiserver-kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters")
+        ),
+        kube_proxy_client=issue("kube-proxy-client", _name("system:kube-proxy")),
+    )

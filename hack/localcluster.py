@@ -1,9 +1,11 @@
 """A real Kubernetes control plane as local processes: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kwok (fake nodes whose pods become Running/Ready).
+kube-controller-manager, kube-scheduler and kwok (fake nodes whose pods become Running/Ready),
+and optionally a real node beside them (hack/realnode.py: containerd, kubelet, kube-proxy).
 
     python -m hack.localcluster up   --dir .cluster   # start in the background, print how to use it
     python -m hack.localcluster run  --dir .cluster   # start in the foreground until Ctrl-C
     python -m hack.localcluster down --dir .cluster   # stop what `up` started
+    python -m hack.localcluster up --real-node ...    # with the real node (Linux, root)
 
 Tests use `LocalCluster` directly (see tests/integration/conftest.py). Every child process gets
 PR_SET_PDEATHSIG, so nothing outlives the process that started it.
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hack import certs as certgen
+from hack import realnode
 from hack.processes import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,25 +53,36 @@ class Binaries:
     kube_scheduler: Path
     kubectl: Path
     kwok: Path
+    node: realnode.NodeBinaries | None = None
 
     @classmethod
-    def build(cls) -> Binaries:
+    def build(cls, real_node: bool = False) -> Binaries:
         """Build (or find in the cache) every binary through hack/build-tools.sh."""
+        toolsets = ["k8s", "etcd", "kwok"] + (["coredns", "metrics-server"] if real_node else [])
         out = subprocess.run(
-            [str(REPO / "hack" / "build-tools.sh"), "k8s", "etcd", "kwok"],
+            [str(REPO / "hack" / "build-tools.sh"), *toolsets],
             check=True,
             stdout=subprocess.PIPE,
             text=True,
         ).stdout
-        dirs = dict(line.split("=", 1) for line in out.split() if "=" in line)
-        k8s, etcd, kwok = Path(dirs["k8s"]), Path(dirs["etcd"]), Path(dirs["kwok"])
+        dirs = {k: Path(v) for k, v in (line.split("=", 1) for line in out.split() if "=" in line)}
+        k8s = dirs["k8s"]
+        node = None
+        if real_node:
+            node = realnode.NodeBinaries(
+                kubelet=k8s / "kubelet",
+                kube_proxy=k8s / "kube-proxy",
+                coredns=dirs["coredns"] / "coredns",
+                metrics_server=dirs["metrics-server"] / "metrics-server",
+            )
         return cls(
-            etcd=etcd / "etcd",
+            etcd=dirs["etcd"] / "etcd",
             kube_apiserver=k8s / "kube-apiserver",
             kube_controller_manager=k8s / "kube-controller-manager",
             kube_scheduler=k8s / "kube-scheduler",
             kubectl=k8s / "kubectl",
-            kwok=kwok / "kwok",
+            kwok=dirs["kwok"] / "kwok",
+            node=node,
         )
 
 
@@ -116,6 +130,7 @@ class LocalCluster:
     binaries: Binaries
     procs: list[_Proc] = field(default_factory=list)
     api_port: int = 0
+    node: realnode.RealNode | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -140,6 +155,9 @@ class LocalCluster:
         self._write_kubeconfig(tls)
         self._link_tools()
         try:
+            if self.binaries.node is not None:
+                self.node = realnode.RealNode(self.directory, self.binaries.node, self._spawn)
+                self.node.prepare(tls)
             self._start_etcd()
             self._start_apiserver(tls)
             self._wait_https(f"{self.server}/readyz", deadline=started + timeout, tls=tls)
@@ -148,12 +166,20 @@ class LocalCluster:
             self._start_kwok()
             self._register_nodes()
             self._wait_nodes_ready(deadline=started + timeout)
+            if self.node is not None:
+                self.node.start(self.server, tls, self.api_port)
+                self.node.wait_ready(self.kubectl, deadline=time.monotonic() + timeout)
         except BaseException:
             self.stop()
             raise
         log(f"control plane ready in {time.monotonic() - started:.1f}s at {self.server}")
 
     def stop(self) -> None:
+        if self.node is not None:
+            # While the API server runs, so kubelet can tear the pods down properly.
+            self.node.drain(self.kubectl)
+            self.node.stop()
+            self.node = None
         for proc in reversed(self.procs):
             if proc.popen.poll() is None:
                 proc.popen.terminate()
@@ -229,13 +255,22 @@ class LocalCluster:
         )
 
     def _start_apiserver(self, tls: certgen.ClusterCerts) -> None:
+        if self.node is not None:
+            node_args = self.node.apiserver_args(tls, self.api_port)
+        else:
+            node_args = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # No kubelets or kube-proxy read the `kubernetes` Service endpoints here.
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+            ]
         self._spawn(
             "kube-apiserver",
             [
                 self.binaries.kube_apiserver,
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *node_args,
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.directory / 'pki'}",
                 f"--tls-cert-file={tls.serving_cert}",
@@ -245,10 +280,7 @@ class LocalCluster:
                 f"--service-account-key-file={tls.sa_pub}",
                 f"--service-account-signing-key-file={tls.sa_key}",
                 "--service-cluster-ip-range=10.96.0.0/16",
-                "--authorization-mode=RBAC",
                 "--allow-privileged=true",
-                # No kubelets or kube-proxy read the `kubernetes` Service endpoints here.
-                "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",
@@ -406,8 +438,8 @@ def _running_pid(directory: Path) -> int | None:
     return pid
 
 
-def cmd_run(directory: Path) -> int:
-    cluster = LocalCluster(directory, Binaries.build())
+def cmd_run(directory: Path, real_node: bool = False) -> int:
+    cluster = LocalCluster(directory, Binaries.build(real_node))
     stop = False
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -434,24 +466,26 @@ def cmd_run(directory: Path) -> int:
     return 0
 
 
-def cmd_up(directory: Path) -> int:
+def cmd_up(directory: Path, real_node: bool = False) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     if _running_pid(directory) and (directory / "ready").exists():
         log(f"already running ({directory / 'kubeconfig'})")
         return 0
     # Build in the foreground so progress is visible; the supervisor then finds the cache.
-    Binaries.build()
+    Binaries.build(real_node)
     supervisor_log = directory / "supervisor.log"
+    node_flag = ["--real-node"] if real_node else []
     with supervisor_log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hack.localcluster", "run", "--dir", str(directory)],
+            [sys.executable, "-m", "hack.localcluster", "run", "--dir", str(directory), *node_flag],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 180
+    # A first real-node start builds and imports its images.
+    deadline = time.monotonic() + (1800 if real_node else 180)
     while not (directory / "ready").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             log(f"control plane failed to start:\n{_tail(supervisor_log)}")
@@ -470,10 +504,11 @@ def cmd_up(directory: Path) -> int:
     return 0
 
 
-def cmd_down(directory: Path) -> int:
+def cmd_down(directory: Path, real_node: bool = False) -> int:
     pid = _running_pid(directory)
     if pid is None:
         log("not running")
+        realnode.cleanup_after_crash(directory)
         return 0
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
@@ -492,16 +527,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.localcluster", description=__doc__)
     parser.add_argument("command", choices=["up", "run", "down"])
     parser.add_argument("--dir", type=Path, default=REPO / ".cluster")
+    parser.add_argument(
+        "--real-node", action="store_true", help="also run a real node (kubelet, containerd)"
+    )
     args = parser.parse_args(argv)
     directory: Path = args.dir.resolve()
     commands = {"up": cmd_up, "run": cmd_run, "down": cmd_down}
-    return commands[args.command](directory)
+    return commands[args.command](directory, args.real_node)
 
 
 @contextlib.contextmanager
-def running(directory: Path) -> Iterator[LocalCluster]:
+def running(directory: Path, real_node: bool = False) -> Iterator[LocalCluster]:
     """Start a cluster for the duration of a `with` block (used by the test fixtures)."""
-    with LocalCluster(directory, Binaries.build()) as cluster:
+    with LocalCluster(directory, Binaries.build(real_node)) as cluster:
         yield cluster
 
 

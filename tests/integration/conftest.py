@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hack import hoststate, realnode
 from hack.gateway import Gateway
 from hack.localcluster import LocalCluster, running
 from hack.models import write_mlp
@@ -21,13 +23,31 @@ from .kube import REPO, Kube, OperatorProcess
 CRD = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
 
 
+def real_node_wanted() -> bool:
+    """MODELROLLOUT_REAL_NODE=1 starts a real node beside the kwok nodes, =0 does not; unset,
+    CI decides (CI runs it, so the real-node tests cannot be skipped there). Only one real node
+    runs on a machine at a time, so local runs leave it off unless asked."""
+    value = os.environ.get("MODELROLLOUT_REAL_NODE", "")
+    return value == "1" or (value == "" and bool(os.environ.get("CI")))
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     directory = tmp_path_factory.mktemp("cluster")
-    with running(directory) as c:
+    with_node = real_node_wanted()
+    before = hoststate.Snapshot.take(realnode.STATE, realnode.RUN) if with_node else None
+    with running(directory, real_node=with_node) as c:
         c.kubectl("apply", "--server-side", "-f", str(CRD))
         c.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modelrollout.io")
         yield c
+    if before is not None:
+        # The real node leaves nothing behind: processes, mounts, network namespaces, links,
+        # iptables chains, cgroups and sysctls are as they were before it started.
+        leftovers = hoststate.processes_matching(realnode.AGENTS)
+        leftovers += hoststate.processes_matching(realnode.RUNTIME)
+        assert not leftovers, f"real node processes left running: {leftovers}"
+        after = hoststate.Snapshot.take(realnode.STATE, realnode.RUN)
+        assert not before.diff(after), f"the real node left host changes: {before.diff(after)}"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,479 @@
+"""A real node beside the kwok nodes: containerd + runc + the CNI bridge from Debian, kubelet and
+kube-proxy (iptables mode) from the pinned Kubernetes module, CoreDNS for Service names and
+metrics-server for real CPU metrics. `LocalCluster(real_node=True)` starts and stops it.
+
+Network containment: pods get addresses on a bridge this module creates (POD_CIDR, the node's
+address is the bridge's gateway); nothing is masqueraded, and a mangle rule drops every packet
+from a pod address that would leave through another interface, and every packet to kwok's
+fake node and pod addresses (which exist nowhere). Only one real node runs on a machine at a
+time (a lock), since kubelet owns host-wide cgroups and iptables chains.
+
+The node is tainted and labelled `modelrollout.io/node=real`: only pods that select it run on it,
+so tests written for the kwok nodes are unaffected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from hack import certs as certgen
+from hack import hoststate
+from hack.images import Builder, Image, import_into
+from hack.processes import free_port
+
+NODE = "real-0"
+LABEL = ("modelrollout.io/node", "real")
+BRIDGE = "mrnode0"
+POD_CIDR = "10.89.0.0/24"
+NODE_IP = "10.89.0.1"
+CLUSTER_DOMAIN = "cluster.local"
+# Addresses kwok writes into node and pod status; nothing answers there.
+KWOK_CIDRS = ("10.243.0.0/16", "10.244.0.0/16")
+STATE = Path("/var/lib/modelrollout-node")  # kubelet root, CNI config and IPAM state
+RUN = Path("/run/modelrollout-node")  # containerd state and socket
+LOCK = Path("/run/modelrollout-node.lock")
+CNI_BIN = Path("/usr/lib/cni")
+CONTAIN = "MRNODE-CONTAIN"
+# The node's processes, found by their configuration paths (containerd's shims outlive it).
+AGENTS = rf"^\S*(kubelet|kube-proxy|coredns|metrics-server) .*{STATE}"
+RUNTIME = rf"^\S*(containerd|containerd-shim-runc-v2) .*({RUN}|{STATE})"
+HOST_COMMANDS = ("containerd", "runc", "ctr", "iptables", "ip", "conntrack", "buildah", "umoci")
+INSTALL_HINT = "run `make node-packages` (Debian's containerd, runc, CNI plugins, iptables, ...)"
+
+Spawn = Callable[[str, Sequence[str | Path]], Any]
+
+
+def log(message: str) -> None:
+    print(f"[realnode] {message}", file=sys.stderr, flush=True)
+
+
+def unavailable() -> str | None:
+    """Why a real node cannot run here, or None when it can."""
+    if sys.platform != "linux":
+        return "a real node needs Linux"
+    if os.geteuid() != 0:
+        return "a real node needs root (kubelet manages cgroups, mounts and iptables)"
+    missing = [c for c in HOST_COMMANDS if shutil.which(c) is None]
+    if missing or not (CNI_BIN / "bridge").exists():
+        return f"missing {', '.join(missing) or 'CNI plugins'}: {INSTALL_HINT}"
+    return None
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    kubelet: Path
+    kube_proxy: Path
+    coredns: Path
+    metrics_server: Path
+
+
+def containerd_address() -> str:
+    return str(RUN / "containerd.sock")
+
+
+def ctr() -> list[str]:
+    return ["ctr", "--address", containerd_address()]
+
+
+class RealNode:
+    """Host preparation before the API server starts (`prepare`), the node's processes after it
+    is ready (`start`), and `stop`, which leaves the host as it was."""
+
+    def __init__(self, directory: Path, binaries: NodeBinaries, spawn: Spawn) -> None:
+        self.directory = directory
+        self.binaries = binaries
+        self.spawn = spawn
+        self.images: dict[str, Image] = {}
+        self._lock: IO[str] | None = None
+        self.node_certs: certgen.NodeCerts | None = None
+
+    # --- before the API server ---------------------------------------------------------------
+
+    def prepare(self, tls: certgen.ClusterCerts) -> None:
+        reason = unavailable()
+        if reason:
+            raise RuntimeError(reason)
+        self._acquire_lock()
+        self.images = Builder().all()
+        cleanup()  # what a crashed run may have left
+        hoststate.record(self.directory / "host-sysctls.json")
+        self.node_certs = certgen.generate_node(tls, self.directory / "pki-node", NODE, NODE_IP)
+        for name, value in (
+            ("net.ipv4.ip_forward", "1"),
+            ("net.bridge.bridge-nf-call-iptables", "1"),
+        ):
+            hoststate.write_sysctl(name, value)
+        _ip("link", "add", BRIDGE, "type", "bridge")
+        _ip("addr", "add", f"{NODE_IP}/24", "dev", BRIDGE)
+        _ip("link", "set", BRIDGE, "up")
+        self._contain()
+
+    def apiserver_args(self, tls: certgen.ClusterCerts, api_port: int) -> list[str]:
+        assert self.node_certs is not None
+        kubelet_crt, kubelet_key = self.node_certs.apiserver_kubelet_client
+        return [
+            # Pods reach the API server through the `kubernetes` Service at the node address;
+            # the MRNODE-CONTAIN rules keep the port closed to everything but lo and the bridge.
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={NODE_IP}",
+            "--endpoint-reconciler-type=lease",
+            "--authorization-mode=Node,RBAC",
+            f"--kubelet-client-certificate={kubelet_crt}",
+            f"--kubelet-client-key={kubelet_key}",
+            # Otherwise it resolves the node's hostname through this machine's resolver.
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
+    def _contain(self) -> None:
+        rules = [[*("-s", POD_CIDR, "!", "-o", BRIDGE, "-j", "DROP")]]
+        rules += [["-d", cidr, "-j", "DROP"] for cidr in KWOK_CIDRS]
+        _ipt("-t", "mangle", "-N", CONTAIN)
+        for rule in rules:
+            _ipt("-t", "mangle", "-A", CONTAIN, *rule)
+        _ipt("-t", "mangle", "-I", "POSTROUTING", "1", "-j", CONTAIN)
+
+    def _close_apiserver_port(self, api_port: int) -> None:
+        chain = "MRNODE-INPUT"
+        _ipt("-N", chain)
+        _ipt("-A", chain, "-i", "lo", "-j", "RETURN")
+        _ipt("-A", chain, "-i", BRIDGE, "-j", "RETURN")
+        _ipt("-A", chain, "-p", "tcp", "--dport", str(api_port), "-j", "REJECT")
+        _ipt("-I", "INPUT", "1", "-j", chain)
+
+    # --- after the API server ----------------------------------------------------------------
+
+    def start(self, server: str, tls: certgen.ClusterCerts, api_port: int) -> None:
+        assert self.node_certs is not None
+        self._close_apiserver_port(api_port)
+        for path in (STATE / "kubelet", STATE / "config", STATE / "cni" / "net.d", RUN):
+            path.mkdir(parents=True, exist_ok=True)
+        self._start_containerd()
+        import_into(ctr(), list(self.images.values()))
+        kubeconfigs = STATE / "config"
+        kubeconfigs.mkdir(exist_ok=True)
+        kubelet_kc = _kubeconfig(
+            kubeconfigs / "kubelet", server, tls.ca_cert, self.node_certs.kubelet_client
+        )
+        proxy_kc = _kubeconfig(
+            kubeconfigs / "kube-proxy", server, tls.ca_cert, self.node_certs.kube_proxy_client
+        )
+        admin_kc = self.directory / "kubeconfig"
+        self._start_kubelet(kubelet_kc, tls)
+        self._start_kube_proxy(proxy_kc)
+        self._start_coredns(admin_kc)
+
+    def _start_containerd(self) -> None:
+        root = Path(os.environ.get("MODELROLLOUT_CACHE") or Path.home() / ".cache/modelrollout")
+        (STATE / "cni" / "net.d" / "10-modelrollout.conflist").write_text(
+            json.dumps(_cni_config(), indent=2)
+        )
+        config = STATE / "config" / "containerd.toml"
+        config.write_text(_containerd_config(root / "containerd", self.images["pause"].ref))
+        self.spawn("containerd", ["containerd", "--config", str(config)])
+        deadline = time.monotonic() + 30
+        while subprocess.run([*ctr(), "version"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("containerd did not answer on its socket within 30s")
+            time.sleep(0.2)
+
+    def _start_kubelet(self, kubeconfig: Path, tls: certgen.ClusterCerts) -> None:
+        assert self.node_certs is not None
+        crt, key = self.node_certs.kubelet_serving
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "cgroupDriver": "cgroupfs",  # cgroup v1 here, and PID 1 is not systemd
+            "failSwapOn": False,
+            "containerRuntimeEndpoint": f"unix://{containerd_address()}",
+            "address": NODE_IP,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": free_port(),
+            "tlsCertFile": str(crt),
+            "tlsPrivateKeyFile": str(key),
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(tls.ca_cert)},
+            },
+            "authorization": {"mode": "Webhook"},
+            "clusterDNS": [NODE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
+            "resolvConf": "",  # pods learn no resolver of this machine
+            # Nothing can be pulled again, so never collect images; evict only when truly low.
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%"},
+            "registerWithTaints": [{"key": LABEL[0], "value": LABEL[1], "effect": "NoSchedule"}],
+            "serializeImagePulls": False,
+            "nodeStatusReportFrequency": "10s",
+        }
+        path = STATE / "config" / "kubelet.json"
+        path.write_text(json.dumps(config, indent=2))
+        self.spawn(
+            "kubelet",
+            [
+                self.binaries.kubelet,
+                f"--config={path}",
+                f"--kubeconfig={kubeconfig}",
+                f"--root-dir={STATE / 'kubelet'}",
+                f"--hostname-override={NODE}",
+                f"--node-ip={NODE_IP}",
+                f"--node-labels={LABEL[0]}={LABEL[1]}",
+                "--v=1",
+            ],
+        )
+
+    def _start_kube_proxy(self, kubeconfig: Path) -> None:
+        self.spawn(
+            "kube-proxy",
+            [
+                self.binaries.kube_proxy,
+                f"--kubeconfig={kubeconfig}",
+                f"--hostname-override={NODE}",
+                "--proxy-mode=iptables",
+                f"--cluster-cidr={POD_CIDR}",
+                f"--nodeport-addresses={POD_CIDR}",
+                f"--healthz-bind-address=127.0.0.1:{free_port()}",
+                f"--metrics-bind-address=127.0.0.1:{free_port()}",
+                # Leave the host's conntrack limits and timeouts alone.
+                "--conntrack-max-per-core=0",
+                "--conntrack-tcp-timeout-established=0",
+                "--conntrack-tcp-timeout-close-wait=0",
+                "--v=1",
+            ],
+        )
+
+    def _start_coredns(self, kubeconfig: Path) -> None:
+        corefile = STATE / "config" / "Corefile"
+        # No `forward`: names outside the cluster do not resolve, so pods reach nothing outside.
+        corefile.write_text(
+            f""".:53 {{
+    bind {NODE_IP}
+    errors
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} local
+        pods insecure
+    }}
+}}
+"""
+        )
+        self.spawn("coredns", [self.binaries.coredns, "-conf", str(corefile)])
+
+    def wait_ready(self, kubectl: Callable[..., str], deadline: float) -> None:
+        path = '{.status.conditions[?(@.type=="Ready")].status}'
+        while time.monotonic() < deadline:
+            out = kubectl("get", "node", NODE, "-o", f"jsonpath={path}", "--ignore-not-found")
+            if out.strip() == "True":
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"real node {NODE} not Ready")
+
+    # --- stop --------------------------------------------------------------------------------
+
+    def drain(self, kubectl: Callable[..., str]) -> None:
+        """Delete the node's pods while kubelet runs, so it tears their sandboxes down properly
+        (CNI DEL, network namespaces, mounts); `cleanup` takes whatever remains."""
+        with contextlib.suppress(Exception):
+            kubectl("cordon", NODE)
+            kubectl(
+                "delete",
+                "pods",
+                "--all-namespaces",
+                f"--field-selector=spec.nodeName={NODE}",
+                "--grace-period=1",
+                "--wait=false",
+            )
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and _tasks():
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        cleanup(self.binaries.kube_proxy)
+        hoststate.restore(self.directory / "host-sysctls.json")
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _acquire_lock(self) -> None:
+        LOCK.parent.mkdir(parents=True, exist_ok=True)
+        handle = LOCK.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip()
+            handle.close()
+            raise RuntimeError(
+                f"a real node is already running on this machine ({owner}); one at a time: "
+                "stop it first, or start this cluster without one"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}, {self.directory}\n")
+        handle.flush()
+        self._lock = handle
+
+
+def _tasks() -> list[str]:
+    out = subprocess.run(
+        [*ctr(), "-n", "k8s.io", "tasks", "ls", "-q"], capture_output=True, text=True
+    )
+    return out.stdout.split() if out.returncode == 0 else []
+
+
+def cleanup(kube_proxy: Path | None = None) -> None:
+    """Remove everything a real node leaves on the host. Idempotent; safe after a crash."""
+    _stop_processes(hoststate.processes_matching(AGENTS))  # kubelet would restart containers
+    for task in _tasks():
+        subprocess.run(
+            [*ctr(), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", task], capture_output=True
+        )
+    deadline = time.monotonic() + 10
+    while _tasks() and time.monotonic() < deadline:
+        for task in _tasks():
+            subprocess.run(
+                [*ctr(), "-n", "k8s.io", "tasks", "delete", "-f", task], capture_output=True
+            )
+        time.sleep(0.2)
+    containers = subprocess.run(
+        [*ctr(), "-n", "k8s.io", "containers", "ls", "-q"], capture_output=True, text=True
+    )
+    for container in containers.stdout.split() if containers.returncode == 0 else []:
+        subprocess.run(
+            [*ctr(), "-n", "k8s.io", "containers", "delete", container], capture_output=True
+        )
+    _stop_processes(hoststate.processes_matching(RUNTIME))
+    hoststate.remove_cgroups()
+    hoststate.unmount_under(STATE, RUN)
+    hoststate.remove_netns()
+    if kube_proxy is not None:
+        subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True)
+    hoststate.remove_chains()
+    hoststate.delete_link(BRIDGE)
+    shutil.rmtree(STATE, ignore_errors=True)
+    shutil.rmtree(RUN, ignore_errors=True)
+
+
+def cleanup_after_crash(directory: Path) -> None:
+    """`cluster-down` when the supervisor is gone: a host record left in `directory` means a real
+    node started there and was not stopped."""
+    record = directory / "host-sysctls.json"
+    if record.exists():
+        log("a real node was not stopped: removing what it left")
+        cleanup()
+        hoststate.restore(record)
+
+
+def _stop_processes(lines: list[str]) -> None:
+    own = os.getpid()
+    pids = [int(line.split()[0]) for line in lines if int(line.split()[0]) != own]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 15)
+    deadline = time.monotonic() + 10
+    for pid in pids:
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
+def _ip(*args: str) -> None:
+    out = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} failed: {out.stderr.strip()}")
+
+
+def _ipt(*args: str) -> None:
+    out = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"iptables {' '.join(args)} failed: {out.stderr.strip()}")
+
+
+def _kubeconfig(path: Path, server: str, ca: Path, client: tuple[Path, Path]) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [
+            {
+                "name": "node",
+                "user": {"client-certificate": str(client[0]), "client-key": str(client[1])},
+            }
+        ],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "node"}}],
+        "current-context": "local",
+    }
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+    return path
+
+
+def _cni_config() -> dict[str, object]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": "modelrollout",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,  # nothing leaves this machine as if from it
+                "hairpinMode": True,  # a pod reaches itself through its Service
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(STATE / "cni" / "ipam"),
+                },
+            }
+        ],
+    }
+
+
+def _containerd_config(root: Path, pause_image: str) -> str:
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{root}"
+state = "{RUN / "containerd"}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+
+[grpc]
+  address = "{containerd_address()}"
+
+[ttrpc]
+  address = "{RUN / "containerd.ttrpc.sock"}"
+
+[{cri}]
+  sandbox_image = "{pause_image}"
+  # Processes here lack CAP_SYS_RESOURCE: runc's write of oom_score_adj is refused without it.
+  restrict_oom_score_adj = true
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+
+[{cri}.cni]
+  bin_dir = "{CNI_BIN}"
+  conf_dir = "{STATE / "cni" / "net.d"}"
+"""

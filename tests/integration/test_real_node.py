@@ -1,0 +1,247 @@
+"""The images built here, run by a real kubelet: readiness probes, the Service through kube-proxy,
+cluster DNS from another pod, memory limits, and SIGTERM drain during a rolling replacement.
+
+These run when the session's cluster has a real node (always under CI; locally with
+MODELROLLOUT_REAL_NODE=1, see tests/integration/conftest.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hack import realnode
+from hack.images import Image
+from hack.localcluster import LocalCluster
+
+from .conftest import Models
+from .kube import Kube, OperatorProcess, condition, model_deployment, wait_for
+from .realnode import ModelHost, infer, ready_latency, ready_pods, run_pod, spec
+from .test_helm import CHART, Helm, Release, adopt_crd, helm, operator_pods, release, sole_operator
+
+__all__ = ["helm", "release", "sole_operator"]  # fixtures shared with test_helm
+
+
+@pytest.fixture(scope="session")
+def node(cluster: LocalCluster) -> realnode.RealNode:
+    if cluster.node is None:
+        pytest.skip("no real node in this session: MODELROLLOUT_REAL_NODE=1 starts one")
+    return cluster.node
+
+
+@pytest.fixture(scope="session")
+def model_host(node: realnode.RealNode, models: Models) -> Iterator[ModelHost]:
+    with ModelHost(models.small.path.parent) as host:
+        yield host
+
+
+def serving_image(node: realnode.RealNode) -> Image:
+    return node.images["modelserver"]
+
+
+def wait_md_ready(kube: Kube, name: str, proc: OperatorProcess, timeout: float = 240) -> None:
+    def ready() -> bool:
+        return condition(kube.get("modeldeployment", name), "Ready").get("status") == "True"
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"{name} Ready")
+    except AssertionError:
+        pods = kube.run("-n", kube.namespace, "get", "pods", "-o", "wide")
+        events = kube.run("-n", kube.namespace, "get", "events", "--sort-by=.lastTimestamp")
+        detail = f"{pods}\n{events[-3000:]}\n{proc.log_tail()}"
+        raise AssertionError(f"{name} not Ready\n{detail}") from None
+
+
+def test_pods_ready_through_probes_answer_through_service_and_dns(
+    node: realnode.RealNode,
+    operator: OperatorProcess,
+    kube: Kube,
+    models: Models,
+    model_host: ModelHost,
+) -> None:
+    image = serving_image(node)
+    manifest = model_deployment(
+        "iris", spec(model_host.url(models.small.path), models.small.sha256, image)
+    )
+    assert kube.apply(manifest).returncode == 0
+    wait_md_ready(kube, "iris", operator)
+
+    pods = ready_pods(kube, "modelrollout.io/deployment=iris")
+    assert len(pods) == 2
+    pod_net = ipaddress.ip_network(realnode.POD_CIDR)
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == realnode.NODE
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in pod_net
+        # The readiness probe, not a fake node, said Ready: the server had loaded the model.
+        print(
+            f"pod {pod['metadata']['name']} created -> Ready {ready_latency(pod):.0f}s",
+            file=sys.stderr,
+        )
+
+    # Through the Service's ClusterIP: kube-proxy's iptables rules pick a pod.
+    service = kube.must("service", "iris")
+    url = f"http://{service['spec']['clusterIP']}:8080/v2/models/iris/infer"
+    for _ in range(10):
+        status, body = infer(url)
+        assert status == 200
+        assert body["outputs"][0]["shape"] == [1, 3]
+
+    # By DNS name from another pod: CoreDNS answers for the Service.
+    host = f"iris.{kube.namespace}.svc.cluster.local"
+    script = (
+        "import json, urllib.request\n"
+        f"r = urllib.request.urlopen('http://{host}:8080/v2/models/iris/ready', timeout=5)\n"
+        "print('status', r.status)\n"
+    )
+    logs = run_pod(kube, "dns-client", image, script)
+    assert "status 200" in logs
+
+
+class Load:
+    """Constant load on a URL from this machine: `rate` requests a second, bounded in time."""
+
+    def __init__(self, url: str, rate: float = 20, limit_s: float = 120) -> None:
+        self.url, self.rate, self.limit_s = url, rate, limit_s
+        self.results: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self.stop.is_set() and time.monotonic() - start < self.limit_s:
+            try:
+                status, _ = infer(self.url, timeout=5)
+                self.results[str(status)] += 1
+            except Exception as exc:  # every failure counts, whatever its kind
+                self.results[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+            time.sleep(1 / self.rate)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_rolling_replacement_under_load_loses_no_request(
+    node: realnode.RealNode,
+    operator: OperatorProcess,
+    kube: Kube,
+    models: Models,
+    model_host: ModelHost,
+) -> None:
+    image = serving_image(node)
+    manifest = model_deployment(
+        "drain", spec(model_host.url(models.small.path), models.small.sha256, image)
+    )
+    assert kube.apply(manifest).returncode == 0
+    wait_md_ready(kube, "drain", operator)
+    [deployment] = kube.list("deployments", "modelrollout.io/deployment=drain")
+    name = deployment["metadata"]["name"]
+    old = {p["metadata"]["name"] for p in kube.list("pods", "modelrollout.io/deployment=drain")}
+    cluster_ip = kube.must("service", "drain")["spec"]["clusterIP"]
+
+    with Load(f"http://{cluster_ip}:8080/v2/models/drain/infer") as load:
+        time.sleep(2)
+        # Every old pod gets SIGTERM while the load runs; the server drains before it exits.
+        kube.run("-n", kube.namespace, "rollout", "restart", f"deployment/{name}")
+
+        def replaced() -> bool:
+            pods = kube.list("pods", "modelrollout.io/deployment=drain")
+            names = {p["metadata"]["name"] for p in pods}
+            fresh = ready_pods(kube, "modelrollout.io/deployment=drain")
+            return not (names & old) and len(fresh) == 2
+
+        wait_for(replaced, timeout=180, interval=1, what="old pods replaced and gone")
+        time.sleep(2)
+    ok = load.results.get("200", 0)
+    failures = {k: v for k, v in load.results.items() if k != "200"}
+    assert ok > 50, f"too little load to judge: {dict(load.results)}"
+    assert not failures, f"requests lost during the rolling replacement: {failures} ({ok} ok)"
+
+
+def oom_status(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("lastState") or {}).get("terminated") or {}
+        if terminated.get("reason") == "OOMKilled":
+            return {"restarts": status["restartCount"], **terminated}
+    return None
+
+
+def test_chart_operator_runs_from_its_image_in_a_restricted_namespace(
+    cluster: LocalCluster,
+    node: realnode.RealNode,
+    helm: Helm,
+    release: Release,
+    sole_operator: None,
+    kube: Kube,
+    models: Models,
+    model_host: ModelHost,
+) -> None:
+    """`helm install` as users run it: the operator is the operator image, started by kubelet
+    in a namespace enforcing Pod Security `restricted`, talking to the API server through the
+    `kubernetes` Service with the chart's ServiceAccount token."""
+    operator_image, serving = node.images["operator"], serving_image(node)
+    on_node = {
+        "nodeSelector": {realnode.LABEL[0]: realnode.LABEL[1]},
+        "tolerations": [{"key": realnode.LABEL[0], "operator": "Exists"}],
+    }
+    values = release_values(operator_image, serving) | on_node
+    values_file = kube_values_file(helm, values)
+    adopt_crd(cluster, release)
+    helm(
+        *("install", release.name, str(CHART), "--namespace", release.namespace),
+        *("-f", str(values_file), "--set", "crds.install=true", "--set", "crds.keep=true"),
+        *("--wait", "--timeout", "180s"),
+    )
+    [pod] = operator_pods(cluster, release)
+    assert pod["spec"]["nodeName"] == realnode.NODE
+    statuses = pod["status"]["containerStatuses"]
+    assert statuses[0]["image"].endswith(operator_image.ref.split("/")[-1])
+    assert statuses[0]["ready"]
+
+    # The operator in the pod reconciles a ModelDeployment whose pods run the serving image
+    # (the chart's servingImage: the spec names none) on the real node.
+    md = spec(model_host.url(models.small.path), models.small.sha256, serving, replicas=1)
+    del md["serving"]["image"]
+    assert kube.apply(model_deployment("chart", md)).returncode == 0
+
+    def ready() -> bool:
+        return condition(kube.get("modeldeployment", "chart"), "Ready").get("status") == "True"
+
+    try:
+        wait_for(ready, timeout=240, what="chart-run operator makes the ModelDeployment Ready")
+    except AssertionError:
+        logs = cluster.kubectl("-n", release.namespace, "logs", pod["metadata"]["name"])
+        raise AssertionError(f"not Ready; operator log:\n{logs[-4000:]}") from None
+    [server] = ready_pods(kube, "modelrollout.io/deployment=chart")
+    assert server["spec"]["containers"][0]["image"] == serving.ref
+    cluster_ip = kube.must("service", "chart")["spec"]["clusterIP"]
+    status, _ = infer(f"http://{cluster_ip}:8080/v2/models/chart/infer")
+    assert status == 200
+
+
+def release_values(operator_image: Image, serving: Image) -> dict[str, Any]:
+    return {
+        "image": {"repository": operator_image.repository, "tag": operator_image.tag},
+        "operator": {
+            "servingImage": {"repository": serving.repository, "tag": serving.tag},
+        },
+    }
+
+
+def kube_values_file(helm: Helm, values: dict[str, Any]) -> Path:
+    path = helm.home / f"values-{time.monotonic_ns()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values))
+    return path
