@@ -58,7 +58,7 @@ class Binaries:
     @classmethod
     def build(cls, real_node: bool = False) -> Binaries:
         """Build (or find in the cache) every binary through hack/build-tools.sh."""
-        toolsets = ["k8s", "etcd", "kwok"] + (["coredns", "metrics-server"] if real_node else [])
+        toolsets = ["k8s", "etcd", "kwok"] + (["coredns"] if real_node else [])
         out = subprocess.run(
             [str(REPO / "hack" / "build-tools.sh"), *toolsets],
             check=True,
@@ -73,7 +73,6 @@ class Binaries:
                 kubelet=k8s / "kubelet",
                 kube_proxy=k8s / "kube-proxy",
                 coredns=dirs["coredns"] / "coredns",
-                metrics_server=dirs["metrics-server"] / "metrics-server",
             )
         return cls(
             etcd=dirs["etcd"] / "etcd",

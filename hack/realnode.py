@@ -75,7 +75,6 @@ class NodeBinaries:
     kubelet: Path
     kube_proxy: Path
     coredns: Path
-    metrics_server: Path
 
 
 def containerd_address() -> str:
@@ -136,7 +135,9 @@ class RealNode:
         ]
 
     def _contain(self) -> None:
-        rules = [[*("-s", POD_CIDR, "!", "-o", BRIDGE, "-j", "DROP")]]
+        # The host's own connections to the node address leave through lo with a source in
+        # POD_CIDR: they stay on this machine.
+        rules = [["-o", "lo", "-j", "RETURN"], ["-s", POD_CIDR, "!", "-o", BRIDGE, "-j", "DROP"]]
         rules += [["-d", cidr, "-j", "DROP"] for cidr in KWOK_CIDRS]
         _ipt("-t", "mangle", "-N", CONTAIN)
         for rule in rules:

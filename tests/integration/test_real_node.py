@@ -60,6 +60,16 @@ def wait_md_ready(kube: Kube, name: str, proc: OperatorProcess, timeout: float =
         raise AssertionError(f"{name} not Ready\n{detail}") from None
 
 
+def ready_replicas(kube: Kube, name: str, count: int) -> list[dict[str, Any]]:
+    """The HorizontalPodAutoscaler brings the Deployment up to its minimum after it exists."""
+    selector = f"modelrollout.io/deployment={name}"
+    return wait_for(
+        lambda: (pods := ready_pods(kube, selector)) and len(pods) == count and pods,
+        timeout=120,
+        what=f"{count} Ready pods of {name}",
+    )
+
+
 def test_pods_ready_through_probes_answer_through_service_and_dns(
     node: realnode.RealNode,
     operator: OperatorProcess,
@@ -74,8 +84,7 @@ def test_pods_ready_through_probes_answer_through_service_and_dns(
     assert kube.apply(manifest).returncode == 0
     wait_md_ready(kube, "iris", operator)
 
-    pods = ready_pods(kube, "modelrollout.io/deployment=iris")
-    assert len(pods) == 2
+    pods = ready_replicas(kube, "iris", 2)
     pod_net = ipaddress.ip_network(realnode.POD_CIDR)
     for pod in pods:
         assert pod["spec"]["nodeName"] == realnode.NODE
@@ -146,6 +155,7 @@ def test_rolling_replacement_under_load_loses_no_request(
     )
     assert kube.apply(manifest).returncode == 0
     wait_md_ready(kube, "drain", operator)
+    ready_replicas(kube, "drain", 2)
     [deployment] = kube.list("deployments", "modelrollout.io/deployment=drain")
     name = deployment["metadata"]["name"]
     old = {p["metadata"]["name"] for p in kube.list("pods", "modelrollout.io/deployment=drain")}
