@@ -63,11 +63,12 @@ def wait_md_ready(kube: Kube, name: str, proc: OperatorProcess, timeout: float =
 def ready_replicas(kube: Kube, name: str, count: int) -> list[dict[str, Any]]:
     """The HorizontalPodAutoscaler brings the Deployment up to its minimum after it exists."""
     selector = f"modelrollout.io/deployment={name}"
-    return wait_for(
-        lambda: (pods := ready_pods(kube, selector)) and len(pods) == count and pods,
-        timeout=120,
-        what=f"{count} Ready pods of {name}",
-    )
+
+    def all_ready() -> list[dict[str, Any]] | None:
+        pods = ready_pods(kube, selector)
+        return pods if len(pods) == count else None
+
+    return wait_for(all_ready, timeout=120, what=f"{count} Ready pods of {name}")
 
 
 def test_pods_ready_through_probes_answer_through_service_and_dns(
