@@ -157,6 +157,7 @@ class LocalCluster:
             if self.binaries.node is not None:
                 self.node = realnode.RealNode(self.directory, self.binaries.node, self._spawn)
                 self.node.prepare(tls)
+                started = time.monotonic()  # a first prepare builds images for minutes
             self._start_etcd()
             self._start_apiserver(tls)
             self._wait_https(f"{self.server}/readyz", deadline=started + timeout, tls=tls)
