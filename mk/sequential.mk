@@ -4,7 +4,7 @@
 # Writes bench/results/sequential-<date>.md. Pure computation: no cluster needed.
 
 SEQUENTIAL_BENCH_HEALTHY ?= 10000
-SEQUENTIAL_BENCH_REGRESSION ?= 200
+SEQUENTIAL_BENCH_REGRESSION ?= 100
 
 .PHONY: bench-sequential
 bench-sequential: venv ## simulate the sequential canary test against fixed windows (false rollbacks, detection)

@@ -163,7 +163,7 @@ def report(
         "",
         "Canary as good as the stable; stable error rate uniform in 0-2%; 40 req/s Poisson; "
         "weights 10%, 25%, 50% for 120 s each (360 s of canary traffic); per-process stalls; "
-        "scrape jitter; reads every 2 s +-25%.",
+        f"scrape jitter; reads every {Scenario(0, 0).read_every:g} s +-25%.",
         "",
         "| rule | false rollbacks | rate | bound |",
         "|---|---|---|---|",
@@ -231,7 +231,7 @@ def _commit() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--healthy", type=int, default=10_000)
-    ap.add_argument("--regression", type=int, default=200)
+    ap.add_argument("--regression", type=int, default=100)
     ap.add_argument("--seed", type=int, default=20261130)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args(argv)

@@ -39,7 +39,7 @@ class Scenario:
     rate: float = 40.0
     schedule: tuple[tuple[float, float], ...] = ((0, 0.10), (120, 0.25), (240, 0.50))
     horizon: float = 360.0
-    read_every: float = 2.0
+    read_every: float = 3.0
     window: float = 30.0
     stall_every: float = 20.0
 

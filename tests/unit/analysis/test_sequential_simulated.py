@@ -1,5 +1,5 @@
 """A few simulated rollouts end to end (bench/sequential/sim.py; `make bench-sequential` runs
-thousands): Poisson traffic, per-process stalls, scrape jitter, reads every 2 s."""
+thousands): Poisson traffic, per-process stalls, scrape jitter, reads every few seconds."""
 
 from __future__ import annotations
 
