@@ -6,7 +6,7 @@ median latency x1.3, x2): how many canary requests each rule lets through before
 back. Four rules, each run on the same simulated traffic:
 
 - sequential: ``plan.sequential.judge`` with the API defaults (significance 0.01 over the
-  rollout, maxErrorRate 5%, +2 points, maxLatencyRatio 1.5), read every 2 s;
+  rollout, maxErrorRate 5%, +2 points, maxLatencyRatio 1.5), read every 3 s;
 - sequential, loosest limits: the same test with the limits as low as they go, i.e. the
   statistics alone;
 - fixed windows: ``plan.analysis.analyse`` on 30 s windows, failureLimit 2, the defaults;
