@@ -33,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from modelrollout.plan.evidence import Reading
+
 from .base import ProviderError, TrackSample, WindowQuery
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,13 @@ DEFAULT_P99_QUERY: Final = (
 DEFAULT_BUCKETS_QUERY: Final = (
     "sum by (le) (increase(modelserver_request_duration_seconds_bucket{{selector}}[{window}]))"
 )
+# The raw cumulative counters, for the sequential analysis: it takes differences itself, so
+# nothing is extrapolated and a missed read loses nothing.
+COUNTER_QUERIES: Final = {
+    "requests": "sum(modelserver_requests_total{{selector}})",
+    "errors": 'sum(modelserver_requests_total{{selector},code=~"5.."})',
+    "buckets": "sum by (le) (modelserver_request_duration_seconds_bucket{{selector}})",
+}
 
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 # "{{ revision }}" inside a label value: Go-template habits would render to "{abc}", a valid
@@ -248,6 +257,31 @@ class PrometheusProvider:
             window_seconds=query.window_seconds,
             latency_buckets=_buckets(series["latency_buckets"]),
         )
+
+    async def counters(self, query: WindowQuery) -> Reading:
+        """The revision's cumulative request, 5xx and latency-histogram counters now (or at
+        ``query.at``); the window is not used. Unusable numbers are a ProviderError: a
+        counter cannot be NaN or negative, and guessing would corrupt the evidence."""
+        values: dict[str, str | None] = {
+            "revision": _escape(query.revision),
+            "selector": self.selector(query),
+        }
+        promql = {k: render_template(v, values) for k, v in COUNTER_QUERIES.items()}
+        if self._client is not None:
+            series = await self._run_all(self._client, promql, query.at)
+        else:
+            async with httpx.AsyncClient() as client:
+                series = await self._run_all(client, promql, query.at)
+        requests = _count(_values(series["requests"]))
+        errors = _count(_values(series["errors"]))
+        if requests is None or errors is None:
+            raise ProviderError(
+                f"Prometheus at {self.shown_url} returned an unusable request counter for "
+                f"revision {query.revision}",
+                query=promql["requests"],
+            )
+        buckets = _buckets(series["buckets"]) or ()
+        return Reading(requests, min(errors, requests), tuple((le, round(n)) for le, n in buckets))
 
     async def _run_all(
         self, client: httpx.AsyncClient, promql: Mapping[str, str], at: float | None

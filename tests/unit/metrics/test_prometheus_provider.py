@@ -426,3 +426,44 @@ async def test_own_client_reports_unreachable_prometheus() -> None:
     provider = PrometheusProvider(f"http://127.0.0.1:{port}", timeout_seconds=2)
     with pytest.raises(ProviderError, match=f"127.0.0.1:{port}.* failed"):
         await provider.sample(QUERY)
+
+
+def counter_kind(promql: str) -> str:
+    if promql.startswith("sum by (le)"):
+        return "buckets"
+    return "errors" if 'code=~"5.."' in promql else "requests"
+
+
+async def test_counters_read_the_raw_cumulative_series() -> None:
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        promql = request.url.params["query"]
+        sent.append(promql)
+        kind = counter_kind(promql)
+        if kind == "buckets":
+            body = {
+                "status": "success",
+                "data": {
+                    "resultType": "vector",
+                    "result": [
+                        {"metric": {"le": le}, "value": [1.0, v]}
+                        for le, v in (("+Inf", "1200"), ("0.05", "1100"), ("0.025", "700"))
+                    ],
+                },
+            }
+            return httpx.Response(200, json=body)
+        return httpx.Response(200, json=vector("1200") if kind == "requests" else vector())
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    reading = await PrometheusProvider(BASE, client=client).counters(QUERY)
+    assert (reading.requests, reading.errors) == (1200, 0)
+    assert reading.buckets == ((0.025, 700), (0.05, 1100), (math.inf, 1200))
+    assert all("increase" not in q and "[" not in q for q in sent)
+    assert all('revision="rev-abc"' in q and 'namespace="prod"' in q for q in sent)
+
+
+async def test_counters_refuse_unusable_values() -> None:
+    provider, _ = provider_for({"requests": vector("NaN"), "errors": vector("1")})
+    with pytest.raises(ProviderError, match="unusable request counter for revision rev-abc"):
+        await provider.counters(QUERY)
