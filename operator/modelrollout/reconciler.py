@@ -28,7 +28,7 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus, Phase
 from modelrollout.k8s.cluster import ChildSet, observe_deployment
 from modelrollout.metrics import registry as providers
-from modelrollout.metrics.analysis import analyse_window
+from modelrollout.metrics.analysis import analyse_window, read_counters
 from modelrollout.placement import Blocked, PlacementService, placement_of
 from modelrollout.plan import reconcile as planner
 from modelrollout.plan.children import Owner
@@ -205,20 +205,16 @@ class Reconciler:
                 # Steering tries again this cycle; its outcome is what status reports.
                 log.info("reading the route of %s/%s: %s", namespace, name, exc)
         analysis = None
+        readings = None
         if analysis_due(previous, spec.rollout, now):
             default_url = self.settings.prometheus_url
-            analysis = await analyse_window(
-                self.provider_for,
-                spec,
-                namespace,
-                name,
-                previous,
-                now,
-                default_url,
-                self.settings.policy,
-                self.settings.prometheus_token_file,
-            )
-            self.metrics.analyses.labels(namespace, analysis.verdict.value).inc()
+            args = (spec, namespace, name, previous, now, default_url, self.settings.policy)
+            token = self.settings.prometheus_token_file
+            if spec.rollout.analysis.sequential:
+                readings = await read_counters(self.provider_for, *args, token)
+            else:
+                analysis = await analyse_window(self.provider_for, *args, token)
+                self.metrics.analyses.labels(namespace, analysis.verdict.value).inc()
         inputs = Inputs(
             owner=Owner(name=name, namespace=namespace, uid=meta["uid"]),
             generation=meta.get("generation", 0),
@@ -231,6 +227,7 @@ class Reconciler:
             existing=live.keys(),
             route_weight=route_weight,
             analysis=analysis,
+            readings=readings,
             actions=actions,
             blocked=blocked,
             hardware=hardware,

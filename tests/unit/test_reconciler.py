@@ -20,6 +20,7 @@ from modelrollout.k8s.cluster import ChildSet
 from modelrollout.metrics.base import MetricProvider, WindowQuery
 from modelrollout.metrics.registry import ProviderFactory
 from modelrollout.placement import Blocked
+from modelrollout.plan.evidence import Reading
 from modelrollout.plan.samples import TrackSample
 from modelrollout.plan.types import ChildRef
 from modelrollout.reconciler import RETRY_AFTER_ERROR, Reconciler
@@ -147,10 +148,21 @@ class FakeProvider:
     failing: str | None = None
     queries: list[WindowQuery] = field(default_factory=list)
 
+    totals: dict[str, tuple[int, int]] = field(default_factory=dict)
+
     async def sample(self, query: WindowQuery) -> TrackSample:
         self.queries.append(query)
         errors = 120 if query.revision == self.failing else 0
         return TrackSample(requests=400, errors=errors, p99_seconds=0.005, window_seconds=10)
+
+    async def counters(self, query: WindowQuery) -> Reading:
+        """The same traffic as cumulative counters: 400 more requests at every read."""
+        self.queries.append(query)
+        requests, errors = self.totals.get(query.revision, (0, 0))
+        requests += 400
+        errors += 120 if query.revision == self.failing else 0
+        self.totals[query.revision] = (requests, errors)
+        return Reading(requests, errors)
 
 
 @dataclass
@@ -305,11 +317,12 @@ async def test_analysis_asks_the_registered_provider_for_both_tracks(rig: Rig) -
     await rig.cycle()
     await rig.cycle()  # 10% on the canary; its first window is due 10 s later
     status = rig.cluster.obj["status"]
-    status["rollout"]["analysisSince"] = "2026-01-01T00:00:00Z"
     rig.provider.failing = status["canaryRevision"]
-    await rig.cycle()
+    for _ in range(2):  # the first read is where the evidence starts counting from
+        rig.cluster.obj["status"]["rollout"]["analysisSince"] = "2026-01-01T00:00:00Z"
+        await rig.cycle()
     revisions = {q.revision for q in rig.provider.queries}
     assert revisions == {rig.cluster.status["stableRevision"], status["canaryRevision"]}
-    # failureLimit 1: the failed window rolls the canary back at once.
+    # failureLimit 1: the failed analysis rolls the canary back at once.
     assert rig.cluster.status["phase"] == "RolledBack"
     assert rig.router.writes[-1] == 0

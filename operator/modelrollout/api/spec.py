@@ -315,11 +315,22 @@ class QueryOverrides(ApiModel):
     """99th percentile request latency in seconds of one revision in the window."""
 
 
+class AnalysisMethod(StrEnum):
+    SEQUENTIAL = "sequential"
+    WINDOWS = "windows"
+
+
 class AnalysisSpec(ApiModel):
     """How a canary is judged against the stable revision."""
 
-    interval: Duration = "30s"
-    """Length of one analysis window."""
+    method: AnalysisMethod = AnalysisMethod.SEQUENTIAL
+    """sequential: the evidence since the canary started is read every interval and a canary is
+    rolled back as soon as it suffices, with at most `significance` probability of ever failing
+    a healthy one. windows: each interval is a window judged on its own (the earlier rule)."""
+
+    interval: Duration | None = None
+    """sequential: how often the evidence is read (default 5s; reading more often than
+    Prometheus scrapes finds nothing new). windows: the length of one window (default 30s)."""
 
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     """Highest acceptable canary error rate (fraction of requests answered with 5xx)."""
@@ -331,16 +342,38 @@ class AnalysisSpec(ApiModel):
     """Highest acceptable ratio of canary p99 latency to stable p99 latency."""
 
     min_requests: int = Field(default=50, ge=1, le=10_000_000)
-    """Fewer canary requests than this in a window make the verdict Inconclusive: the step holds."""
+    """sequential: canary requests a step must serve before its analysis can pass. windows:
+    fewer canary requests than this in a window make the verdict Inconclusive."""
 
-    failure_limit: int = Field(default=2, ge=1, le=100)
-    """Consecutive failed windows that trigger a rollback."""
+    significance: float = Field(default=0.01, gt=0, le=0.2)
+    """sequential: the probability, over the whole rollout, of ever rolling back a canary that
+    is as good as the stable."""
+
+    failure_limit: int | None = Field(default=None, ge=1, le=100)
+    """Failed analyses in a row that trigger a rollback (default 1 for sequential, whose test
+    controls false alarms itself; 2 for windows)."""
 
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://.+")
     """Prometheus to query. Defaults to the operator's configured address."""
 
     queries: QueryOverrides | None = None
-    """Replace the built-in PromQL queries."""
+    """Replace the built-in PromQL queries. These are window queries: a spec that sets them is
+    judged with the windows method whatever `method` says."""
+
+    @property
+    def sequential(self) -> bool:
+        """The sequential method is in force (query overrides are window queries, so a spec
+        with them is judged in windows)."""
+        return self.method is AnalysisMethod.SEQUENTIAL and self.queries is None
+
+    @property
+    def every(self) -> str:
+        """The interval in force: the given one or the method's default."""
+        return self.interval or ("5s" if self.sequential else "30s")
+
+    @property
+    def failures_to_rollback(self) -> int:
+        return self.failure_limit or (1 if self.sequential else 2)
 
 
 class GatewayAPIRouter(ApiModel):
@@ -405,7 +438,12 @@ class RolloutSpec(ApiModel):
     """How traffic is split between revisions."""
 
     progress_deadline: Duration = "15m"
-    """A rollout that has not finished in this time is aborted and rolled back."""
+    """A rollout that has not finished in this time is aborted and rolled back. Time spent
+    waiting at a `pause: {}` step for someone to resume it does not count."""
+
+    approval_deadline: Duration | None = None
+    """Roll back a canary left waiting at a `pause: {}` step longer than this (unset: it waits
+    as long as it takes)."""
 
     bake_time: Duration = "5m"
     """After promotion, keep watching the new stable this long and roll back on regression."""

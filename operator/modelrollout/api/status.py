@@ -135,6 +135,82 @@ class AnalysisStatus(ApiModel):
     p_value: float | None = None
     """One-sided p-value of the error-rate test that ran (Fisher exact or binomial)."""
 
+    error_evalue: float | None = None
+    """Sequential: evidence that the canary's error rate is higher than the stable's (or, with
+    no stable, than maxErrorRate) since it started; it fails at errorThreshold."""
+
+    error_threshold: float | None = None
+    """Sequential: the errorEvalue that fails: 1 / its share of the significance."""
+
+    latency_evalue: float | None = None
+    """Sequential: the strongest evidence, over the histogram bounds, that the canary is slower."""
+
+    latency_threshold: float | None = None
+    """Sequential: the latencyEvalue that fails at any one bound."""
+
+
+class TrackTotalsStatus(ApiModel):
+    """What one track served since the canary started (sequential analysis)."""
+
+    requests: int = 0
+    """Requests served."""
+
+    errors: int = 0
+    """Of those, answered with a 5xx status."""
+
+    fast: list[int] = Field(default_factory=list)
+    """Requests at or under each of the evidence's latency bounds."""
+
+    observed: int = 0
+    """Requests the latency histogram saw."""
+
+
+class CounterReadStatus(ApiModel):
+    """One track's raw counters at the last read, to take the next increment from."""
+
+    requests: int
+    """The request counter."""
+
+    errors: int
+    """The 5xx response counter."""
+
+    fast: list[int] = Field(default_factory=list)
+    """The histogram's cumulative counts at the evidence's latency bounds."""
+
+    observed: int | None = None
+    """The histogram's total; absent when the histogram was not read."""
+
+
+class EvidenceStatus(ApiModel):
+    """The running evidence of the sequential analysis, carried from read to read (and over an
+    operator restart)."""
+
+    reads: int = 0
+    """Reads taken, the first of them the starting point."""
+
+    resets: int = 0
+    """Reads dropped because a counter went down (a pod restarted or left)."""
+
+    bounds: list[float] = Field(default_factory=list)
+    """Latency bounds (seconds) the latency evidence is kept for."""
+
+    canary: TrackTotalsStatus = Field(default_factory=TrackTotalsStatus)
+    """What the judged revision served since the evidence started."""
+
+    stable: TrackTotalsStatus = Field(default_factory=TrackTotalsStatus)
+    """What the stable revision served over the same reads."""
+
+    last_canary: CounterReadStatus | None = None
+    """The judged revision's counters at the last read."""
+
+    last_stable: CounterReadStatus | None = None
+    """The stable revision's counters at the last read (none during the bake window)."""
+    log_errors: list[float] = Field(default_factory=list)
+    """log likelihood ratio of the error evidence, per alternative rate ratio."""
+
+    log_latency: list[list[float]] = Field(default_factory=list)
+    """log wealth of the latency evidence, per bound and stake."""
+
 
 class RolloutStatus(ApiModel):
     """Where the current canary stands; everything needed to resume after a restart."""
@@ -157,6 +233,19 @@ class RolloutStatus(ApiModel):
     last_analysis: AnalysisStatus | None = None
     """The most recent analysis window."""
 
+    evidence: EvidenceStatus | None = None
+    """Sequential analysis: the evidence since the canary got traffic."""
+
+    step_canary_requests: int | None = None
+    """Sequential analysis: canary requests counted when the current step began."""
+
+    step_stable_requests: int | None = None
+    """Sequential analysis: stable requests counted when the current step began."""
+
+    waited_seconds: float = 0.0
+    """Time spent at `pause: {}` steps waiting to be resumed, before the current step; it does
+    not count against the progress deadline."""
+
     stable_min_replicas: int | None = None
     """Stable replicas when the rollout began: the stable is not scaled below this while the
     canary is analysed."""
@@ -176,6 +265,9 @@ class BakeStatus(ApiModel):
 
     last_analysis: AnalysisStatus | None = None
     """The most recent bake analysis window."""
+
+    evidence: EvidenceStatus | None = None
+    """Sequential analysis: the evidence since the bake window began."""
 
 
 class HistoryEntry(ApiModel):

@@ -312,8 +312,8 @@ def _analysis_lines(
     lines = [
         _field(
             label,
-            f"{painted}  (window ended {age(analysis.get('time'), now)} ago; "
-            f"failed windows in a row {failures}/{limit})",
+            f"{painted}  ({_judged_when(analysis)} {age(analysis.get('time'), now)} ago; "
+            f"failed in a row {failures}/{limit})",
         ),
         f"  {analysis.get('reason', '')}",
     ]
@@ -337,9 +337,18 @@ def _analysis_lines(
         extras.append(f"z {analysis['z']:.2f}")
     if analysis.get("pValue") is not None:
         extras.append(f"p-value {analysis['pValue']:.2g}")
+    for kind in ("error", "latency"):
+        value, threshold = analysis.get(f"{kind}Evalue"), analysis.get(f"{kind}Threshold")
+        if value is not None and threshold is not None:
+            extras.append(f"{kind} e-value {value:.3g} (fails at {threshold:.3g})")
     if extras:
         lines.append("  " + "   ".join(extras))
     return lines
+
+
+def _judged_when(analysis: Obj) -> str:
+    """A sequential verdict judges the evidence since the start, not one window."""
+    return "read" if analysis.get("errorThreshold") is not None else "window ended"
 
 
 def _history_lines(obj: Obj, now: datetime, style: Style) -> list[str]:
@@ -455,8 +464,12 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
     lines += ["", *_steps_lines(obj, spec, now, style)]
 
     # Analysis of the canary, or of the new stable during the bake window.
-    limit = int((spec.get("rollout", {}).get("analysis") or {}).get("failureLimit", 2))
-    interval = (spec.get("rollout", {}).get("analysis") or {}).get("interval", "?")
+    settings = spec.get("rollout", {}).get("analysis") or {}
+    sequential = settings.get("method", "sequential") == "sequential" and not settings.get(
+        "queries"
+    )
+    limit = int(settings.get("failureLimit") or (1 if sequential else 2))
+    interval = settings.get("interval") or ("5s" if sequential else "30s")
     rollout = status.get("rollout") or {}
     if in_rollout(obj):
         lines.append("")
@@ -470,7 +483,8 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
                 style,
             )
         elif int(status.get("canaryWeight") or 0) > 0:
-            lines.append(_field("Analysis", f"first window of {interval} not over yet"))
+            first = "first read" if sequential else "first window"
+            lines.append(_field("Analysis", f"{first} of {interval} not over yet"))
         else:
             lines.append(_field("Analysis", "starts once the canary has traffic"))
     if bake:

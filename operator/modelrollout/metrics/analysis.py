@@ -10,6 +10,7 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.api.types import parse_duration
 from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
+from modelrollout.plan.evidence import Reading, Readings
 from modelrollout.tenancy import TenantPolicy
 
 from .base import ProviderError, WindowQuery, sample_tracks
@@ -17,7 +18,7 @@ from .isolation import tenant_prometheus
 from .prometheus import PrometheusProvider
 from .registry import ProviderLookup
 
-__all__ = ["analyse_window"]
+__all__ = ["analyse_window", "read_counters"]
 
 
 async def analyse_window(
@@ -34,7 +35,7 @@ async def analyse_window(
     """The verdict on the window that ends `now`: canary against stable while a canary runs,
     the new stable on the absolute limits alone during its bake window."""
     settings = spec.rollout.analysis
-    window = parse_duration(settings.interval).total_seconds()
+    window = parse_duration(settings.every).total_seconds()
     if status.canary_revision and status.stable_revision:
         canary, stable = status.canary_revision, status.stable_revision
     else:
@@ -66,3 +67,53 @@ async def analyse_window(
         min_requests=settings.min_requests,
     )
     return analyse(samples.canary, samples.stable, thresholds, provider_error=samples.error)
+
+
+async def read_counters(
+    provider_for: ProviderLookup,
+    spec: ModelDeploymentSpec,
+    namespace: str,
+    name: str,
+    status: ModelDeploymentStatus,
+    now: datetime,
+    default_url: str,
+    policy: TenantPolicy,
+    token_file: Path | None = None,
+) -> Readings:
+    """Both tracks' raw counters now, for the sequential analysis (the same tracks as
+    `analyse_window`: canary and stable, or the new stable alone while it bakes)."""
+    settings = spec.rollout.analysis
+    if status.canary_revision and status.stable_revision:
+        canary, stable = status.canary_revision, status.stable_revision
+    else:
+        canary, stable = status.stable_revision or "", None
+    try:
+        # The same policy as for windows; the counters' own queries are never overridden.
+        provider = tenant_prometheus(
+            policy,
+            spec_url=settings.prometheus_url,
+            default_url=default_url,
+            overrides={},
+            factory=provider_for(PrometheusProvider.kind),
+            token_file=token_file,
+        )
+    except (ValueError, ProviderError) as exc:
+        return Readings(None, None, str(exc))
+    counters = getattr(provider, "counters", None)
+    if counters is None:
+        return Readings(None, None, f"metric provider {type(provider).__name__} reads no counters")
+    model = spec.model.name or name
+    at = now.timestamp()
+
+    async def one(revision: str) -> Reading:
+        reading: Reading = await counters(
+            WindowQuery(revision, 1, namespace=namespace, model=model, at=at)
+        )
+        return reading
+
+    try:
+        canary_reading = await one(canary)
+        stable_reading = await one(stable) if stable else None
+    except ProviderError as exc:
+        return Readings(None, None, str(exc))
+    return Readings(canary_reading, stable_reading)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .evalues import ERROR_RATIOS, LATENCY_BETS, bet_log_factors, ratio_log_factors
 
-__all__ = ["LATENCY_FLOOR_SECONDS", "Evidence", "Reading", "Totals"]
+__all__ = ["LATENCY_FLOOR_SECONDS", "Evidence", "Reading", "Readings", "Totals"]
 
 # Latency bounds at or under this are not tested: at a few milliseconds a difference is
 # histogram-bucket noise, not a regression anyone should roll back for.
@@ -51,6 +51,16 @@ class Reading:
         if any(c is None for c in counts):
             return None
         return tuple(int(c) for c in counts if c is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """One read of both tracks for the planner; ``error`` when the counters could not be read
+    (the evidence then stays as it was: the next read covers the gap)."""
+
+    canary: Reading | None
+    stable: Reading | None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +188,8 @@ class Evidence:
             "bounds": list(self.bounds),
             "canary": _totals_out(self.canary),
             "stable": _totals_out(self.stable),
-            "lastCanary": _reading_out(self.last_canary),
-            "lastStable": _reading_out(self.last_stable),
+            "lastCanary": _reading_out(self.last_canary, self.bounds),
+            "lastStable": _reading_out(self.last_stable, self.bounds),
             "logErrors": [round(v, 6) for v in self.log_errors],
             "logLatency": [[round(v, 6) for v in row] for row in self.log_latency],
         }
@@ -192,8 +202,8 @@ class Evidence:
             evidence = cls(
                 canary=_totals_in(data.get("canary") or {}),
                 stable=_totals_in(data.get("stable") or {}),
-                last_canary=_reading_in(data.get("lastCanary")),
-                last_stable=_reading_in(data.get("lastStable")),
+                last_canary=_reading_in(data.get("lastCanary"), bounds),
+                last_stable=_reading_in(data.get("lastStable"), bounds),
                 bounds=bounds,
                 log_errors=tuple(float(v) for v in data["logErrors"]),
                 log_latency=tuple(
@@ -264,22 +274,22 @@ def _totals_in(d: Mapping[str, Any]) -> Totals:
     )
 
 
-def _reading_out(r: Reading | None) -> dict[str, Any] | None:
+def _reading_out(r: Reading | None, bounds: Sequence[float]) -> dict[str, Any] | None:
+    """Only what the next increment needs: the counts at the evidence's bounds and the total."""
     if r is None:
         return None
-    # +Inf is not JSON; the histogram's total travels as its own field.
-    finite = [[le, count] for le, count in r.buckets if math.isfinite(le)]
-    total = _histogram_total(r)
-    out: dict[str, Any] = {"requests": r.requests, "errors": r.errors, "buckets": finite}
-    if total is not None:
-        out["observed"] = total
+    out: dict[str, Any] = {"requests": r.requests, "errors": r.errors}
+    fast, total = r.at(bounds), _histogram_total(r)
+    if fast is not None and total is not None:
+        out |= {"fast": list(fast), "observed": total}
     return out
 
 
-def _reading_in(d: Mapping[str, Any] | None) -> Reading | None:
+def _reading_in(d: Mapping[str, Any] | None, bounds: Sequence[float]) -> Reading | None:
     if d is None:
         return None
-    buckets = [(float(le), int(count)) for le, count in d.get("buckets", ())]
-    if "observed" in d:
-        buckets.append((math.inf, int(d["observed"])))
-    return Reading(int(d["requests"]), int(d["errors"]), tuple(buckets))
+    fast = [int(v) for v in d.get("fast") or ()]
+    buckets: tuple[tuple[float, int], ...] = ()
+    if d.get("observed") is not None and len(fast) == len(bounds):
+        buckets = (*zip(bounds, fast, strict=True), (math.inf, int(d["observed"])))
+    return Reading(int(d["requests"]), int(d["errors"]), buckets)

@@ -71,7 +71,7 @@ def plan(inputs: Inputs) -> Plan:
     lingering = len(keep) > len({decision.stable, decision.canary} - {None})
     requeue = None
     if moving or lingering or decision.stage == Stage.PROMOTED:
-        requeue = min(REQUEUE_PROGRESSING, max(1.0, seconds(spec.rollout.analysis.interval) / 5))
+        requeue = min(REQUEUE_PROGRESSING, max(1.0, seconds(spec.rollout.analysis.every) / 5))
     tracks = {r: "stable" for r in keep}
     if decision.canary:
         tracks[decision.canary] = "canary"
@@ -116,6 +116,7 @@ def _decide(
         analysis=inputs.analysis,
         actions=inputs.actions,
         now=inputs.now,
+        readings=inputs.readings,
     )
 
 

@@ -42,11 +42,12 @@ from modelrollout.api.status import (
 )
 from modelrollout.api.types import parse_duration
 from modelrollout.plan.analysis import (
-    AnalysisResult,
     Verdict,
     next_failure_count,
     should_rollback,
 )
+from modelrollout.plan.evidence import Readings
+from modelrollout.plan.judging import Judged, judge_reading, step_counts
 
 EventTuple = tuple[str, str, str]  # (type, reason, message)
 
@@ -228,7 +229,7 @@ def step_weight(steps: list[RolloutStep], index: int) -> int:
 
 def analysis_due(status: ModelDeploymentStatus, rollout: RolloutSpec, now: datetime) -> bool:
     """Is a window of metrics ready to judge? Only while a canary has traffic or a bake runs."""
-    interval = seconds(rollout.analysis.interval)
+    interval = seconds(rollout.analysis.every)
     since: str | None = None
     if status.canary_revision and status.rollout and status.canary_weight > 0:
         since = status.rollout.analysis_since
@@ -244,7 +245,7 @@ def _bake_seconds(rollout: RolloutSpec) -> float:
     return max(seconds(rollout.bake_time), seconds(rollout.scale_down_delay))
 
 
-def _analysis_status(result: AnalysisResult, now: datetime) -> AnalysisStatus:
+def _analysis_status(result: Judged, now: datetime) -> AnalysisStatus:
     return AnalysisStatus.model_validate(result.as_status() | {"time": format_time(now)})
 
 
@@ -256,9 +257,10 @@ def decide(
     paused: bool,
     canary: CanaryView | None,
     stable_available: bool,
-    analysis: AnalysisResult | None,
+    analysis: Judged | None,
     actions: frozenset[Action],
     now: datetime,
+    readings: Readings | None = None,
 ) -> Decision:
     """Next rollout state. `canary` describes the Deployment of `revision` when it differs
     from the stable one (or, initially, the only one)."""
@@ -266,10 +268,15 @@ def decide(
     if stable is None:
         return _initial(revision, status, canary, now)
     if revision == stable:
+        if readings is not None and status.bake is not None:
+            bake, analysis = judge_reading(status.bake, rollout.analysis, readings)
+            status = status.model_copy(update={"bake": bake})
         return _steady(revision, status, rollout, analysis, actions, now)
     if revision == status.failed_revision and Action.RETRY not in actions:
         return Decision.not_retried(revision, stable, revision)
     walk = _start(revision, stable, status, rollout, canary, actions, now)
+    if readings is not None:
+        walk.state, analysis = judge_reading(walk.state, rollout.analysis, readings)
     return _canary(walk, paused, stable_available, analysis)
 
 
@@ -285,7 +292,7 @@ def _steady(
     revision: str,
     status: ModelDeploymentStatus,
     rollout: RolloutSpec,
-    analysis: AnalysisResult | None,
+    analysis: Judged | None,
     actions: frozenset[Action],
     now: datetime,
 ) -> Decision:
@@ -315,7 +322,7 @@ def _bake(
     revision: str,
     bake: BakeStatus,
     rollout: RolloutSpec,
-    analysis: AnalysisResult | None,
+    analysis: Judged | None,
     actions: frozenset[Action],
     now: datetime,
 ) -> BakeStatus | Decision:
@@ -329,7 +336,7 @@ def _bake(
         return bake
     failures = next_failure_count(bake.failures, analysis.verdict)
     if analysis.verdict == Verdict.FAIL and should_rollback(
-        failures, rollout.analysis.failure_limit
+        failures, rollout.analysis.failures_to_rollback
     ):
         reason = f"regressed during the bake window: {analysis.reason}"
         return Decision.bake_rolled_back(revision, bake.previous_revision, reason)
@@ -399,9 +406,7 @@ def _start(
     return walk
 
 
-def _canary(
-    walk: _Walk, paused: bool, stable_available: bool, analysis: AnalysisResult | None
-) -> Decision:
+def _canary(walk: _Walk, paused: bool, stable_available: bool, analysis: Judged | None) -> Decision:
     stopped = _stop_reason(walk)
     if stopped is not None:
         return walk.rollback(*stopped)
@@ -427,14 +432,28 @@ def _stop_reason(walk: _Walk) -> tuple[str, str] | None:
         return "aborted by request", "Aborted"
     if walk.canary is not None and walk.canary.failed_reason:
         return f"deployment failed: {walk.canary.failed_reason}", "RolledBack"
+    waiting = _waiting_for_resume(walk)
     elapsed = (walk.now - parse_time(walk.started)).total_seconds()
     deadline = walk.rollout.progress_deadline
-    if elapsed > seconds(deadline):
+    if elapsed - walk.state.waited_seconds - waiting > seconds(deadline):
         return f"progress deadline {deadline} exceeded", "RolledBack"
+    approval = walk.rollout.approval_deadline
+    if approval is not None and waiting > seconds(approval):
+        return f"not resumed within the approval deadline {approval}", "RolledBack"
     return None
 
 
-def _judge(walk: _Walk, analysis: AnalysisResult) -> Decision | None:
+def _waiting_for_resume(walk: _Walk) -> float:
+    """Seconds the canary has waited at the current `pause: {}` step for a person."""
+    step = current_step(list(walk.rollout.steps), walk.state.step)
+    if step is None or step.pause is None or step.pause.duration is not None:
+        return 0.0
+    if walk.state.step_started is None:
+        return 0.0
+    return max(0.0, (walk.now - parse_time(walk.state.step_started)).total_seconds())
+
+
+def _judge(walk: _Walk, analysis: Judged) -> Decision | None:
     """Background analysis: every window with canary traffic counts toward the failure limit."""
     failures = next_failure_count(walk.state.failures, analysis.verdict)
     passes = walk.state.passes + (analysis.verdict == Verdict.PASS)
@@ -446,7 +465,10 @@ def _judge(walk: _Walk, analysis: AnalysisResult) -> Decision | None:
         analysis_since=walk.now_s,
         last_analysis=_analysis_status(analysis, walk.now),
     )
-    if should_rollback(failures, walk.rollout.analysis.failure_limit):
+    limit = walk.rollout.analysis.failures_to_rollback
+    if should_rollback(failures, limit):
+        if limit == 1:
+            return walk.rollback(f"analysis failed: {analysis.reason}")
         return walk.rollback(f"{failures} failed analysis windows in a row: {analysis.reason}")
     return None
 
@@ -466,7 +488,16 @@ def _walk_steps(walk: _Walk) -> None:
     steps = list(walk.rollout.steps)
     step = current_step(steps, walk.state.step)
     while step is not None and _step_done(walk, step):
-        walk.update(step=walk.state.step + 1, step_started=walk.now_s, passes=0)
+        waited = walk.state.waited_seconds + _waiting_for_resume(walk)
+        canary_requests, stable_requests = step_counts(walk.state)
+        walk.update(
+            step=walk.state.step + 1,
+            step_started=walk.now_s,
+            passes=0,
+            waited_seconds=waited,
+            step_canary_requests=canary_requests,
+            step_stable_requests=stable_requests,
+        )
         step = current_step(steps, walk.state.step)
         if step is not None and step.set_weight is not None:
             walk.events.append(("Normal", "StepAdvanced", f"canary weight to {step.set_weight}%"))

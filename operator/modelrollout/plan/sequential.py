@@ -96,6 +96,10 @@ class SequentialResult:
     def as_status(self) -> dict[str, Any]:
         """camelCase fields for a status block, leaving out what was not measured."""
         out: dict[str, Any] = {"verdict": str(self.verdict), "reason": self.reason}
+        if self.canary_requests:
+            out["canaryErrorRate"] = _shown(self.canary_errors / self.canary_requests)
+        if self.stable_requests:
+            out["stableErrorRate"] = _shown(self.stable_errors / self.stable_requests)
         for name in (
             "canary_requests",
             "canary_errors",

@@ -10,6 +10,7 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, HistoryEntry, ModelDeploymentStatus
 from modelrollout.plan.analysis import AnalysisResult
 from modelrollout.plan.children import Manifest, Owner, Placement
+from modelrollout.plan.evidence import Readings
 from modelrollout.plan.rollout import Action, Decision
 
 
@@ -58,6 +59,8 @@ class Inputs:
     # Canary weight read back from the route this cycle (routed traffic only).
     route_weight: int | None = None
     analysis: AnalysisResult | None = None
+    # The sequential analysis' read of both tracks' counters, when one was due.
+    readings: Readings | None = None
     actions: frozenset[Action] = frozenset()
     # Why the spec's revision may not roll out: (condition reason, message).
     blocked: tuple[str, str] | None = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from modelrollout.api.status import EvidenceStatus
 from modelrollout.plan.analysis import Verdict
 from modelrollout.plan.evidence import Evidence, Reading
 from modelrollout.plan.sequential import SequentialLimits, judge, quantile
@@ -64,7 +65,12 @@ def test_evidence_survives_a_round_trip_through_status() -> None:
     assert back.canary == ev.canary
     assert back.stable == ev.stable
     assert back.bounds == ev.bounds
-    assert back.last_canary == ev.last_canary
+    assert back.last_canary is not None
+    assert ev.last_canary is not None
+    assert back.last_canary.at(back.bounds) == ev.last_canary.at(ev.bounds)
+    # The status model holds it as is (the CRD schema comes from that model).
+    wire = EvidenceStatus.model_validate(ev.as_status()).model_dump(by_alias=True)
+    assert Evidence.from_status(wire).log_errors == back.log_errors
     assert all(
         math.isclose(a, b, abs_tol=1e-6)
         for a, b in zip(back.log_errors, ev.log_errors, strict=True)

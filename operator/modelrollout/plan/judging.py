@@ -1,0 +1,77 @@
+"""One read of the sequential analysis, from status to status: take the evidence kept in
+status, add the read, judge it, and put it back. Pure; the rollout state machine calls it."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from modelrollout.api.spec import AnalysisSpec
+from modelrollout.api.status import BakeStatus, EvidenceStatus, RolloutStatus
+from modelrollout.plan.analysis import AnalysisResult, Verdict
+from modelrollout.plan.evidence import Evidence, Readings
+from modelrollout.plan.sequential import SequentialLimits, SequentialResult, judge
+
+__all__ = ["Judged", "judge_reading", "limits_of", "step_counts"]
+
+# What a canary is judged with: one window (windows method) or the running evidence.
+Judged = AnalysisResult | SequentialResult
+State = TypeVar("State", RolloutStatus, BakeStatus)
+
+
+def limits_of(spec: AnalysisSpec) -> SequentialLimits:
+    return SequentialLimits(
+        max_error_rate=spec.max_error_rate,
+        max_error_rate_increase=spec.max_error_rate_increase,
+        max_latency_ratio=spec.max_latency_ratio,
+        min_requests=spec.min_requests,
+        significance=spec.significance,
+    )
+
+
+def _evidence(state: RolloutStatus | BakeStatus) -> Evidence:
+    if state.evidence is None:
+        return Evidence()
+    try:
+        return Evidence.from_status(state.evidence.model_dump(by_alias=True))
+    except ValueError:
+        # Written by another version: start over rather than trust it (loses evidence only).
+        return Evidence()
+
+
+def judge_reading(
+    state: State, spec: AnalysisSpec, readings: Readings
+) -> tuple[State, SequentialResult]:
+    """The state with the read added to its evidence, and the verdict on it."""
+    evidence = _evidence(state)
+    limits = limits_of(spec)
+    if readings.error is not None or readings.canary is None:
+        result = judge(evidence, limits, 0)
+        reason = f"metrics provider error: {readings.error or 'no canary counters'}"
+        return state, _inconclusive(result, reason)
+    evidence = evidence.update(readings.canary, readings.stable)
+    since = state.step_canary_requests if isinstance(state, RolloutStatus) else None
+    result = judge(evidence, limits, evidence.canary.requests - (since or 0))
+    kept = EvidenceStatus.model_validate(evidence.as_status())
+    return state.model_copy(update={"evidence": kept}), result
+
+
+def _inconclusive(result: SequentialResult, reason: str) -> SequentialResult:
+    return SequentialResult(
+        verdict=Verdict.INCONCLUSIVE,
+        reason=reason,
+        canary_requests=result.canary_requests,
+        canary_errors=result.canary_errors,
+        stable_requests=result.stable_requests,
+        stable_errors=result.stable_errors,
+        error_evalue=result.error_evalue,
+        error_threshold=result.error_threshold,
+        latency_evalue=result.latency_evalue,
+        latency_threshold=result.latency_threshold,
+    )
+
+
+def step_counts(state: RolloutStatus) -> tuple[int | None, int | None]:
+    """Canary and stable requests counted so far, to measure the next step's exposure."""
+    if state.evidence is None:
+        return None, None
+    return state.evidence.canary.requests, state.evidence.stable.requests
