@@ -159,9 +159,8 @@ def show_manifest(models: Path, prometheus: str, version: str, env: dict[str, st
                     {"analysis": {}},
                 ],
                 "analysis": {
-                    "interval": "10s",
+                    "interval": "2s",
                     "minRequests": 20,
-                    "failureLimit": 2,
                     "maxLatencyRatio": 3,
                     "prometheusUrl": prometheus,
                 },

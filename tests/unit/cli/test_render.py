@@ -95,9 +95,7 @@ def test_canary_view_marks_the_current_step_and_shows_the_numbers() -> None:
     assert steps[-1].split() == ["-", "promote", "(100%)"]
 
     analysis = lines_after(text, "Analysis:")
-    assert analysis[0] == (
-        "Analysis:      Pass  (window ended 15s ago; failed in a row 0/1)"
-    )
+    assert analysis[0] == ("Analysis:      Pass  (window ended 15s ago; failed in a row 0/1)")
     assert "within limits" in analysis[1]
     assert analysis[3].split() == ["canary", "1200", "3", "0.25%", "120", "ms"]
     assert analysis[4].split() == ["stable", "3400", "10", "0.29%", "100", "ms"]

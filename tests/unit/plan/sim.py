@@ -13,6 +13,7 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, Phase
 from modelrollout.plan.analysis import AnalysisResult, analyse
 from modelrollout.plan.children import Owner, Placement
+from modelrollout.plan.evidence import Readings
 from modelrollout.plan.reconcile import plan
 from modelrollout.plan.revision import revision_of
 from modelrollout.plan.rollout import Action, analysis_due
@@ -77,6 +78,7 @@ class Sim:
         actions: frozenset[Action] = frozenset(),
         seconds: float = 2,
         acted: Acted | None = None,
+        readings: Readings | None = None,
     ) -> Plan:
         # Pods become ready (or not) between cycles, as the sim is told.
         self.deployments = {
@@ -96,6 +98,7 @@ class Sim:
                 existing=frozenset(self.existing),
                 route_weight=self.route_weight,
                 analysis=analysis,
+                readings=readings,
                 actions=actions,
             )
         )
