@@ -124,15 +124,28 @@ def report(r: dict[str, Any]) -> list[str]:
 
 
 def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for modelserver against the floor, on the best round."""
-    floor, ms = r["runs"]["floor"], r["runs"]["modelserver"]
-    sat = max(m["sat"]["rps"] / f["sat"]["rps"] for m, f in zip(ms, floor, strict=True))
-    p50 = min(m["one"]["p50_ms"] / f["one"]["p50_ms"] for m, f in zip(ms, floor, strict=True))
-    p99 = min(m["sat"]["p99_ms"] / f["sat"]["p99_ms"] for m, f in zip(ms, floor, strict=True))
+    """(target, measured, met) for modelserver against the floor, on its worst round.
+
+    Saturation is judged on CPU time per request (the floor's over ours: the throughput each
+    would reach on a core of its own), because req/s swings with the neighbours' load.
+    """
+    pairs = list(zip(r["runs"]["modelserver"], r["runs"]["floor"], strict=True))
+    sat = min(f["sat"]["cpu_us_per_req"] / m["sat"]["cpu_us_per_req"] for m, f in pairs)
+    rps = ", ".join(f"{m['sat']['rps'] / f['sat']['rps']:.0%}" for m, f in pairs)
+    p50 = max(m["one"]["p50_ms"] / f["one"]["p50_ms"] for m, f in pairs)
+    p99 = max(m["sat"]["p99_ms"] / f["sat"]["p99_ms"] for m, f in pairs)
     return [
-        ("tabular: saturation >= 95% of the floor", f"{sat:.0%}", sat >= 0.95),
-        ("tabular: p50 at one connection <= 1.2x the floor's", f"{p50:.2f}x", p50 <= 1.2),
-        ("tabular: p99 at saturation <= 1.5x the floor's", f"{p99:.2f}x", p99 <= 1.5),
+        (
+            "tabular: saturation >= 95% of the floor (CPU per request, worst round)",
+            f"{sat:.0%} (wrk req/s ratios per round: {rps})",
+            sat >= 0.95,
+        ),
+        (
+            "tabular: p50 at one connection <= 1.2x the floor's (worst round)",
+            f"{p50:.2f}x",
+            p50 <= 1.2,
+        ),
+        ("tabular: p99 at saturation <= 1.5x the floor's (worst round)", f"{p99:.2f}x", p99 <= 1.5),
     ]
 
 

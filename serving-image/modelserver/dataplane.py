@@ -218,8 +218,8 @@ class DataPlane:
         self.inflight -= 1
         self.metrics.inflight = self.inflight
 
-    async def infer(self, request: InferRequest) -> Arrays:
-        return await self._infer(request.inputs)
+    def infer(self, request: InferRequest) -> Awaitable[Arrays]:
+        return self._infer(request.inputs)  # the coroutine itself: no extra frame per request
 
     async def _run_model(self, feeds: Arrays) -> Arrays:
         try:
