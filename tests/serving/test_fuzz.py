@@ -170,10 +170,11 @@ def test_raw_bodies(client: httpx.Client, raw: bytes, header: str) -> None:
 def test_after_fuzzing(server: ServerProcess, client: httpx.Client, models: Models) -> None:
     """Run last (file order): alive, memory bounded, correct answers, no 5xx counted."""
     total = sum(SEEN.values())
-    print(f"fuzz: {total} requests, by status {dict(sorted(SEEN.items()))}")
+    rss = server.rss_bytes()
+    print(f"fuzz: {total} requests, by status {dict(sorted(SEEN.items()))}, RSS {rss >> 20} MiB")
     assert total >= 1200
     assert server.proc.poll() is None
-    assert server.rss_bytes() < 400 * 2**20
+    assert rss < 400 * 2**20
     x = np.random.default_rng(3).standard_normal((3, 16)).astype(np.float32)
     body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 16], "data": x}]}
     r = client.post(
