@@ -44,7 +44,7 @@ def _read(path: str, sha: bool) -> dict[str, Any]:
 def main() -> None:
     mode, path = sys.argv[1], sys.argv[2]
     expected = sys.argv[3] if len(sys.argv) > 3 else None
-    if mode in ("parse", "profile"):
+    if mode in ("parse", "profile", "profile-unbounded"):
         import modelrollout.hardware.fetch  # noqa: F401 - imported before the baseline
     baseline = _status_kib("VmRSS")
     times = []
@@ -84,15 +84,18 @@ def _step(mode: str, path: str, expected: str | None) -> dict[str, Any]:
         with open(path, "rb", buffering=0) as f:
             p = profile_stream(f, compute_sha256=False)
         return {"parameters": p.parameter_count, "bytes": p.size_bytes}
-    if mode == "profile":
-        # The operator's own path, with local files allowed (the chart's policy forbids them).
-        policy = TenantPolicy(model_uri_schemes=["file"])
+    if mode in ("profile", "profile-unbounded"):
+        # The operator's own path, with local files allowed (the chart's policy forbids them);
+        # `profile-unbounded` lifts the graph metadata budget, as the profiler was before it.
+        budget = {"profileMemoryBytes": 1 << 40} if mode == "profile-unbounded" else {}
+        policy = TenantPolicy.model_validate({"modelUriSchemes": ["file"], **budget})
         p = profile_uri(path, expected, cache=None, policy=policy)
         return {
             "parameters": p.parameter_count,
             "weight_bytes": p.weight_bytes,
             "gflops": p.gflops_per_sample,
             "nodes": p.node_count,
+            "approximate": p.flops_approximate,
             "bytes": p.size_bytes,
             "sha256": p.sha256,
         }

@@ -11,7 +11,12 @@ comparison is of CPU work, not of the disk. Medians over the rounds are reported
 ratios to the read. Each process runs its step twice and times the second (see child.py);
 peak RSS is the profile process's own high-water mark. The model is deleted after.
 
+Then the graph case: a chain of a million Relu nodes (small on disk, huge as a graph, what a
+hostile tenant would write), profiled as the operator does (graph metadata within its budget)
+and once without the budget, each peak RSS against the same ceiling as the 1 GB model.
+
 Usage: python -m bench.profiler.run [--out bench/results] [--rounds 3] [--layers 18]
+       [--nodes 1000000]
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--layers", type=int, default=18, help="18 layers of d=1024 is ~1.04 GB")
     ap.add_argument("--tmpdir", default=None, help="where the model is written (then deleted)")
+    ap.add_argument("--nodes", type=int, default=1_000_000, help="nodes of the graph case")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-profiler-", dir=args.tmpdir))
@@ -89,6 +95,8 @@ def main() -> None:
                     f"(first {res['first_seconds']:.3f}s) peak {res['peak_kib'] / 1024:.0f} MiB",
                     flush=True,
                 )
+        path.unlink()
+        graph = _graph_case(work / "chain.onnx", args.nodes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -102,11 +110,52 @@ def main() -> None:
 
     memory = (peak_mb, ru_mb, base_mb)
     report = _report(args, size, params, gen_seconds, runs, med, cpu, memory, prof)
+    report += _graph_report(args.nodes, graph, peak_mb)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"profiler-{dt.date.today().isoformat()}.md"
     out.write_text(report)
     print(report)
     print(f"written to {out}")
+
+
+def _graph_case(path: Path, nodes: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.profiler.generate", str(path), f"relu:{nodes}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    expected = _child("read-sha256", path)["sha256"]
+    out: dict[str, Any] = {"bytes": path.stat().st_size}
+    for mode in ("profile", "profile-unbounded"):
+        res = _child(mode, path, expected)
+        assert res["nodes"] == nodes + 1, "profile disagrees with the generator"
+        out[mode] = res
+        print(f"graph {mode:18s} {res['seconds']:.2f}s peak {res['peak_kib'] / 1024:.0f} MiB")
+    return out
+
+
+def _graph_report(nodes: int, graph: dict[str, Any], big_peak_mb: float) -> str:
+    bounded, unbounded = graph["profile"], graph["profile-unbounded"]
+    peak = bounded["peak_kib"] * 1024 / 1e6
+    free = unbounded["peak_kib"] * 1024 / 1e6
+    rows = "\n".join(
+        f"| {mode} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | "
+        f"{r['peak_kib'] * 1024 / 1e6:.1f} | {r['peak_kib'] * 1024 / 1e6 / big_peak_mb:.2f}x |"
+        for mode, r in (("profile", bounded), ("profile-unbounded", unbounded))
+    )
+    return f"""
+## A graph of {nodes:,} nodes
+
+Model: {nodes:,} Relu nodes in a chain and one MatMul ({graph["bytes"] / 1e6:.1f} MB on disk),
+what a tenant could write to exhaust the operator. `profile` as the operator runs it, graph
+metadata kept within `profileMemoryBytes` (16 MiB) and FLOPs then estimated from the parameter
+count (approximate: {bounded["approximate"]}); `profile-unbounded` lifts the budget, as the
+profiler was before it had one. One process each, second run timed.
+
+| step | wall s | CPU s | peak RSS MB | vs the 1 GB model's peak |
+| --- | --- | --- | --- | --- |
+{rows}
+
+- Peak RSS under {TARGET_RSS_MB} MB, the 1 GB model's ceiling: {peak:.1f} MB,
+  {"met" if peak < TARGET_RSS_MB else "NOT met"} ({free / peak:.1f}x less than without the budget).
+"""
 
 
 def _report(

@@ -111,11 +111,13 @@ def test_a_model_whose_reads_stop_the_operator_is_not_read_again(
     # The mark is in the API server before the read starts; the operator stops mid-read.
     try:
         for attempt in (1, 2):
-            wait_for(partial(read_started, attempt), what=f"read {attempt}")
+            # A restarted operator resyncs every object it sees first: allow for a busy cluster.
+            wait_for(partial(read_started, attempt), timeout=150, what=f"read {attempt}")
             operator.kill()
             operator.start()
         ready = wait_for(
             lambda: (c := condition(kube.get("mdep", "stuck"), "Ready")).get("reason") and c,
+            timeout=150,
             what="Ready condition",
         )
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 
 from modelrollout.api import GROUP
 from modelrollout.cli.render import in_rollout, status_of, waiting_for_resume
+from modelrollout.redact import REDACTED, redact_uri
 
 Obj = Mapping[str, Any]
 Patch = dict[str, Any]
@@ -139,7 +140,7 @@ def _entry_matches_spec(entry: Obj, spec: Obj) -> bool:
     model = spec.get("model") or {}
     image = (spec.get("serving") or {}).get("image")
     same_model = (
-        model.get("uri") == entry.get("modelUri")
+        redact_uri(model.get("uri") or "") == entry.get("modelUri")
         and model.get("version") == entry.get("modelVersion")
         and model.get("sha256") == entry.get("modelSha256")
     )
@@ -202,6 +203,11 @@ def undo(obj: Obj, to_revision: str | None, stamp: str) -> Change:
         raise ActionError(
             f"history entry {number} (revision {entry.get('revision')}) does not record its "
             "model; it cannot be restored"
+        )
+    if f"={REDACTED}" in entry["modelUri"]:
+        raise ActionError(
+            f"history entry {number} (revision {entry.get('revision')}) was a signed URL, kept "
+            f"without its secret ({entry['modelUri']}); set spec.model.uri to a fresh one"
         )
     model: Patch = {
         "uri": entry["modelUri"],

@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
+from modelrollout.redact import redact_uri
 from modelrollout.tenancy import IPAddress, PolicyError, TenantPolicy
 
 from .errors import (
@@ -55,18 +56,6 @@ __all__ = ["open_model", "profile_uri", "redact_uri"]
 Resolver = Callable[[str, int], list[IPAddress]]
 
 
-def redact_uri(uri: str) -> str:
-    """The URI without user:password and with every query value hidden (signed URLs carry
-    their secret there: X-Amz-Signature, sig, token...). Safe for status, events and logs."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable URI>"
-    netloc = parts.netloc.rsplit("@", 1)[1] if "@" in parts.netloc else parts.netloc
-    query = "&".join(f"{quote(k)}=REDACTED" for k, _ in parse_qsl(parts.query, True))
-    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
-
-
 def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -75,9 +64,10 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
 
 
-def _policy(check: Callable[[], object]) -> None:
+def _policy(check: Callable[..., None], *args: object) -> None:
+    """Run one of the policy's checks, its refusal as the profiler's error."""
     try:
-        check()
+        check(*args)
     except PolicyError as e:
         raise RefusedByPolicyError(e.rule, str(e)) from None
 
@@ -96,7 +86,7 @@ def open_model(
     `resolve` maps a host to its addresses (tests give a fixed answer)."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower() or "file"
-    _policy(lambda: policy.check_scheme(scheme))
+    _policy(policy.check_scheme, scheme)
     deadline = time.monotonic() + policy.fetch_deadline_seconds
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -160,12 +150,12 @@ def _pinned(url: str, policy: TenantPolicy, resolve: Resolver) -> tuple[str, str
 
     parts = httpx.URL(url)
     scheme, host = parts.scheme, parts.host
-    _policy(lambda: policy.check_scheme(scheme))
+    _policy(policy.check_scheme, scheme)
     if scheme not in ("http", "https") or not host:
         raise RefusedByPolicyError(
             "modelUriSchemes", f"refused by policy.modelUriSchemes: cannot fetch {scheme}"
         )
-    _policy(lambda: policy.check_host(host))
+    _policy(policy.check_host, host)
     port = parts.port or (443 if scheme == "https" else 80)
     try:
         addresses = [ipaddress.ip_address(host)]
@@ -174,7 +164,7 @@ def _pinned(url: str, policy: TenantPolicy, resolve: Resolver) -> tuple[str, str
     if not addresses:
         raise ModelUnreachableError(f"host {host!r} has no address")
     for address in addresses:
-        _policy(lambda a=address: policy.check_address(host, a))  # type: ignore[misc]
+        _policy(policy.check_address, host, address)
     header = host if parts.port is None else f"{host}:{parts.port}"
     if ":" in host:
         header = f"[{host}]" if parts.port is None else f"[{host}]:{parts.port}"

@@ -21,6 +21,7 @@ from modelrollout.plan.desired import (
 from modelrollout.plan.revision import revision_of
 from modelrollout.plan.rollout import CanaryView, Decision, Stage, decide, seconds
 from modelrollout.plan.types import ChildRef, Event, Inputs, ObservedDeployment, Plan
+from modelrollout.redact import redact_uri
 
 __all__ = ["REQUEUE_PROGRESSING", "plan"]
 
@@ -138,7 +139,8 @@ def _history_entry(
     return HistoryEntry(
         revision=fin_rev,
         model_version=version,
-        model_uri=uri,
+        # Status is readable by whoever reads the object: a signed URL's secret stays out.
+        model_uri=redact_uri(uri),
         model_sha256=sha,
         image=image,
         started=inputs.status.rollout_started or now,

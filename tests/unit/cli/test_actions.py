@@ -187,6 +187,13 @@ def test_undo_refuses_an_entry_without_a_model() -> None:
         actions.undo(obj, "2", STAMP)
 
 
+def test_undo_refuses_a_signed_url_kept_without_its_secret() -> None:
+    obj = o.baking()
+    obj["status"]["history"][1]["modelUri"] = "https://b.example/m.onnx?X-Amz-Signature=REDACTED"
+    with pytest.raises(ActionError, match="signed URL, kept without its secret"):
+        actions.undo(obj, "2", STAMP)
+
+
 def test_undo_compares_images_named_in_the_spec() -> None:
     """Same model, new image: with the image in the spec, the previous entry differs."""
     obj = o.baking()

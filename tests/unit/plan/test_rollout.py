@@ -285,3 +285,15 @@ def test_canary_replicas_for_ratio(weight: int, base: int, expected: int) -> Non
 
 def test_thresholds_type_is_used() -> None:
     assert AnalysisThresholds().min_requests == 50
+
+
+def test_history_keeps_no_signed_url_secret() -> None:
+    body = spec()
+    body["model"]["uri"] = "https://models.example/m.onnx?X-Amz-Signature=abc123&X-Amz-Expires=60"
+    sim = Sim(body)
+    sim.cycle()
+    sim.cycle()
+    (entry,) = sim.status.history
+    assert entry.model_uri == (
+        "https://models.example/m.onnx?X-Amz-Signature=REDACTED&X-Amz-Expires=REDACTED"
+    )
