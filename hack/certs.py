@@ -163,6 +163,7 @@ class NodeCerts:
     kubelet_serving: tuple[Path, Path]  # the kubelet's HTTPS endpoint, for the node IP
     apiserver_kubelet_client: tuple[Path, Path]  # API server -> kubelet (logs, exec, metrics)
     kube_proxy_client: tuple[Path, Path]  # kube-proxy -> API server, as system:kube-proxy
+    front_proxy_client: tuple[Path, Path]  # API server -> aggregated APIs (metrics-server)
 
 
 def generate_node(cluster: ClusterCerts, directory: Path, node: str, node_ip: str) -> NodeCerts:
@@ -193,4 +194,5 @@ def generate_node(cluster: ClusterCerts, directory: Path, node: str, node_ip: st
             "apiserver-kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters")
         ),
         kube_proxy_client=issue("kube-proxy-client", _name("system:kube-proxy")),
+        front_proxy_client=issue("front-proxy-client", _name("front-proxy-client")),
     )

@@ -1,17 +1,22 @@
 """`make demo`: a real control plane, the operator, the examples converged, and then, live, a
 healthy new model promoted step by step and a bad one rolled back by itself.
 
-    python -m hack.demo up [--no-rollout]   # start everything and run the show; leave it running
-    python -m hack.demo down                # stop everything `up` started
+    python -m hack.demo up [--no-rollout] [--kwok-only]   # start everything, run the show
+    python -m hack.demo down                              # stop everything `up` started
 
-Pods run on kwok nodes, so `up` also starts the local stand-ins: a `modelserver` process per
-pod (hack/podrunner.py), Debian's Prometheus scraping them (hack/prometheus.py) and a gateway
-that splits requests by the HTTPRoute's weights (hack/gateway.py).
+Two modes, and `up` says which it runs in. Where the machine allows a real node (Linux, root,
+Debian's container packages: hack/realnode.py), the model servers are real pods of the serving
+image built here, Ready when their readiness probe passes, Prometheus finds them through the API
+server and the show's traffic goes through the model's Service (hack/demonode.py). Otherwise
+pods run on kwok nodes and `up` starts local stand-ins: a `modelserver` process per pod
+(hack/podrunner.py), Debian's Prometheus scraping them (hack/prometheus.py) and a gateway that
+splits requests by the HTTPRoute's weights (hack/gateway.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -27,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from hack import localcluster
+from hack import demonode, localcluster
 from hack.loadgen import LoadStats, infer_payload, run_load
 from hack.models import write_mlp
 from hack.processes import free_port
@@ -119,19 +124,28 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 # --- the examples ------------------------------------------------------------------------------
 
 
-def localise(text: str, models: Path) -> str:
+def localise(text: str, models: Path, real: bool = False) -> str:
     """Point each example at a model generated here: nothing is downloaded, and the operator
-    profiles the real file (its size decides the hardware tier)."""
+    profiles the real file (its size decides the hardware tier). On the real node, pods fetch
+    it over HTTP from the node address and are placed there."""
     docs = [d for d in yaml.safe_load_all(text) if d]
     for i, doc in enumerate(docs):
         path = models / f"{doc['metadata']['name']}.onnx"
         sha = write_mlp(path, seed=i)
-        doc["spec"]["model"]["uri"] = f"file://{path}"
+        doc["spec"]["model"]["uri"] = _uri(models, path, real)
         doc["spec"]["model"]["sha256"] = sha
+        if real:
+            demonode.place(doc)
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
-def show_manifest(models: Path, prometheus: str, version: str, env: dict[str, str]) -> str:
+def _uri(models: Path, path: Path, real: bool) -> str:
+    return demonode.model_url(models.parent, path) if real else f"file://{path}"
+
+
+def show_manifest(
+    models: Path, prometheus: str, version: str, env: dict[str, str], real: bool = False
+) -> str:
     path = models / f"{SHOW}.onnx"
     sha = write_mlp(path, seed=7)
     route = {
@@ -148,7 +162,7 @@ def show_manifest(models: Path, prometheus: str, version: str, env: dict[str, st
         "kind": "ModelDeployment",
         "metadata": {"name": SHOW},
         "spec": {
-            "model": {"uri": f"file://{path}", "sha256": sha, "version": version},
+            "model": {"uri": _uri(models, path, real), "sha256": sha, "version": version},
             "serving": {"env": [{"name": k, "value": v} for k, v in env.items()]},
             "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
             "rollout": {
@@ -170,6 +184,11 @@ def show_manifest(models: Path, prometheus: str, version: str, env: dict[str, st
             },
         },
     }
+    if real:
+        # kube-proxy splits the Service's traffic by the replica ratio: no route to steer.
+        del mdep["spec"]["rollout"]["trafficRouter"]  # type: ignore[index]
+        demonode.place(mdep)
+        return yaml.safe_dump(mdep, sort_keys=False)
     return yaml.safe_dump_all([route, mdep], sort_keys=False)
 
 
@@ -204,23 +223,31 @@ def follow(directory: Path, done: Any, timeout: float) -> dict[str, Any]:
     raise SystemExit("the rollout did not finish in time; see .cluster/operator.log")
 
 
-def run_show(directory: Path, gateway: str, prometheus: str) -> None:
+def run_show(directory: Path, gateway: str, prometheus: str, real: bool = False) -> None:
     models = directory / "models"
-    print("\n== Live rollout: model 'sentiment' behind an HTTPRoute, 30 requests/s of traffic ==")
-    _kubectl(directory, "apply", "-f", "-", stdin=show_manifest(models, prometheus, "v1", {}))
-    _kubectl(directory, "wait", "--for=condition=Ready", f"mdep/{SHOW}", "--timeout=120s")
+    behind = "its Service (kube-proxy)" if real else "an HTTPRoute"
+    print(f"\n== Live rollout: model 'sentiment' behind {behind}, 30 requests/s of traffic ==")
+    manifest = functools.partial(show_manifest, models, prometheus, real=real)
+    _kubectl(directory, "apply", "-f", "-", stdin=manifest("v1", {}))
+    _kubectl(directory, "wait", "--for=condition=Ready", f"mdep/{SHOW}", "--timeout=180s")
     stop = threading.Event()
     stats: list[LoadStats] = []
+    # On the real node the load goes to the Service itself; an empty namespace says so.
+    target, ns = (
+        (demonode.service_url(functools.partial(_kubectl, directory), SHOW), "")
+        if real
+        else (gateway, "default")
+    )
 
     def load() -> None:
         payload = infer_payload(4, input_name="input")
         while not stop.is_set():
-            stats.append(run_load(gateway, "default", SHOW, 30, 2, payload, timeout_s=5))
+            stats.append(run_load(target, ns, SHOW, 30, 2, payload, timeout_s=5))
 
     # kwok marks pods Ready at once; the stand-in process needs a moment to load its model.
     probe = infer_payload(4, input_name="input")
     deadline = time.monotonic() + 60
-    while run_load(gateway, "default", SHOW, 5, 1, probe, timeout_s=5).by_status.get(200, 0) < 3:
+    while run_load(target, ns, SHOW, 5, 1, probe, timeout_s=5).by_status.get(200, 0) < 3:
         if time.monotonic() > deadline:
             raise SystemExit(
                 "the sentiment model server did not answer; see .cluster/podrunner.log"
@@ -230,7 +257,7 @@ def run_show(directory: Path, gateway: str, prometheus: str) -> None:
     try:
         time.sleep(3)
         print("\n-- v2, healthy: 20% -> analysis -> 50% -> analysis -> promoted --")
-        _kubectl(directory, "apply", "-f", "-", stdin=show_manifest(models, prometheus, "v2", {}))
+        _kubectl(directory, "apply", "-f", "-", stdin=manifest("v2", {}))
         follow(
             directory,
             lambda s: s.get("modelVersion") == "v2" and not s.get("canaryRevision"),
@@ -238,7 +265,7 @@ def run_show(directory: Path, gateway: str, prometheus: str) -> None:
         )
         print("\n-- v3, answers 30% of requests with errors: rolled back by itself --")
         bad = {"MODELSERVER_FAULT_ERROR_RATIO": "0.3"}
-        _kubectl(directory, "apply", "-f", "-", stdin=show_manifest(models, prometheus, "v3", bad))
+        _kubectl(directory, "apply", "-f", "-", stdin=manifest("v3", bad))
         final = follow(directory, lambda s: s.get("phase") == "RolledBack", timeout=180)
     finally:
         stop.set()
@@ -255,7 +282,7 @@ def run_show(directory: Path, gateway: str, prometheus: str) -> None:
         for code, n in s.by_status.items():
             served[str(code)] = served.get(str(code), 0) + n
     print(f"Requests answered during the show, by status code: {served}")
-    if served.get("503"):
+    if served.get("503") and not real:
         print(
             "  (503: a canary's stand-in process was still loading its model after kwok had "
             "reported the pod Ready; on a real node the readiness probe holds it back)"
@@ -265,9 +292,17 @@ def run_show(directory: Path, gateway: str, prometheus: str) -> None:
 # --- up / down ---------------------------------------------------------------------------------
 
 
-def up(directory: Path, rollout: bool) -> int:
+def up(directory: Path, rollout: bool, kwok_only: bool = False) -> int:
     started = time.monotonic()
-    if localcluster.cmd_up(directory) != 0:
+    reason = demonode.mode_reason(kwok_only)
+    real = reason is None
+    if real:
+        print("Mode: real node. Model servers run as pods of the serving image built here, by a")
+        print("kubelet in containerd; readiness probes hold traffic until a model is loaded.")
+    else:
+        print(f"Mode: kwok only ({reason}). Pods are simulated; model servers run as local")
+        print("processes behind a weighted gateway (docs/real-node.md tells the difference).")
+    if localcluster.cmd_up(directory, real_node=real) != 0:
         return 1
     print("Installing the ModelDeployment CRD (and stand-in HTTPRoute/VirtualService CRDs) ...")
     _kubectl(directory, "apply", "--server-side", "-f", str(CRD))
@@ -276,10 +311,14 @@ def up(directory: Path, rollout: bool) -> int:
     _kubectl(directory, "wait", "--for=condition=Established", "crd", "--all")
 
     kubeconfig = str(directory / "kubeconfig")
-    prom_port, gateway_port = free_port(), free_port()
-    prometheus = f"http://127.0.0.1:{prom_port}"
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    print("Starting the operator, model server stand-ins, Prometheus and the gateway ...")
+    if real:
+        print("Starting the operator, Prometheus (pods found through the API server) ...")
+        prometheus, operator_env = demonode.start_helpers(directory, spawn)
+        gateway = ""
+    else:
+        print("Starting the operator, model server stand-ins, Prometheus and the gateway ...")
+        prometheus, gateway = _start_stand_ins(directory, kubeconfig)
+        operator_env = {}
     spawn(
         directory,
         "operator",
@@ -292,21 +331,59 @@ def up(directory: Path, rollout: bool) -> int:
             "MODELROLLOUT_METRICS_PORT": str(free_port()),
             "MODELROLLOUT_HEALTH_PORT": str(free_port()),
             "MODELROLLOUT_PROMETHEUS_URL": prometheus,
-            # Run outside a cluster: the demo's models are local files (the chart forbids them).
-            "MODELROLLOUT_POLICY": json.dumps(
-                {"modelUriSchemes": ["file"], "prometheusUrls": [prometheus]}
-            ),
+            # Run outside a cluster: the demo's models are local files, or on the real node
+            # files served at the node address (the chart allows neither by default).
+            "MODELROLLOUT_POLICY": json.dumps(demonode.policy(real, prometheus)),
+            **operator_env,
         },
     )
+    _wait_http(f"{prometheus}/-/ready")
+    if gateway:
+        _wait_http(f"{gateway}/_gateway/healthz")
+    (directory / "endpoints.env").write_text(f"PROMETHEUS={prometheus}\nGATEWAY={gateway}\n")
+
+    print(f"Applying {EXAMPLES.relative_to(REPO)} (models generated into {directory}/models) ...")
+    manifest = directory / "quickstart.yaml"
+    manifest.write_text(localise(EXAMPLES.read_text(), directory / "models", real))
+    print(_kubectl(directory, "apply", "-f", str(manifest)), end="")
+    print("Waiting for every ModelDeployment to be Ready ...")
+    _kubectl(directory, "wait", "--for=condition=Ready", "mdep", "--all", "--timeout=240s")
+    print(_kubectl(directory, "get", "mdep,deployments,hpa,pods", "-o", "wide"))
+    if rollout:
+        run_show(directory, gateway, prometheus, real)
+        print()
+        print(_kubectl(directory, "get", "mdep"))
+    gateway_hint = f"  curl -s {gateway}/_gateway/routes\n" if gateway else ""
+    print(
+        f"Done in {time.monotonic() - started:.0f}s; everything keeps running.\n"
+        f"Explore:\n"
+        f"  export KUBECONFIG={Path(kubeconfig).resolve()}\n"
+        f"  export PATH={(directory / 'bin').resolve()}:{(REPO / '.venv' / 'bin')}:$PATH\n"
+        f"  kubectl get mdep\n"
+        f"  kubectl modelrollout status {SHOW}\n"
+        f"  kubectl explain mdep.spec.rollout\n"
+        f"  curl -s '{prometheus}/api/v1/query?query="
+        "sum+by+(revision,code)(modelserver_requests_total)'\n"
+        f"{gateway_hint}"
+        f"Try a rollout yourself:\n"
+        f'  kubectl patch mdep iris --type merge -p \'{{"spec":{{"model":{{"version":"v2"}}}}}}\'\n'
+        f"  kubectl get mdep iris -w\n"
+        f"Stop everything: make cluster-down"
+    )
+    return 0
+
+
+def _start_stand_ins(directory: Path, kubeconfig: str) -> tuple[str, str]:
+    """kwok-only mode: model server processes for the pods, Prometheus scraping them through a
+    file, and the weighted gateway. Returns the Prometheus and gateway URLs."""
+    prom_port, gateway_port = free_port(), free_port()
     runner_dir = directory / "podrunner"
     file_sd = runner_dir / "file_sd" / "modelserver.json"
     spawn(
         directory,
         "podrunner",
         [
-            "hack.podrunner",
-            "--kubeconfig",
-            kubeconfig,
+            *("hack.podrunner", "--kubeconfig", kubeconfig),
             "--dir",
             str(runner_dir),
             "--file-sd",
@@ -339,38 +416,7 @@ def up(directory: Path, rollout: bool) -> int:
             str(gateway_port),
         ],
     )
-    _wait_http(f"{prometheus}/-/ready")
-    _wait_http(f"{gateway}/_gateway/healthz")
-    (directory / "endpoints.env").write_text(f"PROMETHEUS={prometheus}\nGATEWAY={gateway}\n")
-
-    print(f"Applying {EXAMPLES.relative_to(REPO)} (models generated into {directory}/models) ...")
-    manifest = directory / "quickstart.yaml"
-    manifest.write_text(localise(EXAMPLES.read_text(), directory / "models"))
-    print(_kubectl(directory, "apply", "-f", str(manifest)), end="")
-    print("Waiting for every ModelDeployment to be Ready ...")
-    _kubectl(directory, "wait", "--for=condition=Ready", "mdep", "--all", "--timeout=120s")
-    print(_kubectl(directory, "get", "mdep,deployments,hpa,pods", "-o", "wide"))
-    if rollout:
-        run_show(directory, gateway, prometheus)
-        print()
-        print(_kubectl(directory, "get", "mdep"))
-    print(
-        f"Done in {time.monotonic() - started:.0f}s; everything keeps running.\n"
-        f"Explore:\n"
-        f"  export KUBECONFIG={Path(kubeconfig).resolve()}\n"
-        f"  export PATH={(directory / 'bin').resolve()}:{(REPO / '.venv' / 'bin')}:$PATH\n"
-        f"  kubectl get mdep\n"
-        f"  kubectl modelrollout status {SHOW}\n"
-        f"  kubectl explain mdep.spec.rollout\n"
-        f"  curl -s '{prometheus}/api/v1/query?query="
-        "sum+by+(revision,code)(modelserver_requests_total)'\n"
-        f"  curl -s {gateway}/_gateway/routes\n"
-        f"Try a rollout yourself:\n"
-        f'  kubectl patch mdep iris --type merge -p \'{{"spec":{{"model":{{"version":"v2"}}}}}}\'\n'
-        f"  kubectl get mdep iris -w\n"
-        f"Stop everything: make cluster-down"
-    )
-    return 0
+    return f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{gateway_port}"
 
 
 def down(directory: Path) -> int:
@@ -383,9 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=REPO / ".cluster")
     parser.add_argument("--no-rollout", action="store_true", help="skip the live rollout show")
+    parser.add_argument(
+        "--kwok-only", action="store_true", help="no real node, even where one could run"
+    )
     args = parser.parse_args(argv)
     directory: Path = args.dir.resolve()
-    return up(directory, not args.no_rollout) if args.command == "up" else down(directory)
+    if args.command == "down":
+        return down(directory)
+    return up(directory, not args.no_rollout, args.kwok_only)
 
 
 if __name__ == "__main__":

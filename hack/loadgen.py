@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from hack import realnode
 from hack.gateway import HEADER_REVISION, NO_REVISION, split_by_weights
 
 MAX_REQUESTS = 100_000
@@ -92,15 +93,19 @@ class LoadStats:
 
 
 def check_loopback(url: str) -> None:
-    """Load goes to this machine only."""
+    """Load goes to this machine only: loopback, or the local real node's Service and pod
+    addresses while its bridge exists (those pods live in network namespaces on this host)."""
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return
     try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
+        address = ipaddress.ip_address(host)
     except ValueError:
-        pass
+        address = None
+    if address is not None and address.is_loopback:
+        return
+    if address is not None and realnode.is_local_cluster_address(address):
+        return
     raise ValueError(f"load is only sent to loopback addresses, not {host!r}")
 
 
@@ -138,7 +143,9 @@ async def run_load_async(
     if not 0 < rate_per_s <= 10_000 or not 0 < duration_s <= MAX_DURATION_S:
         raise ValueError("rate_per_s must be in (0, 10000] and duration_s in (0, 600]")
     planned = min(max_requests, MAX_REQUESTS, max(1, round(rate_per_s * duration_s)))
-    url = f"{gateway_url.rstrip('/')}/{namespace}/{name}/v2/models/{model or name}/infer"
+    # An empty namespace: the URL is the model's Service itself, not the gateway.
+    prefix = f"/{namespace}/{name}" if namespace else ""
+    url = f"{gateway_url.rstrip('/')}{prefix}/v2/models/{model or name}/infer"
     body = json.dumps(payload).encode()
     headers = {"content-type": "application/json"}
     stats = LoadStats(planned=planned)

@@ -58,7 +58,7 @@ class Binaries:
     @classmethod
     def build(cls, real_node: bool = False) -> Binaries:
         """Build (or find in the cache) every binary through hack/build-tools.sh."""
-        toolsets = ["k8s", "etcd", "kwok"] + (["coredns"] if real_node else [])
+        toolsets = ["k8s", "etcd", "kwok"] + (["coredns", "metrics-server"] if real_node else [])
         out = subprocess.run(
             [str(REPO / "hack" / "build-tools.sh"), *toolsets],
             check=True,
@@ -73,6 +73,7 @@ class Binaries:
                 kubelet=k8s / "kubelet",
                 kube_proxy=k8s / "kube-proxy",
                 coredns=dirs["coredns"] / "coredns",
+                metrics_server=dirs["metrics-server"] / "metrics-server",
             )
         return cls(
             etcd=dirs["etcd"] / "etcd",
@@ -168,6 +169,7 @@ class LocalCluster:
             self._wait_nodes_ready(deadline=started + timeout)
             if self.node is not None:
                 self.node.start(self.server, tls, self.api_port)
+                self.node.register_metrics_api(self.kubectl)
                 self.node.wait_ready(self.kubectl, deadline=time.monotonic() + timeout)
         except BaseException:
             self.stop()
@@ -279,7 +281,7 @@ class LocalCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={tls.sa_pub}",
                 f"--service-account-signing-key-file={tls.sa_key}",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-cluster-ip-range={realnode.SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
@@ -511,7 +513,8 @@ def cmd_down(directory: Path, real_node: bool = False) -> int:
         realnode.cleanup_after_crash(directory)
         return 0
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
+    # A real node first lets kubelet delete its pods (up to 20 s), then restores the host.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
@@ -520,6 +523,7 @@ def cmd_down(directory: Path, real_node: bool = False) -> int:
             return 0
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
+    realnode.cleanup_after_crash(directory)
     return 0
 
 

@@ -69,6 +69,51 @@ def config(file_sd_path: Path, scrape_interval: str = "1s", job: str = JOB) -> d
     }
 
 
+def kubernetes_sd_config(
+    kubeconfig: Path, namespaces: Sequence[str] = (), scrape_interval: str = "1s", job: str = JOB
+) -> dict[str, Any]:
+    """Prometheus config that finds the model server pods through the API server (role: pod),
+    as in a cluster: pods annotated `prometheus.io/scrape`, scraped at their pod IP and
+    `prometheus.io/port`, labelled with namespace, pod, deployment, revision and track."""
+    sd: dict[str, Any] = {"role": "pod", "kubeconfig_file": str(kubeconfig)}
+    if namespaces:
+        sd["namespaces"] = {"names": list(namespaces)}
+    pod_label = "__meta_kubernetes_pod_label_modelrollout_io_"
+    relabel: list[dict[str, Any]] = [
+        {
+            "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+            "regex": "true",
+            "action": "keep",
+        },
+        {
+            "source_labels": [
+                "__meta_kubernetes_pod_ip",
+                "__meta_kubernetes_pod_annotation_prometheus_io_port",
+            ],
+            "regex": "(.+);(.+)",
+            "replacement": "$1:$2",
+            "target_label": "__address__",
+        },
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    ]
+    relabel += [
+        {"source_labels": [f"{pod_label}{name}"], "target_label": name}
+        for name in ("deployment", "revision", "track")
+    ]
+    doc = config(Path("/dev/null"), scrape_interval, job)
+    doc["scrape_configs"] = [
+        {
+            "job_name": job,
+            "honor_labels": False,
+            "kubernetes_sd_configs": [sd],
+            "relabel_configs": relabel,
+            "metrics_path": "/metrics",
+        }
+    ]
+    return doc
+
+
 class Prometheus:
     """One Prometheus process on 127.0.0.1:<free port>, data in workdir (wiped on start)."""
 
@@ -81,9 +126,12 @@ class Prometheus:
         port: int = 0,
         binary: Path | None = None,
         retention: str = "1h",
+        kubeconfig: Path | None = None,
     ) -> None:
         self.workdir = workdir.resolve()
         self.file_sd_path = file_sd_path.resolve()
+        # With a kubeconfig, targets come from the API server instead of the file.
+        self.kubeconfig = kubeconfig
         self.scrape_interval = scrape_interval
         self.port = port
         self.binary = binary
@@ -111,9 +159,11 @@ class Prometheus:
             # Prometheus logs errors for a missing SD file; an empty target list is valid.
             self.file_sd_path.parent.mkdir(parents=True, exist_ok=True)
             self.file_sd_path.write_text("[]")
-        self.config_path.write_text(
-            json.dumps(config(self.file_sd_path, self.scrape_interval), indent=2)
-        )
+        if self.kubeconfig is not None:
+            doc = kubernetes_sd_config(self.kubeconfig, scrape_interval=self.scrape_interval)
+        else:
+            doc = config(self.file_sd_path, self.scrape_interval)
+        self.config_path.write_text(json.dumps(doc, indent=2))
         if not self.port:
             self.port = free_port()
         with self.log_path.open("ab") as out:
@@ -230,11 +280,16 @@ class Prometheus:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.prometheus", description=__doc__)
     parser.add_argument("--dir", type=Path, required=True)
-    parser.add_argument("--file-sd", type=Path, required=True)
+    targets = parser.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--file-sd", type=Path)
+    targets.add_argument("--kubeconfig", type=Path, help="find pods through the API server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--scrape-interval", default="1s")
     args = parser.parse_args(argv)
-    prom = Prometheus(args.dir, args.file_sd, args.scrape_interval, port=args.port)
+    file_sd = args.file_sd or args.dir / "file_sd.json"
+    prom = Prometheus(
+        args.dir, file_sd, args.scrape_interval, port=args.port, kubeconfig=args.kubeconfig
+    )
     with until_signal() as stop, prom:
         print(f"prometheus ready at {prom.url}", file=sys.stderr, flush=True)
         while not stop.wait(1.0):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ LABEL = ("modelrollout.io/node", "real")
 BRIDGE = "mrnode0"
 POD_CIDR = "10.89.0.0/24"
 NODE_IP = "10.89.0.1"
+SERVICE_CIDR = "10.96.0.0/16"  # the API server's --service-cluster-ip-range
 CLUSTER_DOMAIN = "cluster.local"
 # Addresses kwok writes into node and pod status; nothing answers there.
 KWOK_CIDRS = ("10.243.0.0/16", "10.244.0.0/16")
@@ -70,11 +72,18 @@ def unavailable() -> str | None:
     return None
 
 
+def is_local_cluster_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A pod or Service address of the real node running on this machine right now."""
+    networks = (ipaddress.ip_network(POD_CIDR), ipaddress.ip_network(SERVICE_CIDR))
+    return any(address in net for net in networks) and hoststate.link_exists(BRIDGE)
+
+
 @dataclass(frozen=True)
 class NodeBinaries:
     kubelet: Path
     kube_proxy: Path
     coredns: Path
+    metrics_server: Path
 
 
 def containerd_address() -> str:
@@ -96,6 +105,7 @@ class RealNode:
         self.images: dict[str, Image] = {}
         self._lock: IO[str] | None = None
         self.node_certs: certgen.NodeCerts | None = None
+        self.metrics_api: dict[str, Any] = {}
 
     # --- before the API server ---------------------------------------------------------------
 
@@ -121,6 +131,7 @@ class RealNode:
     def apiserver_args(self, tls: certgen.ClusterCerts, api_port: int) -> list[str]:
         assert self.node_certs is not None
         kubelet_crt, kubelet_key = self.node_certs.apiserver_kubelet_client
+        proxy_crt, proxy_key = self.node_certs.front_proxy_client
         return [
             # Pods reach the API server through the `kubernetes` Service at the node address;
             # the MRNODE-CONTAIN rules keep the port closed to everything but lo and the bridge.
@@ -132,6 +143,15 @@ class RealNode:
             f"--kubelet-client-key={kubelet_key}",
             # Otherwise it resolves the node's hostname through this machine's resolver.
             "--kubelet-preferred-address-types=InternalIP",
+            # The aggregation layer, for metrics-server's metrics.k8s.io.
+            f"--requestheader-client-ca-file={tls.ca_cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={proxy_crt}",
+            f"--proxy-client-key-file={proxy_key}",
+            "--enable-aggregator-routing=true",
         ]
 
     def _contain(self) -> None:
@@ -173,6 +193,7 @@ class RealNode:
         self._start_kubelet(kubelet_kc, tls)
         self._start_kube_proxy(proxy_kc)
         self._start_coredns(admin_kc)
+        self._start_metrics_server(admin_kc, tls)
 
     def _start_containerd(self) -> None:
         root = Path(os.environ.get("MODELROLLOUT_CACHE") or Path.home() / ".cache/modelrollout")
@@ -271,6 +292,30 @@ class RealNode:
 """
         )
         self.spawn("coredns", [self.binaries.coredns, "-conf", str(corefile)])
+
+    def _start_metrics_server(self, kubeconfig: Path, tls: certgen.ClusterCerts) -> None:
+        port = free_port()
+        self.spawn(
+            "metrics-server",
+            [
+                self.binaries.metrics_server,
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--bind-address={NODE_IP}",
+                f"--secure-port={port}",
+                f"--cert-dir={STATE / 'metrics-server'}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={tls.ca_cert}",
+                # kwok's nodes have no kubelet to scrape.
+                f"--node-selector={LABEL[0]}={LABEL[1]}",
+                "--metric-resolution=15s",  # must exceed the 10 s kubelet request timeout
+            ],
+        )
+        self.metrics_api = _metrics_api(port)
+
+    def register_metrics_api(self, kubectl: Callable[..., str]) -> None:
+        kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(self.metrics_api))
 
     def wait_ready(self, kubectl: Callable[..., str], deadline: float) -> None:
         path = '{.status.conditions[?(@.type=="Ready")].status}'
@@ -400,6 +445,41 @@ def _ipt(*args: str) -> None:
     out = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"iptables {' '.join(args)} failed: {out.stderr.strip()}")
+
+
+def _metrics_api(port: int) -> dict[str, Any]:
+    """metrics-server runs on the host: its Service has no selector, only the node address."""
+    meta = {"name": "metrics-server", "namespace": "kube-system"}
+    items: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": meta,
+            "subsets": [
+                {"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": port}]}
+            ],
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {
+                "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "insecureSkipTLSVerify": True,  # its serving certificate is self-signed
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+    ]
+    return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
 def _kubeconfig(path: Path, server: str, ca: Path, client: tuple[Path, Path]) -> Path:

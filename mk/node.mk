@@ -29,3 +29,13 @@ REAL_NODE_DEPS := node-packages
 endif
 endif
 test test-integration: $(REAL_NODE_DEPS)
+
+# `make demo` runs on the real node where the machine allows it: as root on Debian-like Linux,
+# with the packages installable. Elsewhere it says so and runs kwok-only.
+.PHONY: node-packages-if-possible
+node-packages-if-possible:
+	@if [ "$$(id -u)" = 0 ] && [ "$$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then \
+		$(MAKE) --no-print-directory node-packages || \
+			echo "the real node's packages could not be installed: the demo runs kwok-only"; \
+	fi
+demo: node-packages-if-possible

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hack import realnode
 from hack.localcluster import LocalCluster
 from hack.processes import free_port
 
@@ -115,11 +116,12 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 
 # An operator run outside the cluster, as the tests run it: models are local files or served
-# on loopback, and each test names its own Prometheus on a free port.
+# on loopback (or at the local real node's address, where its pods can fetch them), and each
+# test names its own Prometheus on a free port.
 LOCAL_POLICY = json.dumps(
     {
         "modelUriSchemes": ["file", "http", "https"],
-        "allowedNetworks": ["127.0.0.0/8"],
+        "allowedNetworks": ["127.0.0.0/8", f"{realnode.NODE_IP}/32"],
         "prometheusUrls": ["http://127.0.0.1:*"],
     }
 )

@@ -21,6 +21,7 @@ import pytest
 from hack import realnode
 from hack.images import Image
 from hack.localcluster import LocalCluster
+from hack.prometheus import Prometheus
 
 from .conftest import Models
 from .kube import Kube, OperatorProcess, condition, model_deployment, wait_for
@@ -208,6 +209,8 @@ def test_chart_operator_runs_from_its_image_in_a_restricted_namespace(
         "tolerations": [{"key": realnode.LABEL[0], "operator": "Exists"}],
     }
     values = release_values(operator_image, serving) | on_node
+    # The models are served at the node address, a private one the default policy refuses.
+    values["operator"]["policy"] = {"allowedNetworks": [f"{realnode.NODE_IP}/32"]}
     values_file = kube_values_file(helm, values)
     adopt_crd(cluster, release)
     helm(
@@ -256,3 +259,151 @@ def kube_values_file(helm: Helm, values: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values))
     return path
+
+
+def test_hpa_scales_the_stable_from_real_cpu_use(
+    cluster: LocalCluster,
+    node: realnode.RealNode,
+    operator: OperatorProcess,
+    kube: Kube,
+    models: Models,
+    model_host: ModelHost,
+) -> None:
+    """metrics-server reads the kubelet's CPU figures; the HorizontalPodAutoscaler the operator
+    made scales the Deployment up from them."""
+    md = spec(model_host.url(models.small.path), models.small.sha256, serving_image(node))
+    md["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "targetCpuUtilization": 20}
+    assert kube.apply(model_deployment("busy", md)).returncode == 0
+    wait_md_ready(kube, "busy", operator)
+    ready_replicas(kube, "busy", 1)
+    raw = f"/apis/metrics.k8s.io/v1beta1/namespaces/{kube.namespace}/pods"
+    wait_for(
+        lambda: json.loads(cluster.kubectl("get", "--raw", raw))["items"],
+        timeout=90,
+        what="pod metrics from metrics-server",
+    )
+    cluster_ip = kube.must("service", "busy")["spec"]["clusterIP"]
+
+    def scaled() -> dict[str, Any] | None:
+        hpa = kube.must("hpa", "busy")
+        return hpa if hpa["status"].get("desiredReplicas", 0) >= 2 else None
+
+    with Load(f"http://{cluster_ip}:8080/v2/models/busy/infer", rate=100, limit_s=180):
+        hpa = wait_for(scaled, timeout=170, interval=2, what="the HPA to scale up under load")
+    [cpu] = [m for m in hpa["status"]["currentMetrics"] if m["type"] == "Resource"]
+    assert cpu["resource"]["current"]["averageUtilization"] > 20, hpa["status"]
+
+
+@pytest.fixture(scope="session")
+def pod_prometheus(
+    cluster: LocalCluster, node: realnode.RealNode, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    """Debian's Prometheus finding the model server pods through the API server."""
+    directory = tmp_path_factory.mktemp("pod-prometheus")
+    prom = Prometheus(directory, directory / "unused.json", kubeconfig=cluster.kubeconfig)
+    with prom:
+        yield prom
+
+
+def test_canary_promoted_then_rolled_back_on_real_pods(
+    node: realnode.RealNode,
+    operator: OperatorProcess,
+    kube: Kube,
+    models: Models,
+    model_host: ModelHost,
+    pod_prometheus: Prometheus,
+) -> None:
+    """Replica-ratio canary: kube-proxy splits the Service's traffic over stable and canary
+    pods; the analysis reads what Prometheus scraped from the pods it discovered itself."""
+
+    def manifest(version: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        md = spec(model_host.url(models.small.path), models.small.sha256, serving_image(node))
+        md["model"]["version"] = version
+        md["serving"]["env"] = [{"name": k, "value": v} for k, v in (env or {}).items()]
+        md["autoscaling"] = {"minReplicas": 2, "maxReplicas": 2}
+        md["rollout"] = {
+            "steps": [{"setWeight": 50}, {"analysis": {}}],
+            "analysis": {
+                "interval": "10s",
+                "minRequests": 20,
+                "maxLatencyRatio": 3,
+                "failureLimit": 2,
+                "prometheusUrl": pod_prometheus.url,
+            },
+            "bakeTime": "5s",
+            "scaleDownDelay": "2s",
+        }
+        return model_deployment("canary", md)
+
+    def status() -> dict[str, Any]:
+        return dict((kube.get("mdep", "canary") or {}).get("status") or {})
+
+    assert kube.apply(manifest("v1")).returncode == 0
+    wait_md_ready(kube, "canary", operator)
+    cluster_ip = kube.must("service", "canary")["spec"]["clusterIP"]
+    with Load(f"http://{cluster_ip}:8080/v2/models/canary/infer", rate=15, limit_s=300) as load:
+        assert kube.apply(manifest("v2")).returncode == 0
+        wait_for(
+            lambda: status().get("modelVersion") == "v2" and not status().get("canaryRevision"),
+            timeout=150,
+            interval=1,
+            what="v2 promoted",
+        )
+        promoted = dict(load.results)
+        assert kube.apply(manifest("v3", {"MODELSERVER_FAULT_ERROR_RATIO": "0.5"})).returncode == 0
+        final = wait_for(
+            lambda: (s := status()).get("phase") == "RolledBack" and s,
+            timeout=150,
+            interval=1,
+            what="v3 rolled back",
+        )
+    assert final["modelVersion"] == "v2"
+    # Readiness probes held traffic back from pods still loading: none of the healthy
+    # rollout's requests failed.
+    assert set(promoted) == {"200"}, promoted
+    targets = pod_prometheus.targets()
+    assert targets, "Prometheus discovered no pods"
+    assert all(t["labels"]["pod"] and t["labels"]["revision"] for t in targets)
+
+
+def test_model_over_its_memory_limit_is_oom_killed_and_the_stable_keeps_serving(
+    node: realnode.RealNode,
+    operator: OperatorProcess,
+    kube: Kube,
+    models: Models,
+    model_host: ModelHost,
+) -> None:
+    """A canary whose memory limit is below what the server needs: the kernel kills it, the
+    kubelet restarts it, it never turns Ready, so the Service keeps sending every request to the
+    stable pods and the rollout does not move past it."""
+    md = spec(model_host.url(models.small.path), models.small.sha256, serving_image(node))
+    md["autoscaling"] = {"minReplicas": 1, "maxReplicas": 1}
+    md["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    assert kube.apply(model_deployment("oom", md)).returncode == 0
+    wait_md_ready(kube, "oom", operator)
+    stable = {p["metadata"]["name"] for p in ready_replicas(kube, "oom", 1)}
+    cluster_ip = kube.must("service", "oom")["spec"]["clusterIP"]
+
+    md["model"]["version"] = "v2"
+    md["serving"]["resources"] = {
+        "requests": {"cpu": "100m", "memory": "32Mi"},
+        "limits": {"memory": "32Mi"},  # python with onnxruntime alone needs more
+    }
+    assert kube.apply(model_deployment("oom", md)).returncode == 0
+    with Load(f"http://{cluster_ip}:8080/v2/models/oom/infer", rate=10, limit_s=150) as load:
+
+        def killed() -> dict[str, Any] | None:
+            for pod in kube.list("pods", "modelrollout.io/deployment=oom"):
+                if pod["metadata"]["name"] not in stable and (oom := oom_status(pod)):
+                    return oom if oom["restarts"] >= 1 else None
+            return None
+
+        oom = wait_for(killed, timeout=120, interval=1, what="the canary OOM-killed, restarted")
+    assert oom["exitCode"] == 137
+    assert {p["metadata"]["name"] for p in ready_pods(kube, "modelrollout.io/deployment=oom")} == (
+        stable
+    )
+    status = kube.must("mdep", "oom")["status"]
+    assert status["modelVersion"] == "v1"
+    assert status.get("canaryRevision"), status
+    assert set(load.results) == {"200"}, dict(load.results)

@@ -210,6 +210,9 @@ def test_defaults(default: list[Obj]) -> None:
         "MODELROLLOUT_HEALTH_PORT": "8081",
         "MODELROLLOUT_BIND_ADDRESS": "0.0.0.0",
         "MODELROLLOUT_LOG_FORMAT": "json",
+        # Always: kopf otherwise looks the numeric user up in /etc/passwd and exits (found
+        # when the image first ran under a real kubelet).
+        "POD_ID": {"fieldRef": {"fieldPath": "metadata.name"}},
     }
     for absent in ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Role", "ClusterKopfPeering"):
         assert not of_kind(default, absent), absent
