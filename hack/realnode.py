@@ -331,6 +331,8 @@ class RealNode:
     def drain(self, kubectl: Callable[..., str]) -> None:
         """Delete the node's pods while kubelet runs, so it tears their sandboxes down properly
         (CNI DEL, network namespaces, mounts); `cleanup` takes whatever remains."""
+        if self._lock is None:
+            return
         with contextlib.suppress(Exception):
             kubectl("cordon", NODE)
             kubectl(
@@ -346,6 +348,8 @@ class RealNode:
                 time.sleep(0.5)
 
     def stop(self) -> None:
+        if self._lock is None:
+            return  # never started: another cluster's node may own the host state
         cleanup(self.binaries.kube_proxy)
         hoststate.restore(self.directory / "host-sysctls.json")
         if self._lock is not None:
