@@ -17,6 +17,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,49 +70,71 @@ def config(file_sd_path: Path, scrape_interval: str = "1s", job: str = JOB) -> d
     }
 
 
-def kubernetes_sd_config(
-    kubeconfig: Path, namespaces: Sequence[str] = (), scrape_interval: str = "1s", job: str = JOB
-) -> dict[str, Any]:
-    """Prometheus config that finds the model server pods through the API server (role: pod),
-    as in a cluster: pods annotated `prometheus.io/scrape`, scraped at their pod IP and
-    `prometheus.io/port`, labelled with namespace, pod, deployment, revision and track."""
-    sd: dict[str, Any] = {"role": "pod", "kubeconfig_file": str(kubeconfig)}
-    if namespaces:
-        sd["namespaces"] = {"names": list(namespaces)}
-    pod_label = "__meta_kubernetes_pod_label_modelrollout_io_"
-    relabel: list[dict[str, Any]] = [
-        {
-            "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-            "regex": "true",
-            "action": "keep",
-        },
-        {
-            "source_labels": [
-                "__meta_kubernetes_pod_ip",
-                "__meta_kubernetes_pod_annotation_prometheus_io_port",
-            ],
-            "regex": "(.+);(.+)",
-            "replacement": "$1:$2",
-            "target_label": "__address__",
-        },
-        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-    ]
-    relabel += [
-        {"source_labels": [f"{pod_label}{name}"], "target_label": name}
-        for name in ("deployment", "revision", "track")
-    ]
-    doc = config(Path("/dev/null"), scrape_interval, job)
-    doc["scrape_configs"] = [
-        {
-            "job_name": job,
-            "honor_labels": False,
-            "kubernetes_sd_configs": [sd],
-            "relabel_configs": relabel,
-            "metrics_path": "/metrics",
-        }
-    ]
-    return doc
+def pod_targets(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """File-SD target groups for Running pods annotated `prometheus.io/scrape: "true"`, at their
+    pod IP and `prometheus.io/port`, labelled as kubernetes_sd relabelling would in a cluster:
+    namespace, pod, deployment, revision and track. Pure."""
+    groups = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        annotations = meta.get("annotations") or {}
+        port, ip = annotations.get("prometheus.io/port"), status.get("podIP")
+        if annotations.get("prometheus.io/scrape") != "true" or not port or not ip:
+            continue
+        if status.get("phase") != "Running" or meta.get("deletionTimestamp"):
+            continue
+        labels = meta.get("labels") or {}
+        groups.append(
+            {
+                "targets": [f"{ip}:{port}"],
+                "labels": {
+                    "namespace": meta.get("namespace", ""),
+                    "pod": meta.get("name", ""),
+                    **{
+                        name: labels.get(f"modelrollout.io/{name}", "")
+                        for name in ("deployment", "revision", "track")
+                    },
+                },
+            }
+        )
+    return sorted(groups, key=lambda g: str(g["targets"]))
+
+
+class PodDiscovery:
+    """Finds the pods to scrape through the API server and hands them to Prometheus as a file.
+    Debian's Prometheus is built without kubernetes_sd_configs; this is its role `pod`."""
+
+    def __init__(self, kubeconfig: Path, file_sd_path: Path, interval_s: float = 1.0) -> None:
+        self.kubeconfig, self.file_sd_path, self.interval_s = kubeconfig, file_sd_path, interval_s
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="pod-discovery")
+
+    def _run(self) -> None:
+        from lightkube import ALL_NS, Client, KubeConfig
+        from lightkube.resources.core_v1 import Pod
+
+        client = Client(KubeConfig.from_file(str(self.kubeconfig)), trust_env=False)
+        last = ""
+        while not self.stop_event.is_set():
+            try:
+                pods = [pod.to_dict() for pod in client.list(Pod, namespace=ALL_NS)]
+            except Exception as exc:  # the API server may be restarting; try again
+                print(f"pod discovery: {exc}", file=sys.stderr, flush=True)
+            else:
+                text = json.dumps(pod_targets(pods), indent=1)
+                if text != last:
+                    part = self.file_sd_path.with_suffix(".part")
+                    part.write_text(text)
+                    part.replace(self.file_sd_path)  # atomic: Prometheus never reads half a file
+                    last = text
+            self.stop_event.wait(self.interval_s)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
 
 
 class Prometheus:
@@ -130,8 +153,9 @@ class Prometheus:
     ) -> None:
         self.workdir = workdir.resolve()
         self.file_sd_path = file_sd_path.resolve()
-        # With a kubeconfig, targets come from the API server instead of the file.
+        # With a kubeconfig, the pods to scrape come from the API server (PodDiscovery).
         self.kubeconfig = kubeconfig
+        self.discovery: PodDiscovery | None = None
         self.scrape_interval = scrape_interval
         self.port = port
         self.binary = binary
@@ -159,11 +183,11 @@ class Prometheus:
             # Prometheus logs errors for a missing SD file; an empty target list is valid.
             self.file_sd_path.parent.mkdir(parents=True, exist_ok=True)
             self.file_sd_path.write_text("[]")
-        if self.kubeconfig is not None:
-            doc = kubernetes_sd_config(self.kubeconfig, scrape_interval=self.scrape_interval)
-        else:
-            doc = config(self.file_sd_path, self.scrape_interval)
+        doc = config(self.file_sd_path, self.scrape_interval)
         self.config_path.write_text(json.dumps(doc, indent=2))
+        if self.kubeconfig is not None:
+            self.discovery = PodDiscovery(self.kubeconfig, self.file_sd_path)
+            self.discovery.start()
         if not self.port:
             self.port = free_port()
         with self.log_path.open("ab") as out:
@@ -190,6 +214,9 @@ class Prometheus:
         return self
 
     def stop(self, timeout: float = 15.0) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
+            self.discovery = None
         if self.popen is None:
             return
         if self.popen.poll() is None:

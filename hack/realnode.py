@@ -31,21 +31,45 @@ from typing import IO, Any
 from hack import certs as certgen
 from hack import hoststate
 from hack.images import Builder, Image, import_into
+from hack.nodeconfig import (
+    BRIDGE,
+    CLUSTER_DOMAIN,
+    CNI_BIN,
+    KWOK_CIDRS,
+    LABEL,
+    NODE,
+    NODE_IP,
+    POD_CIDR,
+    RUN,
+    SERVICE_CIDR,
+    STATE,
+    cni_config,
+    containerd_address,
+    containerd_config,
+    corefile_text,
+    kubelet_config,
+    metrics_api,
+    write_kubeconfig,
+)
 from hack.processes import free_port
 
-NODE = "real-0"
-LABEL = ("modelrollout.io/node", "real")
-BRIDGE = "mrnode0"
-POD_CIDR = "10.89.0.0/24"
-NODE_IP = "10.89.0.1"
-SERVICE_CIDR = "10.96.0.0/16"  # the API server's --service-cluster-ip-range
-CLUSTER_DOMAIN = "cluster.local"
-# Addresses kwok writes into node and pod status; nothing answers there.
-KWOK_CIDRS = ("10.243.0.0/16", "10.244.0.0/16")
-STATE = Path("/var/lib/modelrollout-node")  # kubelet root, CNI config and IPAM state
-RUN = Path("/run/modelrollout-node")  # containerd state and socket
+__all__ = [
+    "BRIDGE",
+    "CLUSTER_DOMAIN",
+    "LABEL",
+    "NODE",
+    "NODE_IP",
+    "POD_CIDR",
+    "RUN",
+    "SERVICE_CIDR",
+    "STATE",
+    "RealNode",
+    "cleanup",
+    "unavailable",
+]
 LOCK = Path("/run/modelrollout-node.lock")
-CNI_BIN = Path("/usr/lib/cni")
+# Another test session's node usually stops within minutes; a demo left running does not.
+LOCK_WAIT_S = 900
 CONTAIN = "MRNODE-CONTAIN"
 # The node's processes, found by their configuration paths (containerd's shims outlive it).
 AGENTS = rf"^\S*(kubelet|kube-proxy|coredns|metrics-server) .*{STATE}"
@@ -84,10 +108,6 @@ class NodeBinaries:
     kube_proxy: Path
     coredns: Path
     metrics_server: Path
-
-
-def containerd_address() -> str:
-    return str(RUN / "containerd.sock")
 
 
 def ctr() -> list[str]:
@@ -183,10 +203,10 @@ class RealNode:
         import_into(ctr(), list(self.images.values()))
         kubeconfigs = STATE / "config"
         kubeconfigs.mkdir(exist_ok=True)
-        kubelet_kc = _kubeconfig(
+        kubelet_kc = write_kubeconfig(
             kubeconfigs / "kubelet", server, tls.ca_cert, self.node_certs.kubelet_client
         )
-        proxy_kc = _kubeconfig(
+        proxy_kc = write_kubeconfig(
             kubeconfigs / "kube-proxy", server, tls.ca_cert, self.node_certs.kube_proxy_client
         )
         admin_kc = self.directory / "kubeconfig"
@@ -198,10 +218,10 @@ class RealNode:
     def _start_containerd(self) -> None:
         root = Path(os.environ.get("MODELROLLOUT_CACHE") or Path.home() / ".cache/modelrollout")
         (STATE / "cni" / "net.d" / "10-modelrollout.conflist").write_text(
-            json.dumps(_cni_config(), indent=2)
+            json.dumps(cni_config(), indent=2)
         )
         config = STATE / "config" / "containerd.toml"
-        config.write_text(_containerd_config(root / "containerd", self.images["pause"].ref))
+        config.write_text(containerd_config(root / "containerd", self.images["pause"].ref))
         self.spawn("containerd", ["containerd", "--config", str(config)])
         deadline = time.monotonic() + 30
         while subprocess.run([*ctr(), "version"], capture_output=True).returncode != 0:
@@ -212,35 +232,7 @@ class RealNode:
     def _start_kubelet(self, kubeconfig: Path, tls: certgen.ClusterCerts) -> None:
         assert self.node_certs is not None
         crt, key = self.node_certs.kubelet_serving
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "cgroupDriver": "cgroupfs",  # cgroup v1 here, and PID 1 is not systemd
-            "failSwapOn": False,
-            "containerRuntimeEndpoint": f"unix://{containerd_address()}",
-            "address": NODE_IP,
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": free_port(),
-            "tlsCertFile": str(crt),
-            "tlsPrivateKeyFile": str(key),
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(tls.ca_cert)},
-            },
-            "authorization": {"mode": "Webhook"},
-            "clusterDNS": [NODE_IP],
-            "clusterDomain": CLUSTER_DOMAIN,
-            "resolvConf": "",  # pods learn no resolver of this machine
-            # Nothing can be pulled again, so never collect images; evict only when truly low.
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%"},
-            "registerWithTaints": [{"key": LABEL[0], "value": LABEL[1], "effect": "NoSchedule"}],
-            "serializeImagePulls": False,
-            "nodeStatusReportFrequency": "10s",
-        }
+        config = kubelet_config((crt, key), tls.ca_cert, healthz_port=free_port())
         path = STATE / "config" / "kubelet.json"
         path.write_text(json.dumps(config, indent=2))
         self.spawn(
@@ -279,18 +271,7 @@ class RealNode:
 
     def _start_coredns(self, kubeconfig: Path) -> None:
         corefile = STATE / "config" / "Corefile"
-        # No `forward`: names outside the cluster do not resolve, so pods reach nothing outside.
-        corefile.write_text(
-            f""".:53 {{
-    bind {NODE_IP}
-    errors
-    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig} local
-        pods insecure
-    }}
-}}
-"""
-        )
+        corefile.write_text(corefile_text(kubeconfig))
         self.spawn("coredns", [self.binaries.coredns, "-conf", str(corefile)])
 
     def _start_metrics_server(self, kubeconfig: Path, tls: certgen.ClusterCerts) -> None:
@@ -312,7 +293,7 @@ class RealNode:
                 "--metric-resolution=15s",  # must exceed the 10 s kubelet request timeout
             ],
         )
-        self.metrics_api = _metrics_api(port)
+        self.metrics_api = metrics_api(port)
 
     def register_metrics_api(self, kubectl: Callable[..., str]) -> None:
         kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(self.metrics_api))
@@ -359,16 +340,22 @@ class RealNode:
     def _acquire_lock(self) -> None:
         LOCK.parent.mkdir(parents=True, exist_ok=True)
         handle = LOCK.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip()
-            handle.close()
-            raise RuntimeError(
-                f"a real node is already running on this machine ({owner}); one at a time: "
-                "stop it first, or start this cluster without one"
-            ) from None
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip()
+                if time.monotonic() > deadline:
+                    handle.close()
+                    raise RuntimeError(
+                        f"a real node is already running on this machine ({owner}); one at a "
+                        "time: stop it first, or start this cluster without one"
+                    ) from None
+                log(f"waiting for the real node of {owner} to stop (one per machine)")
+                time.sleep(10)
         handle.truncate(0)
         handle.write(f"pid {os.getpid()}, {self.directory}\n")
         handle.flush()
@@ -449,116 +436,3 @@ def _ipt(*args: str) -> None:
     out = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"iptables {' '.join(args)} failed: {out.stderr.strip()}")
-
-
-def _metrics_api(port: int) -> dict[str, Any]:
-    """metrics-server runs on the host: its Service has no selector, only the node address."""
-    meta = {"name": "metrics-server", "namespace": "kube-system"}
-    items: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta,
-            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Endpoints",
-            "metadata": meta,
-            "subsets": [
-                {"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": port}]}
-            ],
-        },
-        {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {"name": "v1beta1.metrics.k8s.io"},
-            "spec": {
-                "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
-                "group": "metrics.k8s.io",
-                "version": "v1beta1",
-                "insecureSkipTLSVerify": True,  # its serving certificate is self-signed
-                "groupPriorityMinimum": 100,
-                "versionPriority": 100,
-            },
-        },
-    ]
-    return {"apiVersion": "v1", "kind": "List", "items": items}
-
-
-def _kubeconfig(path: Path, server: str, ca: Path, client: tuple[Path, Path]) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}
-        ],
-        "users": [
-            {
-                "name": "node",
-                "user": {"client-certificate": str(client[0]), "client-key": str(client[1])},
-            }
-        ],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "node"}}],
-        "current-context": "local",
-    }
-    path.write_text(json.dumps(config, indent=2))
-    path.chmod(0o600)
-    return path
-
-
-def _cni_config() -> dict[str, object]:
-    return {
-        "cniVersion": "1.0.0",
-        "name": "modelrollout",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": BRIDGE,
-                "isGateway": True,
-                "ipMasq": False,  # nothing leaves this machine as if from it
-                "hairpinMode": True,  # a pod reaches itself through its Service
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(STATE / "cni" / "ipam"),
-                },
-            }
-        ],
-    }
-
-
-def _containerd_config(root: Path, pause_image: str) -> str:
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{root}"
-state = "{RUN / "containerd"}"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-
-[grpc]
-  address = "{containerd_address()}"
-
-[ttrpc]
-  address = "{RUN / "containerd.ttrpc.sock"}"
-
-[{cri}]
-  sandbox_image = "{pause_image}"
-  # Processes here lack CAP_SYS_RESOURCE: runc's write of oom_score_adj is refused without it.
-  restrict_oom_score_adj = true
-
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-
-[{cri}.cni]
-  bin_dir = "{CNI_BIN}"
-  conf_dir = "{STATE / "cni" / "net.d"}"
-"""
