@@ -56,6 +56,11 @@ run: venv ## run the operator in the foreground against $$KUBECONFIG (any cluste
 crds: venv ## regenerate crds/ from the pydantic models in operator/modelrollout/api
 	$(PY) -m modelrollout.api.crdgen > crds/modeldeployments.modelrollout.io.yaml
 
+.PHONY: protos
+protos: venv ## regenerate the model server's OIP v2 gRPC messages from their proto
+	cd serving-image/modelserver/proto && ../../../$(PY) -m grpc_tools.protoc -I. \
+		--python_out=. --pyi_out=. grpc_predict_v2.proto
+
 .PHONY: docs
 docs: venv ## regenerate docs/api.md from the pydantic models
 	$(PY) -m modelrollout.api.docgen > docs/api.md

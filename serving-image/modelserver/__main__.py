@@ -1,4 +1,4 @@
-"""Entry point: the REST server and the metrics server in one event loop, drained on SIGTERM."""
+"""Entry point: the REST, gRPC and metrics servers in one event loop, drained on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from . import grpcserver
 from .dataplane import DataPlane
 from .rest import MetricsApp, RestApp
 from .settings import Settings
@@ -42,7 +43,8 @@ async def serve(settings: Settings) -> None:
     }
     common["http"] = guarded(settings.header_timeout_s, settings.body_timeout_s)
     common["ws"] = "none"  # no WebSocket endpoint: an upgrade request is answered as plain HTTP
-    main = _Server(uvicorn.Config(RestApp(plane), port=settings.port, lifespan="on", **common))
+    rest = RestApp(plane, owns_plane=False)
+    main = _Server(uvicorn.Config(rest, port=settings.port, lifespan="on", **common))
     metrics = (
         _Server(
             uvicorn.Config(MetricsApp(plane), port=settings.metrics_port, lifespan="off", **common)
@@ -51,6 +53,8 @@ async def serve(settings: Settings) -> None:
         else None
     )
 
+    await plane.start()
+    grpc_server = await grpcserver.start(plane) if settings.grpc_port else None
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
 
@@ -59,11 +63,15 @@ async def serve(settings: Settings) -> None:
         log.info("draining: not ready, stopping in %.1fs", settings.drain_delay_s)
         await asyncio.sleep(settings.drain_delay_s)
         main.should_exit = True  # uvicorn stops accepting and waits for in-flight requests
+        if grpc_server is not None:  # the same for gRPC: no new calls, in-flight ones may finish
+            await grpc_server.stop(settings.drain_timeout_s)
 
     def on_signal(sig: signal.Signals) -> None:
         if draining:  # a second signal means "now"
             main.force_exit = True
             main.should_exit = True
+            if grpc_server is not None:
+                draining.append(loop.create_task(grpc_server.stop(None)))
             return
         log.info("received %s", sig.name)
         draining.append(loop.create_task(drain()))
@@ -77,6 +85,11 @@ async def serve(settings: Settings) -> None:
     main_task = asyncio.ensure_future(jobs[0])
     metrics_task = asyncio.ensure_future(jobs[1]) if len(jobs) > 1 else None
     await main_task
+    if draining:
+        await asyncio.gather(*draining)  # gRPC drains beside REST
+    if grpc_server is not None:  # REST failed to start, or gRPC drained already (a no-op)
+        await grpc_server.stop(None)
+    await plane.close()  # after every transport's in-flight requests have finished
     if metrics is not None and metrics_task is not None:
         metrics.should_exit = True  # metrics outlive the main port to record the drain
         await metrics_task

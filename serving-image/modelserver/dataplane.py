@@ -55,6 +55,7 @@ class DataPlane:
             version=settings.model_version,
             revision=settings.revision,
             track=settings.track,
+            grpc=settings.grpc_port != 0,
         )
         self.runtime: Runtime | None = None
         self.sha256: str | None = None

@@ -71,10 +71,15 @@ class Metrics(Collector):
         version: str,
         revision: str,
         track: str,
+        grpc: bool = False,
     ) -> None:
         self.registry = registry
         self._identity = [model, version, revision, track]
         self.codes: dict[int, int] = {}
+        # gRPC requests in families of their own: the REST series keep their names and labels.
+        self.grpc = grpc
+        self.grpc_codes: dict[str, int] = {}
+        self.grpc_request_duration = LoopHistogram(_LATENCY_BUCKETS)
         self.inflight = 0
         self.request_duration = LoopHistogram(_LATENCY_BUCKETS)
         self.inference_duration = LoopHistogram(_LATENCY_BUCKETS)
@@ -99,6 +104,9 @@ class Metrics(Collector):
     def count(self, code: int) -> None:
         self.codes[code] = self.codes.get(code, 0) + 1
 
+    def count_grpc(self, code: str) -> None:
+        self.grpc_codes[code] = self.grpc_codes.get(code, 0) + 1
+
     def observe_run(self, rows: int, seconds: float) -> None:
         self.inference_duration.observe(seconds)
         self.batch_size.observe(rows)
@@ -113,7 +121,7 @@ class Metrics(Collector):
         ident = self._identity
         requests = CounterMetricFamily(
             "modelserver_requests",
-            "Inference requests by HTTP status code.",
+            "REST inference requests by HTTP status code.",
             labels=(*IDENTITY_LABELS, "code"),
         )
         for code, n in sorted(self.codes.items()):
@@ -121,7 +129,7 @@ class Metrics(Collector):
         yield requests
         yield self.request_duration.family(
             "modelserver_request_duration_seconds",
-            "Inference request time from first byte read to response sent.",
+            "REST inference request time from first byte read to response sent.",
             ident,
         )
         yield self.inference_duration.family(
@@ -132,13 +140,31 @@ class Metrics(Collector):
         yield self.batch_size.family(
             "modelserver_batch_size", "Rows (first-axis length) per onnxruntime run.", ident
         )
+        if self.grpc:
+            yield from self._grpc_families()
         inflight = GaugeMetricFamily(
             "modelserver_inflight_requests",
-            "Inference requests being handled.",
+            "Inference requests being handled, REST and gRPC together.",
             labels=IDENTITY_LABELS,
         )
         inflight.add_metric(ident, self.inflight)
         yield inflight
+
+    def _grpc_families(self) -> Iterator[Metric]:
+        ident = self._identity
+        requests = CounterMetricFamily(
+            "modelserver_grpc_requests",
+            "gRPC ModelInfer requests by gRPC status code name (OK, INVALID_ARGUMENT, ...).",
+            labels=(*IDENTITY_LABELS, "code"),
+        )
+        for code, n in sorted(self.grpc_codes.items()):
+            requests.add_metric([*ident, code], n)
+        yield requests
+        yield self.grpc_request_duration.family(
+            "modelserver_grpc_request_duration_seconds",
+            "gRPC ModelInfer time from the decoded request to the response handed to grpc.",
+            ident,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -132,8 +132,10 @@ def _header_length(headers: dict[bytes, bytes]) -> int | None:
 class RestApp:
     """The ASGI application for the main port."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, *, owns_plane: bool = True) -> None:
         self.plane = plane
+        # With other transports on the plane, the entry point starts and closes it instead.
+        self._owns_plane = owns_plane
         settings = plane.settings
         self._tokens = TokenFile(settings.token_file) if settings.token_file else None
         self._limit = settings.max_body_bytes
@@ -166,10 +168,12 @@ class RestApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.plane.start()
+                if self._owns_plane:
+                    await self.plane.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.plane.close()
+                if self._owns_plane:
+                    await self.plane.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -189,7 +189,7 @@ def _json_data(arr: np.ndarray[Any, Any], datatype: str) -> Any:
     return np.ascontiguousarray(arr).reshape(-1)
 
 
-def _binary_data(arr: np.ndarray[Any, Any], datatype: str) -> bytes:
+def binary_data(arr: np.ndarray[Any, Any], datatype: str) -> bytes:
     if datatype == "BYTES":
         parts = []
         for x in arr.flat:
@@ -211,7 +211,7 @@ def encode_infer_response(
         datatype = numpy_to_oip(arr.dtype)
         entry: dict[str, Any] = {"name": wanted.name, "datatype": datatype, "shape": arr.shape}
         if wanted.binary:
-            blob = _binary_data(arr, datatype)
+            blob = binary_data(arr, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

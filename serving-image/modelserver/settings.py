@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     # 0 serves /metrics on the main port only.
     metrics_port: int = Field(default=8082, ge=0, le=65535)
+    # OIP v2 over gRPC (inference.GRPCInferenceService); 0, the default, serves REST only.
+    grpc_port: int = Field(default=0, ge=0, le=65535)
     token_file: Path | None = None
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # Parsed JSON takes several times its size: large tensors belong in the binary extension.

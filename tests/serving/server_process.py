@@ -31,6 +31,11 @@ class ServerProcess:
     port: int
     metrics_port: int
     log_path: Path
+    grpc_port: int = 0
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def base(self) -> str:
@@ -51,9 +56,12 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(model: Path, tmp_path: Path, **settings: str) -> Iterator[ServerProcess]:
+def running_server(
+    model: Path, tmp_path: Path, *, grpc: bool = False, **settings: str
+) -> Iterator[ServerProcess]:
     """Start the server with MODELSERVER_* ``settings`` (lower-case names), wait until ready."""
     port, metrics_port = free_port(), free_port()
+    grpc_port = free_port() if grpc else 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSERVER_")}
     env.update(
         {
@@ -64,13 +72,14 @@ def running_server(model: Path, tmp_path: Path, **settings: str) -> Iterator[Ser
             "MODELSERVER_METRICS_PORT": str(metrics_port),
             "MODELSERVER_THREADS": "1",
             "MODELSERVER_MODEL_DIR": str(tmp_path),
+            "MODELSERVER_GRPC_PORT": str(grpc_port),
         }
     )
     env.update({f"MODELSERVER_{k.upper()}": v for k, v in settings.items()})
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([str(ENTRY_POINT)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(proc, port, metrics_port, log_path)
+    server = ServerProcess(proc, port, metrics_port, log_path, grpc_port)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
