@@ -1,4 +1,5 @@
-"""Serving benchmark: modelserver beside raw onnxruntime, the floor, MLServer and KServe.
+"""Serving benchmark: modelserver beside raw onnxruntime, the floor, MLServer and KServe, and
+its REST beside its gRPC.
 
 Each server gets core 0 and one intra-op thread (it stands for a 1-vCPU pod); the load
 generator gets core 1. The machine is shared and noisy, so results are reported as ratios
@@ -28,7 +29,7 @@ import orjson
 
 from tests.serving.serving_models import cnn, mlp, parameter_count
 
-from . import peers
+from . import peers, protocols
 from .rig import (
     BIN,
     HERE,
@@ -196,6 +197,7 @@ def bench(seconds: int, work: Path) -> dict[str, Any]:
         finally:
             srv.stop()
     results["peers"] = peers.compare(work, seconds)
+    results["protocols"] = protocols.compare(work, seconds)
     results["json_decode_224_ms"] = _decode_cost()
     results["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return results
@@ -309,6 +311,8 @@ def report(r: dict[str, Any]) -> str:
         *(_row(goal, measured, verdict(ok)) for goal, measured, ok in peers.targets(r["peers"])),
         "",
         *peers.report(r["peers"]),
+        "",
+        *(protocols.report(r["protocols"]) if "protocols" in r else []),
         "",
         "## Measurements",
         "",
