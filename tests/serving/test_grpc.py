@@ -208,3 +208,39 @@ async def test_cap_and_drain_on_sigterm(models: Models, tmp_path: Path) -> None:
             await client.close()
         assert await asyncio.to_thread(server.proc.wait, 15) == 0
         assert "gRPC (OIP v2) listening" in server.log()
+
+
+def _typed_call(server: ServerProcess, datatype: str, shape: list[int], **contents: Any) -> Any:
+    request = service_pb2.ModelInferRequest(model_name="mlp")
+    tensor = request.inputs.add(name="value", datatype=datatype, shape=shape)
+    for field, values in contents.items():
+        getattr(tensor.contents, field).extend(values)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return stub.ModelInfer(request, timeout=10)
+
+
+def test_bytes_raw_and_typed(models: Models, tmp_path: Path) -> None:
+    words = np.array([["héllo", ""], ["a", "longer string"]], dtype=object)
+    with running_server(models.identity["BYTES"], tmp_path, grpc=True) as server:
+        c = tgrpc.InferenceServerClient(server.grpc_target)
+        try:
+            tensor = tgrpc.InferInput("value", [2, 2], "BYTES")
+            tensor.set_data_from_numpy(words)
+            echoed = c.infer("mlp", [tensor]).as_numpy("echo")
+        finally:
+            c.close()
+        assert [[x.decode() for x in row] for row in echoed] == words.tolist()
+        flat = [w.encode() for w in words.flat]
+        response = _typed_call(server, "BYTES", [2, 2], bytes_contents=flat)
+        assert list(response.outputs[0].contents.bytes_contents) == flat
+
+
+def test_int8_typed_range(models: Models, tmp_path: Path) -> None:
+    with running_server(models.identity["INT8"], tmp_path, grpc=True) as server:
+        response = _typed_call(server, "INT8", [1, 3], int_contents=[-128, 0, 127])
+        assert list(response.outputs[0].contents.int_contents) == [-128, 0, 127]
+        with pytest.raises(grpc.RpcError) as caught:
+            _typed_call(server, "INT8", [1, 3], int_contents=[1, 2, 300])
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "input 'value': values out of range for INT8" in str(caught.value.details())
