@@ -37,7 +37,8 @@ def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("grpc")
     token = root / "token"
     token.write_text(TOKEN)
-    with running_server(models.mlp, root, grpc=True, token_file=str(token)) as s:
+    limits = {"max_body_bytes": "200000", "max_request_memory_bytes": "100000"}
+    with running_server(models.mlp, root, grpc=True, token_file=str(token), **limits) as s:
         yield s
 
 
@@ -144,6 +145,18 @@ def test_bad_input_is_invalid_argument(client: Any, tensor: Any, says: str) -> N
         client.infer("mlp", [tensor], headers=AUTH)
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert says in caught.value.message()
+
+
+def test_limits_are_resource_exhausted(client: Any) -> None:
+    over_budget = _grpc_input(np.zeros((2000, 16), np.float32))  # 128 kB decoded, budget 100 kB
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("mlp", [over_budget], headers=AUTH)
+    assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert "input 'features': shape [2000, 16]" in caught.value.message()
+    too_big = _grpc_input(np.zeros((4000, 16), np.float32))  # 256 kB message, limit 200 kB
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("mlp", [too_big], headers=AUTH)
+    assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
 
 
 def test_typed_contents_in_the_wrong_field(server: ServerProcess) -> None:
