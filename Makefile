@@ -68,10 +68,11 @@ docs: venv ## regenerate docs/api.md from the pydantic models
 # --- Checks ------------------------------------------------------------------------------------
 
 .PHONY: lint
-lint: venv ## ruff and mypy --strict
+lint: venv ## ruff, mypy --strict and the import layers (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: venv ## format the code

@@ -57,7 +57,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         start_http_server(config.metrics_port, addr=config.bind_address, registry=registry)
     memo.config = config
     memo.metrics = metrics
-    memo.reconciler = Reconciler(Cluster(make_client(config)), config, metrics)
+    memo.reconciler = Reconciler(Cluster(make_client(config.kubeconfig)), config, metrics)
     memo.wakeups = {}
 
 

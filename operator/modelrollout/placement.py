@@ -30,12 +30,12 @@ from modelrollout.hardware.fetch import profile_uri
 from modelrollout.hardware.policy import (
     HardwareDecision,
     HardwareRequest,
-    HardwareThresholds,
     ProfileSummary,
     choose_hardware,
     plan_hardware,
 )
 from modelrollout.hardware.profiler import DEFAULT_CACHE, ModelProfile
+from modelrollout.hardware.thresholds import HardwareThresholds
 from modelrollout.plan.children import LABEL_DEPLOYMENT, LABEL_REVISION, Placement
 from modelrollout.tenancy import TenantPolicy
 

@@ -7,10 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelrollout.hardware.policy import HardwareThresholds
+from modelrollout.hardware.thresholds import HardwareThresholds
 from modelrollout.tenancy import TenantPolicy
-
-FIELD_MANAGER = "modelrollout"
 
 
 class OperatorSettings(BaseSettings):

@@ -18,11 +18,11 @@ from lightkube.types import PatchType
 
 from hack.localcluster import LocalCluster
 from modelrollout.api import spec
+from modelrollout.api.names import FIELD_MANAGER
 from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
 from modelrollout.routers.gateway_api import HTTPRouteRouter
 from modelrollout.routers.istio import VirtualServiceRouter
 from modelrollout.routers.registry import router_for
-from modelrollout.settings import FIELD_MANAGER
 
 from .kube import Kube
 

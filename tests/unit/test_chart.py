@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from hack.prometheus import INSTALL_HINT
-from modelrollout.hardware.policy import HardwareThresholds
+from modelrollout.hardware.thresholds import HardwareThresholds
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelrollout"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from modelrollout.hardware.policy import HardwareThresholds
+from modelrollout.hardware.thresholds import HardwareThresholds
 from modelrollout.tenancy import TenantPolicy
 
 from .test_chart import (

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 MANAGED_BY = "modelrollout"
+# Server-side apply field manager of every write the operator makes.
+FIELD_MANAGER = "modelrollout"
 LABEL_DEPLOYMENT = "modelrollout.io/deployment"
 LABEL_REVISION = "modelrollout.io/revision"
 LABEL_TRACK = "modelrollout.io/track"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
-from .quantity import Quantity, format_quantity, parse_quantity
+from modelrollout.api.quantity import Quantity, format_quantity, parse_quantity
 
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 _BLOCKING = ("NoSchedule", "NoExecute")

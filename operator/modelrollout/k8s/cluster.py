@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from lightkube import ApiError, AsyncClient
@@ -25,6 +26,7 @@ from modelrollout.api import GROUP, KIND, PLURAL, VERSION
 from modelrollout.api.names import (
     CHILD_KINDS,
     CONTAINER,
+    FIELD_MANAGER,
     LABEL_DEPLOYMENT,
     LABEL_REVISION,
     LABEL_TRACK,
@@ -33,7 +35,6 @@ from modelrollout.api.names import (
 from modelrollout.k8s.diff import contains
 from modelrollout.plan.children import Manifest
 from modelrollout.plan.types import ChildRef, ObservedDeployment
-from modelrollout.settings import FIELD_MANAGER, OperatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return cast(dict[str, Any], obj.to_dict())
 
 
-def make_client(settings: OperatorSettings) -> AsyncClient:
-    config = KubeConfig.from_file(settings.kubeconfig) if settings.kubeconfig else None
+def make_client(kubeconfig: Path | None) -> AsyncClient:
+    """A client for `kubeconfig`; None: in-cluster config, then $KUBECONFIG, ~/.kube/config."""
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else None
     return AsyncClient(config=config, field_manager=FIELD_MANAGER)
 
 

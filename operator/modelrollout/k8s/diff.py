@@ -9,7 +9,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from modelrollout.hardware.quantity import parse_quantity as _parse
+from modelrollout.api.quantity import parse_quantity as _parse
 
 
 def parse_quantity(text: str) -> Fraction | None:

@@ -19,11 +19,11 @@ from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import GenericNamespacedResource, create_namespaced_resource
 from lightkube.types import PatchType
 
+from modelrollout.api.names import FIELD_MANAGER
 from modelrollout.routers.base import RouterError, RouteTarget
-from modelrollout.settings import FIELD_MANAGER
 
 Spec = dict[str, Any]
-STABLE, CANARY = "stable", "canary"
+
 
 # lightkube raises its HTTP library's status error rather than ApiError when the answer is not a
 # Kubernetes Status object, as with the plain-text 404 for an API the server does not serve.

@@ -27,9 +27,8 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from modelrollout.api.names import CANARY, STABLE
 from modelrollout.routers._route import (
-    CANARY,
-    STABLE,
     RouteAPI,
     RouteClient,
     Spec,
@@ -103,7 +102,7 @@ def _steered(
     for track in (STABLE, CANARY):
         if tracks.count(track) > 1:
             raise RouterError(f"{where(KIND, target)}: {path} names the {track} Service twice")
-    weights = {STABLE: 100 - canary_weight, CANARY: canary_weight}
+    weights: dict[str, int] = {STABLE: 100 - canary_weight, CANARY: canary_weight}
     names = {STABLE: target.stable_service, CANARY: target.canary_service}
     out = [
         {**ref.body, "port": target.port, "weight": weights[ref.track]}

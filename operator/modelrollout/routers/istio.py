@@ -28,9 +28,8 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from modelrollout.api.names import CANARY, STABLE
 from modelrollout.routers._route import (
-    CANARY,
-    STABLE,
     RouteAPI,
     RouteClient,
     Spec,
@@ -113,7 +112,7 @@ def _steered(
     for track in (STABLE, CANARY):
         if tracks.count(track) > 1:
             raise RouterError(f"{where(KIND, target)}: {path} names the {track} Service twice")
-    weights = {STABLE: 100 - canary_weight, CANARY: canary_weight}
+    weights: dict[str, int] = {STABLE: 100 - canary_weight, CANARY: canary_weight}
     names = {STABLE: target.stable_service, CANARY: target.canary_service}
     out = [
         {

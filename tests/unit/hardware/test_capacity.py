@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from modelrollout.api.quantity import Quantity
 from modelrollout.hardware.capacity import (
     NodeInfo,
     PodInfo,
@@ -15,7 +16,6 @@ from modelrollout.hardware.capacity import (
     Toleration,
     compute_capacity,
 )
-from modelrollout.hardware.quantity import Quantity
 
 GPU = "nvidia.com/gpu"
 GPU_TAINT = Taint(GPU, "NoSchedule")

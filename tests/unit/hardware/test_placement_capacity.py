@@ -7,7 +7,7 @@ from typing import Any
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus
-from modelrollout.hardware.policy import HardwareThresholds
+from modelrollout.hardware.thresholds import HardwareThresholds
 from modelrollout.placement import PlacementService
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from modelrollout.api.quantity import parse_quantity
 from modelrollout.hardware.capacity import (
     CapacityReport,
     NodeInfo,
@@ -17,17 +18,15 @@ from modelrollout.hardware.capacity import (
     compute_capacity,
 )
 from modelrollout.hardware.policy import (
-    GPU_TOLERATION,
     HardwareDecision,
     HardwareRequest,
-    HardwareThresholds,
     ProfileSummary,
     apply_capacity,
     choose_hardware,
     plan_hardware,
 )
 from modelrollout.hardware.profiler import ModelProfile, profile_stream
-from modelrollout.hardware.quantity import parse_quantity
+from modelrollout.hardware.thresholds import GPU_TOLERATION, HardwareThresholds
 
 from . import onnxgen
 from .conftest import profile_uri

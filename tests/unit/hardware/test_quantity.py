@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from modelrollout.hardware.quantity import (
+from modelrollout.api.quantity import (
     format_bytes,
     format_cpu,
     format_quantity,
