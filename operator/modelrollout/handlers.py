@@ -8,6 +8,7 @@ children (which is how a child deleted or edited by hand is put back within seco
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -119,16 +120,40 @@ for _api_version, _kind, _plural in CHILD_KINDS:
     kopf.on.event(_group, _version, _plural, labels=MANAGED)(on_child_event)  # type: ignore[arg-type]
 
 
+PLAIN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message (and the exception, if any),
+    encoded by json.dumps, so quotes and newlines in a message stay valid JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(log_format: str) -> None:
+    """Plain text or JSON lines on stderr, at INFO, for the operator and kopf alike."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(PLAIN_LOG_FORMAT)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
 def run() -> None:
     """Entry point: run the operator with settings from the environment."""
     config = OperatorSettings()
-    logging.basicConfig(
-        level=logging.INFO,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-        '"message":"%(message)s"}'
-        if config.log_format == "json"
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_format)
     if config.kubeconfig:
         # kopf's own login reads $KUBECONFIG; point it at the same file the client uses.
         os.environ["KUBECONFIG"] = str(config.kubeconfig)
