@@ -90,8 +90,8 @@ class HardwareStatus(ApiModel):
     """No room for a surge pod: pods are replaced old-first."""
 
 
-class AnalysisStatus(ApiModel):
-    """The last analysis window: verdict, the reason in words and the measured values."""
+class AnalysisVerdict(ApiModel):
+    """What a window decided, and when."""
 
     verdict: Literal["Pass", "Fail", "Inconclusive"]
     """Pass, Fail, or Inconclusive (too little traffic, metrics unavailable, stable failing too)."""
@@ -101,6 +101,11 @@ class AnalysisStatus(ApiModel):
 
     time: str
     """When the window ended."""
+
+
+class AnalysisMeasurements(ApiModel):
+    """What one analysis window measured. Declared once: the analysis returns these and the
+    status stores them."""
 
     canary_requests: int | None = None
     """Requests the canary served in the window."""
@@ -210,6 +215,10 @@ class EvidenceStatus(ApiModel):
 
     log_latency: list[list[float]] = Field(default_factory=list)
     """log wealth of the latency evidence, per bound and stake."""
+
+
+class AnalysisStatus(AnalysisMeasurements, AnalysisVerdict):
+    """The last analysis window: verdict, the reason in words and the measured values."""
 
 
 class RolloutStatus(ApiModel):

@@ -282,26 +282,26 @@ def test_verdicts(case: Case) -> None:
 
 def test_measured_values_are_fields() -> None:
     result = analyse(track(199, 46, 0.12), track(812, 3, 0.1))
-    assert result.canary_requests == 199
-    assert result.canary_errors == 46
-    assert result.canary_error_rate == pytest.approx(46 / 199)
-    assert result.stable_requests == 812
-    assert result.stable_errors == 3
-    assert result.stable_error_rate == pytest.approx(3 / 812)
-    assert result.canary_p99_seconds == 0.12
-    assert result.stable_p99_seconds == 0.1
-    assert result.p99_ratio == pytest.approx(1.2)
-    assert result.z == pytest.approx(13.39, abs=0.01)
-    assert result.p_value is not None
-    assert result.p_value < 1e-20
+    assert result.measured.canary_requests == 199
+    assert result.measured.canary_errors == 46
+    assert result.measured.canary_error_rate == pytest.approx(46 / 199)
+    assert result.measured.stable_requests == 812
+    assert result.measured.stable_errors == 3
+    assert result.measured.stable_error_rate == pytest.approx(3 / 812)
+    assert result.measured.canary_p99_seconds == 0.12
+    assert result.measured.stable_p99_seconds == 0.1
+    assert result.measured.p99_ratio == pytest.approx(1.2)
+    assert result.measured.z == pytest.approx(13.39, abs=0.01)
+    assert result.measured.p_value is not None
+    assert result.measured.p_value < 1e-20
 
 
 def test_measured_values_kept_when_inconclusive() -> None:
     result = analyse(track(30, 1), HEALTHY_STABLE)
     assert result.verdict is INCONCLUSIVE
-    assert (result.canary_requests, result.canary_errors) == (30, 1)
-    assert result.stable_requests == 800
-    assert result.p_value is None
+    assert (result.measured.canary_requests, result.measured.canary_errors) == (30, 1)
+    assert result.measured.stable_requests == 800
+    assert result.measured.p_value is None
 
 
 def test_as_status_is_camel_case_and_skips_unmeasured() -> None:
