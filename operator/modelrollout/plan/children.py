@@ -167,30 +167,22 @@ def _secret_sources(spec: ModelDeploymentSpec) -> tuple[dict[str, Any], dict[str
     return container, pod
 
 
-def deployment(
+def _server_container(
     owner: Owner,
     spec: ModelDeploymentSpec,
     revision: str,
     image: str,
     placement: Placement,
-    track: str = "stable",
-) -> Manifest:
-    """One Deployment per revision. `replicas` is left to the HorizontalPodAutoscaler."""
+    track: str,
+) -> dict[str, Any]:
     serving = spec.serving
-    labels = common_labels(owner) | {LABEL_REVISION: revision}
-    selector = {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}
     # The placement already merges the spec's explicit resources, selector and tolerations.
     resources: dict[str, Any] = {}
     if placement.requests:
         resources["requests"] = dict(placement.requests)
     if placement.limits:
         resources["limits"] = dict(placement.limits)
-    strategy: dict[str, Any] = (
-        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
-        if placement.scale_down_first
-        else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
-    )
-    container: dict[str, Any] = {
+    return {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
@@ -227,6 +219,11 @@ def deployment(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+
+
+def _pod_spec(
+    container: dict[str, Any], placement: Placement, spec: ModelDeploymentSpec
+) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
@@ -248,6 +245,23 @@ def deployment(
         pod_spec["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    return pod_spec
+
+
+def deployment(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    revision: str,
+    image: str,
+    placement: Placement,
+    track: str = "stable",
+) -> Manifest:
+    """One Deployment per revision. `replicas` is left to the HorizontalPodAutoscaler."""
+    labels = common_labels(owner) | {LABEL_REVISION: revision}
+    selector = {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}
+    # GPUs rarely have room for a surge pod: replace pods one at a time, old one first.
+    surge = {"maxSurge": 0, "maxUnavailable": 1} if placement.scale_down_first else None
+    container = _server_container(owner, spec, revision, image, placement, track)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -256,17 +270,20 @@ def deployment(
             "selector": {"matchLabels": selector},
             "revisionHistoryLimit": 2,
             "progressDeadlineSeconds": 600,
-            "strategy": strategy,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": surge or {"maxSurge": "25%", "maxUnavailable": 0},
+            },
             "template": {
                 "metadata": {
                     "labels": labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(serving.metrics_port),
+                        "prometheus.io/port": str(spec.serving.metrics_port),
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": pod_spec,
+                "spec": _pod_spec(container, placement, spec),
             },
         },
     }
