@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelrollout.api import GROUP
-from modelrollout.cli.render import in_rollout, status_of, waiting_for_resume
+from modelrollout.api.status import HistoryEntry
+from modelrollout.cli.read import in_rollout, read_status, waiting_for_resume
 from modelrollout.redact import REDACTED, redact_uri
 
 Obj = Mapping[str, Any]
@@ -58,15 +59,15 @@ def _name(obj: Obj) -> str:
 
 def _pending_spec_change(obj: Obj) -> bool:
     """The spec changed and the operator has not looked yet: a rollout may be about to start."""
-    meta, status = obj.get("metadata") or {}, status_of(obj)
-    return status.get("observedGeneration") != meta.get("generation")
+    meta, status = obj.get("metadata") or {}, read_status(obj)
+    return status.observed_generation != meta.get("generation")
 
 
 def promote(obj: Obj, stamp: str, force: bool = False) -> Change:
     """Skip the remaining steps and analysis: make the canary the stable revision now."""
     if not (force or in_rollout(obj) or _pending_spec_change(obj)):
         raise ActionError(
-            f"{_name(obj)} has no rollout in progress (phase {status_of(obj).get('phase')}); "
+            f"{_name(obj)} has no rollout in progress (phase {read_status(obj).phase}); "
             "nothing to promote (--force sets the annotation anyway)"
         )
     return Change(annotate(PROMOTE, stamp), f"{_name(obj)}: promotion requested")
@@ -74,11 +75,11 @@ def promote(obj: Obj, stamp: str, force: bool = False) -> Change:
 
 def abort(obj: Obj, stamp: str, force: bool = False) -> Change:
     """Roll the canary back now (or, during the bake window, go back to the previous stable)."""
-    status = status_of(obj)
-    if not (force or in_rollout(obj) or status.get("bake") or _pending_spec_change(obj)):
+    status = read_status(obj)
+    if not (force or in_rollout(obj) or status.bake or _pending_spec_change(obj)):
         raise ActionError(
             f"{_name(obj)} has no rollout in progress and no bake window (phase "
-            f"{status.get('phase')}); nothing to abort (--force sets the annotation anyway)"
+            f"{status.phase}); nothing to abort (--force sets the annotation anyway)"
         )
     return Change(
         annotate(ABORT, stamp),
@@ -92,15 +93,15 @@ def abort(obj: Obj, stamp: str, force: bool = False) -> Change:
 
 def retry(obj: Obj, stamp: str, force: bool = False) -> Change:
     """Start a fresh rollout of the revision that was rolled back."""
-    status = status_of(obj)
-    if not force and status.get("phase") != "RolledBack":
+    status = read_status(obj)
+    if not force and status.phase != "RolledBack":
         raise ActionError(
-            f"{_name(obj)} is not rolled back (phase {status.get('phase')}); nothing to retry "
+            f"{_name(obj)} is not rolled back (phase {status.phase}); nothing to retry "
             "(--force sets the annotation anyway)"
         )
     return Change(
         annotate(RETRY, stamp),
-        f"{_name(obj)}: retry of revision {status.get('failedRevision')} requested",
+        f"{_name(obj)}: retry of revision {status.failed_revision} requested",
     )
 
 
@@ -135,29 +136,29 @@ def resume(obj: Obj, stamp: str) -> Change:
 # --- undo --------------------------------------------------------------------------------------
 
 
-def _entry_matches_spec(entry: Obj, spec: Obj) -> bool:
+def _entry_matches_spec(entry: HistoryEntry, spec: Obj) -> bool:
     """Does the spec already describe this history entry's model and image?"""
     model = spec.get("model") or {}
     image = (spec.get("serving") or {}).get("image")
     same_model = (
-        redact_uri(model.get("uri") or "") == entry.get("modelUri")
-        and model.get("version") == entry.get("modelVersion")
-        and model.get("sha256") == entry.get("modelSha256")
+        redact_uri(model.get("uri") or "") == entry.model_uri
+        and model.get("version") == entry.model_version
+        and model.get("sha256") == entry.model_sha256
     )
     # An unset image means the operator's default, which the plugin cannot see: only an image
     # named in the spec can tell two entries apart.
-    return same_model and (image is None or image == entry.get("image"))
+    return same_model and (image is None or image == entry.image)
 
 
-def pick_undo_target(obj: Obj, to_revision: str | None) -> tuple[int, Obj]:
+def pick_undo_target(obj: Obj, to_revision: str | None) -> tuple[int, HistoryEntry]:
     """The history entry (1-based number as `status` shows it, entry) undo goes back to.
 
     `to_revision` is an entry number from the history table or a revision hash. Without it:
     the stable revision when the spec points elsewhere (a rollout in progress or rolled back),
     otherwise the newest promoted revision before the stable one.
     """
-    status = status_of(obj)
-    history = list(status.get("history") or [])
+    status = read_status(obj)
+    history = list(status.history)
     if not history:
         raise ActionError(f"{_name(obj)} has no history yet; nothing to undo")
     if to_revision is not None:
@@ -170,20 +171,20 @@ def pick_undo_target(obj: Obj, to_revision: str | None) -> tuple[int, Obj]:
                 )
             return n, history[n - 1]
         for n, entry in enumerate(history, start=1):
-            if entry.get("revision") == to_revision:
+            if entry.revision == to_revision:
                 return n, entry
         raise ActionError(f"revision {to_revision} is not in the history of {_name(obj)}")
 
     spec = obj.get("spec") or {}
-    stable = status.get("stableRevision")
-    promoted = [(n, e) for n, e in enumerate(history, start=1) if e.get("outcome") == "Promoted"]
+    stable = status.stable_revision
+    promoted = [(n, e) for n, e in enumerate(history, start=1) if e.outcome == "Promoted"]
     for n, entry in promoted:
-        if entry.get("revision") == stable:
+        if entry.revision == stable:
             if not _entry_matches_spec(entry, spec):
                 return n, entry
             break
     for n, entry in promoted:
-        if entry.get("revision") != stable and not _entry_matches_spec(entry, spec):
+        if entry.revision != stable and not _entry_matches_spec(entry, spec):
             return n, entry
     raise ActionError(
         f"{_name(obj)} has no earlier promoted revision to go back to; "
@@ -198,43 +199,41 @@ def undo(obj: Obj, to_revision: str | None, stamp: str) -> Change:
     The merge patch carries the resourceVersion that was read: a concurrent edit makes it fail
     with a conflict instead of being overwritten."""
     number, entry = pick_undo_target(obj, to_revision)
-    meta, status = obj.get("metadata") or {}, status_of(obj)
-    if not entry.get("modelUri") or not entry.get("modelVersion"):
+    meta, status = obj.get("metadata") or {}, read_status(obj)
+    if not entry.model_uri or not entry.model_version:
         raise ActionError(
-            f"history entry {number} (revision {entry.get('revision')}) does not record its "
+            f"history entry {number} (revision {entry.revision}) does not record its "
             "model; it cannot be restored"
         )
-    if f"={REDACTED}" in entry["modelUri"]:
+    if f"={REDACTED}" in entry.model_uri:
         raise ActionError(
-            f"history entry {number} (revision {entry.get('revision')}) was a signed URL, kept "
-            f"without its secret ({entry['modelUri']}); set spec.model.uri to a fresh one"
+            f"history entry {number} (revision {entry.revision}) was a signed URL, kept "
+            f"without its secret ({entry.model_uri}); set spec.model.uri to a fresh one"
         )
     model: Patch = {
-        "uri": entry["modelUri"],
-        "version": entry["modelVersion"],
+        "uri": entry.model_uri,
+        "version": entry.model_version,
         # null removes the field in a merge patch: the entry was served without a checksum.
-        "sha256": entry.get("modelSha256"),
+        "sha256": entry.model_sha256,
     }
     patch: Patch = {
         "metadata": {"resourceVersion": meta.get("resourceVersion")},
         "spec": {"model": model},
     }
-    if entry.get("image"):
-        patch["spec"]["serving"] = {"image": entry["image"]}
+    if entry.image:
+        patch["spec"]["serving"] = {"image": entry.image}
     notes = []
-    if entry.get("revision") == status.get("failedRevision"):
+    if entry.revision == status.failed_revision:
         # The operator does not retry a rolled-back revision without being asked.
         patch = _merge(patch, annotate(RETRY, stamp))
-        notes.append(f"revision {entry.get('revision')} was rolled back before; retrying it")
-    if entry.get("revision") != status.get("stableRevision"):
+        notes.append(f"revision {entry.revision} was rolled back before; retrying it")
+    if entry.revision != status.stable_revision:
         notes.append("this starts a canary rollout of that revision through the rollout steps")
     else:
         notes.append("the spec is back on the stable revision: the rollout in progress ends")
     notes.append("in GitOps, make the same change in git or the next sync reverts it")
     summary = (
-        f"{_name(obj)}: spec set to history entry {number} (revision {entry.get('revision')}, "
-        f"model {entry['modelVersion']}"
-        + (f", image {entry['image']}" if entry.get("image") else "")
-        + ")"
+        f"{_name(obj)}: spec set to history entry {number} (revision {entry.revision}, "
+        f"model {entry.model_version}" + (f", image {entry.image}" if entry.image else "") + ")"
     )
     return Change(patch, summary, notes)

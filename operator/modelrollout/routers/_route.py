@@ -51,7 +51,7 @@ def check_weight(canary_weight: int) -> int:
     return canary_weight
 
 
-def percent(part: int, total: int) -> int | None:
+def share_percent(part: int, total: int) -> int | None:
     """`part` as a whole percentage of `total`, halves rounded up; None when nothing is sent
     anywhere (a split of zero has no meaningful share)."""
     if total <= 0:

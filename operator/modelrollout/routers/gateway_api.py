@@ -38,7 +38,7 @@ from modelrollout.routers._route import (
     as_object,
     as_weight,
     check_weight,
-    percent,
+    share_percent,
     where,
 )
 from modelrollout.routers.base import RouterError, RouteTarget
@@ -165,7 +165,7 @@ def read_weight(spec: Spec, target: RouteTarget) -> int | None:
         if not {STABLE, CANARY} <= tracks:
             return None
         total = sum(ref.weight for ref in refs)
-        shares.add(percent(sum(ref.weight for ref in refs if ref.track == CANARY), total))
+        shares.add(share_percent(sum(ref.weight for ref in refs if ref.track == CANARY), total))
     return shares.pop() if len(shares) == 1 else None
 
 

@@ -39,7 +39,7 @@ from modelrollout.routers._route import (
     as_object,
     as_weight,
     check_weight,
-    percent,
+    share_percent,
     where,
 )
 from modelrollout.routers.base import RouterError, RouteTarget
@@ -177,7 +177,7 @@ def read_weight(spec: Spec, target: RouteTarget) -> int | None:
         if not {STABLE, CANARY} <= tracks:
             return None
         total = sum(d.weight for d in dests)
-        shares.add(percent(sum(d.weight for d in dests if d.track == CANARY), total))
+        shares.add(share_percent(sum(d.weight for d in dests if d.track == CANARY), total))
     return shares.pop() if len(shares) == 1 else None
 
 

@@ -203,6 +203,22 @@ def test_unknown_fields_from_a_newer_operator_still_render() -> None:
     assert "analysis (2 passing windows)" in text
 
 
+def test_unreadable_parts_of_a_status_are_left_out_not_fatal() -> None:
+    obj = o.canary()
+    status = obj["status"]
+    status["rollout"]["lastAnalysis"]["newMeasure"] = 3  # unknown nested field
+    status["conditions"][0].pop("lastTransitionTime")  # a condition this version cannot read
+    status["replicas"] = "many"  # a value of the wrong type
+    text = render.status_view(obj, NOW)
+    assert "Phase:         Progressing" in text
+    assert "Replicas:      3 ready of 0" in text
+    # The rest of the analysis and the other conditions still show.
+    assert "windows passed" in text
+    # The heading, the column names, and every condition but the unreadable one.
+    assert len(lines_after(text, "Conditions:")) == 2 + len(status["conditions"]) - 1
+    assert "lastTransitionTime" not in status["conditions"][0]  # the object is not changed
+
+
 def test_colour_and_unicode() -> None:
     text = render.status_view(o.rolled_back(), NOW, Style(color=True, unicode=True))
     assert "\x1b[31mRolledBack\x1b[0m" in text

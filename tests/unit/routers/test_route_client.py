@@ -13,7 +13,7 @@ from lightkube.models.meta_v1 import Status, StatusDetails
 from lightkube.types import PatchType
 
 from modelrollout.routers import gateway_api, istio
-from modelrollout.routers._route import RouteClient, WeightedRouteRouter, percent, spec_patch
+from modelrollout.routers._route import RouteClient, WeightedRouteRouter, share_percent, spec_patch
 from modelrollout.routers.base import RouterError, RouteTarget
 
 # lightkube's HTTP library (httpx or httpx2, depending on its version), whose plain status errors
@@ -241,5 +241,5 @@ def test_spec_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, A
     ("part", "total", "expected"),
     [(0, 100, 0), (100, 100, 100), (1, 8, 13), (1, 3, 33), (2, 3, 67), (1, 200, 1), (0, 0, None)],
 )
-def test_percent(part: int, total: int, expected: int | None) -> None:
-    assert percent(part, total) == expected
+def test_share_percent(part: int, total: int, expected: int | None) -> None:
+    assert share_percent(part, total) == expected
