@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.refs import SECRET_PATTERN, AuthSpec, EnvVarSource
+from modelrollout.api.traffic import GatewayAPIRouter as GatewayAPIRouter
+from modelrollout.api.traffic import IstioRouter as IstioRouter
+from modelrollout.api.traffic import ReplicaRatioRouter as ReplicaRatioRouter
+from modelrollout.api.traffic import TrafficRouter as TrafficRouter
 from modelrollout.api.types import (
     NAME_PATTERN,
     SHA256_PATTERN,
@@ -374,34 +378,6 @@ class AnalysisSpec(ApiModel):
     @property
     def failures_to_rollback(self) -> int:
         return self.failure_limit or (1 if self.sequential else 2)
-
-
-class GatewayAPIRouter(ApiModel):
-    """Weights on a Gateway API HTTPRoute's backendRefs."""
-
-    type: Literal["gatewayAPI"] = "gatewayAPI"
-    http_route: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
-    """Name of the HTTPRoute (same namespace) whose rule the operator owns."""
-
-
-class IstioRouter(ApiModel):
-    """Weights on an Istio VirtualService's routes."""
-
-    type: Literal["istio"] = "istio"
-    virtual_service: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
-    """Name of the VirtualService (same namespace) whose route the operator owns."""
-
-
-class ReplicaRatioRouter(ApiModel):
-    """No mesh or gateway: one Service over both tracks, replicas apportioned by weight.
-    Approximate: the split follows the replica ratio, not per-request weights."""
-
-    type: Literal["replicas"] = "replicas"
-
-
-TrafficRouter = Annotated[
-    GatewayAPIRouter | IstioRouter | ReplicaRatioRouter, Field(discriminator="type")
-]
 
 
 def _default_steps() -> list[RolloutStep]:

@@ -193,6 +193,34 @@ def _fit(free: Mapping[str, Fraction], need: Mapping[str, Fraction]) -> tuple[in
     return best, limiting
 
 
+@dataclass
+class _Usage:
+    """What running pods take on each node, and of that what the replaced pods take."""
+
+    used: dict[str, dict[str, Fraction]] = field(default_factory=dict)
+    used_replaced: dict[str, dict[str, Fraction]] = field(default_factory=dict)
+    pod_count: dict[str, int] = field(default_factory=dict)
+    replaced_count: dict[str, int] = field(default_factory=dict)
+
+
+def _usage(pods: Iterable[PodInfo], replacing: Collection[str]) -> _Usage:
+    usage = _Usage()
+    for p in pods:
+        if not p.node_name or p.phase in _TERMINATED:
+            continue
+        bucket = usage.used.setdefault(p.node_name, {})
+        is_replaced = p.key in replacing
+        rb = usage.used_replaced.setdefault(p.node_name, {})
+        for r, q in p.requests().items():
+            bucket[r] = bucket.get(r, Fraction(0)) + q
+            if is_replaced:
+                rb[r] = rb.get(r, Fraction(0)) + q
+        usage.pod_count[p.node_name] = usage.pod_count.get(p.node_name, 0) + 1
+        if is_replaced:
+            usage.replaced_count[p.node_name] = usage.replaced_count.get(p.node_name, 0) + 1
+    return usage
+
+
 def compute_capacity(
     nodes: Iterable[NodeInfo],
     pods: Iterable[PodInfo],
@@ -210,40 +238,23 @@ def compute_capacity(
     """
     need = {r: parse_quantity(q) for r, q in shape.requests.items()}
     need = {r: q for r, q in need.items() if q > 0}
-    used: dict[str, dict[str, Fraction]] = {}
-    used_replaced: dict[str, dict[str, Fraction]] = {}
-    pod_count: dict[str, int] = {}
-    replaced_count: dict[str, int] = {}
-    for p in pods:
-        if not p.node_name or p.phase in _TERMINATED:
-            continue
-        bucket = used.setdefault(p.node_name, {})
-        is_replaced = p.key in replacing
-        rb = used_replaced.setdefault(p.node_name, {})
-        for r, q in p.requests().items():
-            bucket[r] = bucket.get(r, Fraction(0)) + q
-            if is_replaced:
-                rb[r] = rb.get(r, Fraction(0)) + q
-        pod_count[p.node_name] = pod_count.get(p.node_name, 0) + 1
-        if is_replaced:
-            replaced_count[p.node_name] = replaced_count.get(p.node_name, 0) + 1
-
+    usage = _usage(pods, replacing)
     out: list[NodeCapacity] = []
     total: int | None = 0
     total_now: int | None = 0
     for node in sorted(nodes, key=lambda n: n.name):
         alloc = {r: parse_quantity(q) for r, q in node.allocatable.items()}
-        taken = used.get(node.name, {})
+        taken = usage.used.get(node.name, {})
         free = {r: alloc.get(r, Fraction(0)) - taken.get(r, Fraction(0)) for r in need}
-        released = used_replaced.get(node.name, {})
+        released = usage.used_replaced.get(node.name, {})
         free_after = {r: free[r] + released.get(r, Fraction(0)) for r in need}
         rejections = node_rejections(node, shape)
         slot_need = dict(need)
         if "pods" in alloc:
             # Each replica also takes one of the node's pod slots.
             slot_need["pods"] = Fraction(1)
-            free["pods"] = alloc["pods"] - pod_count.get(node.name, 0)
-            free_after["pods"] = free["pods"] + replaced_count.get(node.name, 0)
+            free["pods"] = alloc["pods"] - usage.pod_count.get(node.name, 0)
+            free_after["pods"] = free["pods"] + usage.replaced_count.get(node.name, 0)
         if rejections:
             out.append(NodeCapacity(node.name, False, tuple(rejections), free, 0, 0))
             continue

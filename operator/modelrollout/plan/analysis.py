@@ -88,6 +88,52 @@ def _rate_text(counts: _Counts) -> str:
     return f"{_pct(counts.rate)} ({counts.errors}/{counts.requests})"
 
 
+def _measure(
+    canary: TrackSample | None, stable: TrackSample | None, p_value: float | None = None
+) -> AnalysisMeasurements:
+    """What the window measured, for status: counts, rates, p99s, their ratio and z."""
+    c, s = _counts(canary), _counts(stable)
+    canary_p99 = canary.p99_seconds if canary is not None else None
+    stable_p99 = stable.p99_seconds if stable is not None else None
+    z = None
+    if c is not None and s is not None and c.requests and s.requests:
+        z = two_proportion_z(c.errors, c.requests, s.errors, s.requests)
+    ratio = None
+    if canary_p99 is not None and stable_p99 is not None and stable_p99 > 0:
+        ratio = canary_p99 / stable_p99
+    return AnalysisMeasurements(
+        canary_requests=c.requests if c else None,
+        canary_errors=c.errors if c else None,
+        canary_error_rate=c.rate if c and c.requests else None,
+        canary_p99_seconds=canary_p99,
+        stable_requests=s.requests if s else None,
+        stable_errors=s.errors if s else None,
+        stable_error_rate=s.rate if s and s.requests else None,
+        stable_p99_seconds=stable_p99,
+        p99_ratio=ratio,
+        z=z,
+        p_value=p_value,
+    )
+
+
+def _unjudgeable(
+    canary: TrackSample | None, c: _Counts | None, t: AnalysisThresholds, provider_error: str | None
+) -> str | None:
+    """Why the window cannot be judged at all, if it cannot."""
+    if provider_error is not None:
+        return f"metrics provider error: {provider_error}"
+    if canary is None:
+        return "no canary metrics sample"
+    if c is None:
+        return "canary request or error series is missing or NaN"
+    if c.requests < t.min_requests:
+        return (
+            f"canary served {c.requests} requests in the {canary.window_seconds:g}s window, "
+            f"fewer than the {t.min_requests} needed to judge it"
+        )
+    return None
+
+
 def analyse(
     canary: TrackSample | None,
     stable: TrackSample | None,
@@ -96,45 +142,10 @@ def analyse(
 ) -> AnalysisResult:
     """Judge one analysis window; see the module docstring for the rules."""
     t = thresholds or AnalysisThresholds()
-    c = _counts(canary)
-    s = _counts(stable)
-    z: float | None = None
-    ratio: float | None = None
-    if c is not None and s is not None and c.requests and s.requests:
-        z = two_proportion_z(c.errors, c.requests, s.errors, s.requests)
-    canary_p99 = canary.p99_seconds if canary is not None else None
-    stable_p99 = stable.p99_seconds if stable is not None else None
-    if canary_p99 is not None and stable_p99 is not None and stable_p99 > 0:
-        ratio = canary_p99 / stable_p99
-
-    def result(verdict: Verdict, reason: str, p_value: float | None = None) -> AnalysisResult:
-        measured = AnalysisMeasurements(
-            canary_requests=c.requests if c else None,
-            canary_errors=c.errors if c else None,
-            canary_error_rate=c.rate if c and c.requests else None,
-            canary_p99_seconds=canary_p99,
-            stable_requests=s.requests if s else None,
-            stable_errors=s.errors if s else None,
-            stable_error_rate=s.rate if s and s.requests else None,
-            stable_p99_seconds=stable_p99,
-            p99_ratio=ratio,
-            z=z,
-            p_value=p_value,
-        )
-        return AnalysisResult(verdict, reason, measured)
-
-    if provider_error is not None:
-        return result(Verdict.INCONCLUSIVE, f"metrics provider error: {provider_error}")
-    if canary is None:
-        return result(Verdict.INCONCLUSIVE, "no canary metrics sample")
-    if c is None:
-        return result(Verdict.INCONCLUSIVE, "canary request or error series is missing or NaN")
-    if c.requests < t.min_requests:
-        return result(
-            Verdict.INCONCLUSIVE,
-            f"canary served {c.requests} requests in the {canary.window_seconds:g}s window, "
-            f"fewer than the {t.min_requests} needed to judge it",
-        )
+    c, s = _counts(canary), _counts(stable)
+    why_not = _unjudgeable(canary, c, t, provider_error)
+    if why_not is not None or c is None:
+        return AnalysisResult(Verdict.INCONCLUSIVE, why_not or "", _measure(canary, stable))
 
     findings: list[Finding] = []
     baseline = s if s is not None and s.requests >= t.min_requests else None
@@ -142,24 +153,18 @@ def analyse(
         findings.append(
             Finding(Verdict.INCONCLUSIVE, "stable request or error series is missing or NaN")
         )
-
     error_finding, p_value = _judge_errors(c, s, baseline, t)
     findings.append(error_finding)
-    findings.extend(
-        judge_latency(
-            canary_p99,
-            stable_p99,
-            baseline is not None,
-            t,
-            c.requests,
-            slow_counts(canary, stable, stable_p99, t),
-        )
-    )
+    stable_p99 = stable.p99_seconds if stable is not None else None
+    slow = slow_counts(canary, stable, stable_p99, t)
+    assert canary is not None  # _unjudgeable said so
+    has_baseline = baseline is not None
+    findings += judge_latency(canary.p99_seconds, stable_p99, has_baseline, t, c.requests, slow)
 
     for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS):
         chosen = [f.text for f in findings if f.verdict is verdict]
         if chosen:
-            return result(verdict, "; ".join(chosen), p_value)
+            return AnalysisResult(verdict, "; ".join(chosen), _measure(canary, stable, p_value))
     raise AssertionError("the error-rate check always yields a finding")
 
 
