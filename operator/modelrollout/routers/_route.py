@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import GenericNamespacedResource, create_namespaced_resource
 from lightkube.types import PatchType
 
-from modelrollout.api.names import FIELD_MANAGER
+from modelrollout.api.names import CANARY, FIELD_MANAGER, STABLE
 from modelrollout.routers.base import RouterError, RouteTarget
 
 Spec = dict[str, Any]
@@ -93,6 +93,58 @@ def as_weight(value: Any, default: int, path: str, kind: str, target: RouteTarge
 
 
 # --- cluster I/O ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend of a rule (HTTPRoute) or route (VirtualService): which of our Services it
+    is (None: someone else's), its name as written, its weight, and the object itself."""
+
+    track: str | None
+    name: str
+    weight: int
+    body: dict[str, Any]
+
+
+def check_steerable(
+    backends: Sequence[Backend], path: str, kind: str, target: RouteTarget, noun: str, unit: str
+) -> None:
+    """A steered rule must send traffic to our two Services only, each named once: otherwise
+    the canary's share could not be exact."""
+    foreign = [b.name for b in backends if b.track is None]
+    if foreign:
+        raise RouterError(
+            f"{where(kind, target)}: {path} sends traffic to {', '.join(foreign)} besides "
+            f"{target.stable_service}/{target.canary_service}; remove the other {noun} from "
+            f"this {unit} so the canary weight is exact"
+        )
+    tracks = [b.track for b in backends]
+    for track in (STABLE, CANARY):
+        if tracks.count(track) > 1:
+            raise RouterError(f"{where(kind, target)}: {path} names the {track} Service twice")
+
+
+def track_weights(canary_weight: int) -> dict[str, int]:
+    return {STABLE: 100 - canary_weight, CANARY: canary_weight}
+
+
+def track_names(target: RouteTarget) -> dict[str, str]:
+    return {STABLE: target.stable_service, CANARY: target.canary_service}
+
+
+def canary_share(groups: Iterable[Sequence[Backend]]) -> int | None:
+    """The canary's share (percent, rounded) of the groups that reference our Services; None
+    when such a group does not reference both, none references either, or they disagree."""
+    shares: set[int | None] = set()
+    for backends in groups:
+        tracks = {b.track for b in backends}
+        if not tracks & {STABLE, CANARY}:
+            continue
+        if not {STABLE, CANARY} <= tracks:
+            return None
+        total = sum(b.weight for b in backends)
+        shares.add(share_percent(sum(b.weight for b in backends if b.track == CANARY), total))
+    return shares.pop() if len(shares) == 1 else None
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
 
 from modelrollout.api.names import CANARY, STABLE
 from modelrollout.routers._route import (
+    Backend,
     RouteAPI,
     RouteClient,
     Spec,
@@ -37,8 +37,11 @@ from modelrollout.routers._route import (
     as_list,
     as_object,
     as_weight,
+    canary_share,
+    check_steerable,
     check_weight,
-    share_percent,
+    track_names,
+    track_weights,
     where,
 )
 from modelrollout.routers.base import RouterError, RouteTarget
@@ -62,53 +65,36 @@ def _track(ref: dict[str, Any], target: RouteTarget) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Ref:
-    track: str | None
-    body: dict[str, Any]
-    weight: int
-
-
-def _refs(rule: Any, index: int, target: RouteTarget) -> list[_Ref]:
+def _refs(rule: Any, index: int, target: RouteTarget) -> list[Backend]:
     path = f"spec.rules[{index}]"
     body = as_object(rule, path, KIND, target)
     refs = as_list(body.get("backendRefs"), f"{path}.backendRefs", KIND, target)
-    out: list[_Ref] = []
+    out: list[Backend] = []
     for j, raw in enumerate(refs):
         ref_path = f"{path}.backendRefs[{j}]"
         ref = as_object(raw, ref_path, KIND, target)
         if not isinstance(ref.get("name"), str):
             raise RouterError(f"{where(KIND, target)}: {ref_path}.name must be a string")
         weight = as_weight(ref.get("weight"), _DEFAULT_WEIGHT, f"{ref_path}.weight", KIND, target)
-        out.append(_Ref(_track(ref, target), ref, weight))
+        out.append(Backend(_track(ref, target), ref["name"], weight, ref))
     return out
 
 
 def _steered(
-    refs: list[_Ref],
+    refs: list[Backend],
     index: int,
     target: RouteTarget,
     canary_weight: int,
 ) -> list[dict[str, Any]]:
     path = f"spec.rules[{index}].backendRefs"
-    foreign = [ref.body["name"] for ref in refs if ref.track is None]
-    if foreign:
-        raise RouterError(
-            f"{where(KIND, target)}: {path} sends traffic to {', '.join(foreign)} besides "
-            f"{target.stable_service}/{target.canary_service}; remove the other backends from "
-            "this rule so the canary weight is exact"
-        )
-    tracks = [ref.track for ref in refs]
-    for track in (STABLE, CANARY):
-        if tracks.count(track) > 1:
-            raise RouterError(f"{where(KIND, target)}: {path} names the {track} Service twice")
-    weights: dict[str, int] = {STABLE: 100 - canary_weight, CANARY: canary_weight}
-    names = {STABLE: target.stable_service, CANARY: target.canary_service}
+    check_steerable(refs, path, KIND, target, "backends", "rule")
+    weights, names = track_weights(canary_weight), track_names(target)
     out = [
         {**ref.body, "port": target.port, "weight": weights[ref.track]}
         for ref in refs
         if ref.track is not None
     ]
+    tracks = {ref.track for ref in refs}
     out += [
         {"name": names[track], "port": target.port, "weight": weights[track]}
         for track in (STABLE, CANARY)
@@ -156,17 +142,7 @@ def read_weight(spec: Spec, target: RouteTarget) -> int | None:
     """The canary's share (percent, rounded) of the rules that reference our Services; None when
     such a rule does not reference both, none references either, or the steered rules disagree."""
     rules = as_list(spec.get("rules"), "spec.rules", KIND, target)
-    shares: set[int | None] = set()
-    for i, rule in enumerate(rules):
-        refs = _refs(rule, i, target)
-        tracks = {ref.track for ref in refs}
-        if not tracks & {STABLE, CANARY}:
-            continue
-        if not {STABLE, CANARY} <= tracks:
-            return None
-        total = sum(ref.weight for ref in refs)
-        shares.add(share_percent(sum(ref.weight for ref in refs if ref.track == CANARY), total))
-    return shares.pop() if len(shares) == 1 else None
+    return canary_share(_refs(rule, i, target) for i, rule in enumerate(rules))
 
 
 GATEWAY_API = RouteAPI(

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
 
 from modelrollout.api.names import CANARY, STABLE
 from modelrollout.routers._route import (
+    Backend,
     RouteAPI,
     RouteClient,
     Spec,
@@ -38,8 +38,11 @@ from modelrollout.routers._route import (
     as_list,
     as_object,
     as_weight,
+    canary_share,
+    check_steerable,
     check_weight,
-    share_percent,
+    track_names,
+    track_weights,
     where,
 )
 from modelrollout.routers.base import RouterError, RouteTarget
@@ -68,19 +71,11 @@ def _track(host: str, target: RouteTarget) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Dest:
-    track: str | None
-    body: dict[str, Any]
-    host: str
-    weight: int
-
-
-def _destinations(entry: Any, index: int, target: RouteTarget) -> list[_Dest]:
+def _destinations(entry: Any, index: int, target: RouteTarget) -> list[Backend]:
     path = f"spec.http[{index}]"
     body = as_object(entry, path, KIND, target)
     routes = as_list(body.get("route"), f"{path}.route", KIND, target)
-    out: list[_Dest] = []
+    out: list[Backend] = []
     for j, raw in enumerate(routes):
         route_path = f"{path}.route[{j}]"
         route = as_object(raw, route_path, KIND, target)
@@ -93,27 +88,16 @@ def _destinations(entry: Any, index: int, target: RouteTarget) -> list[_Dest]:
         # Istio: a lone destination takes all traffic; among several, an absent weight is 0.
         default = 100 if len(routes) == 1 else 0
         weight = as_weight(route.get("weight"), default, f"{route_path}.weight", KIND, target)
-        out.append(_Dest(_track(host, target), route, host, weight))
+        out.append(Backend(_track(host, target), host, weight, route))
     return out
 
 
 def _steered(
-    dests: list[_Dest], index: int, target: RouteTarget, canary_weight: int
+    dests: list[Backend], index: int, target: RouteTarget, canary_weight: int
 ) -> list[dict[str, Any]]:
     path = f"spec.http[{index}].route"
-    foreign = [d.host for d in dests if d.track is None]
-    if foreign:
-        raise RouterError(
-            f"{where(KIND, target)}: {path} sends traffic to {', '.join(foreign)} besides "
-            f"{target.stable_service}/{target.canary_service}; remove the other destinations "
-            "from this route so the canary weight is exact"
-        )
-    tracks = [d.track for d in dests]
-    for track in (STABLE, CANARY):
-        if tracks.count(track) > 1:
-            raise RouterError(f"{where(KIND, target)}: {path} names the {track} Service twice")
-    weights: dict[str, int] = {STABLE: 100 - canary_weight, CANARY: canary_weight}
-    names = {STABLE: target.stable_service, CANARY: target.canary_service}
+    check_steerable(dests, path, KIND, target, "destinations", "route")
+    weights, names = track_weights(canary_weight), track_names(target)
     out = [
         {
             **d.body,
@@ -123,6 +107,7 @@ def _steered(
         for d in dests
         if d.track is not None
     ]
+    tracks = {d.track for d in dests}
     out += [
         {
             "destination": {"host": names[track], "port": {"number": target.port}},
@@ -168,17 +153,7 @@ def read_weight(spec: Spec, target: RouteTarget) -> int | None:
     None when such a route does not reference both, none references either, or the steered
     routes disagree."""
     entries = as_list(spec.get("http"), "spec.http", KIND, target)
-    shares: set[int | None] = set()
-    for i, entry in enumerate(entries):
-        dests = _destinations(entry, i, target)
-        tracks = {d.track for d in dests}
-        if not tracks & {STABLE, CANARY}:
-            continue
-        if not {STABLE, CANARY} <= tracks:
-            return None
-        total = sum(d.weight for d in dests)
-        shares.add(share_percent(sum(d.weight for d in dests if d.track == CANARY), total))
-    return shares.pop() if len(shares) == 1 else None
+    return canary_share(_destinations(entry, i, target) for i, entry in enumerate(entries))
 
 
 ISTIO = RouteAPI(
