@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from modelrollout.api.hardware import HardwareMode as HardwareMode
+from modelrollout.api.hardware import HardwareSpec as HardwareSpec
+from modelrollout.api.hardware import Toleration as Toleration
 from modelrollout.api.refs import SECRET_PATTERN, AuthSpec, EnvVarSource
 from modelrollout.api.traffic import GatewayAPIRouter as GatewayAPIRouter
 from modelrollout.api.traffic import IstioRouter as IstioRouter
@@ -218,47 +220,6 @@ class AutoscalingSpec(ApiModel):
 
 
 # --- hardware --------------------------------------------------------------------------------
-
-
-class HardwareMode(StrEnum):
-    AUTO = "auto"
-    CPU = "cpu"
-    GPU = "gpu"
-
-
-class Toleration(ApiModel):
-    key: str | None = Field(default=None, max_length=316)
-    """Taint key the toleration applies to; empty matches all keys."""
-
-    operator: Literal["Exists", "Equal"] = "Equal"
-    """`Exists` or `Equal`."""
-
-    value: str | None = Field(default=None, max_length=63)
-    """Taint value to match when operator is `Equal`."""
-
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    """Taint effect to match; empty matches all effects."""
-
-
-class HardwareSpec(ApiModel):
-    """Where the model runs. `auto` picks CPU or GPU from the model's size and compute cost and
-    checks that the cluster can schedule it."""
-
-    mode: HardwareMode = HardwareMode.AUTO
-    """`auto`, `cpu` or `gpu`."""
-
-    node_selector: dict[str, str] | None = None
-    """Explicit node selector; wins over the policy's choice."""
-
-    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
-    """Explicit tolerations; win over the policy's choice."""
-
-    allow_cpu_fallback: bool = True
-    """When `auto` picks GPU but no GPU capacity is schedulable, serve on CPU instead of
-    waiting."""
-
-
-# --- rollout ---------------------------------------------------------------------------------
 
 
 class PauseStep(ApiModel):
