@@ -22,6 +22,7 @@ PAGES = [
     "kubectl-plugin.md",
     "metrics.md",
     "operations.md",
+    "pods.md",
     "rollouts.md",
 ]
 

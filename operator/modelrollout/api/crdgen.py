@@ -31,6 +31,7 @@ _KEEP = {
     "maxLength",
     "minItems",
     "maxItems",
+    "maxProperties",
     "enum",
     "default",
     "x-kubernetes-validations",
@@ -141,8 +142,12 @@ def structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
             if schema.get("required"):
                 out["required"] = list(schema["required"])
         extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
+        if isinstance(extra, dict) and extra:
             out["additionalProperties"] = structural(extra, defs)
+        elif extra is True or extra == {}:
+            # dict[str, Any] or a model taking extra fields: a Kubernetes type passed through
+            # as written (the API server validates it where it lands).
+            out["x-kubernetes-preserve-unknown-fields"] = True
     elif kind == "array":
         out["items"] = structural(schema["items"], defs)
     if "enum" in out and "type" not in out:

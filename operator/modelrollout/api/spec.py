@@ -15,6 +15,8 @@ from pydantic import ConfigDict, Field, model_validator
 from modelrollout.api.hardware import HardwareMode as HardwareMode
 from modelrollout.api.hardware import HardwareSpec as HardwareSpec
 from modelrollout.api.hardware import Toleration as Toleration
+from modelrollout.api.pod import OPERATOR_ENV, OPERATOR_ENV_PREFIX, SERVING_RULES, PodSettings
+from modelrollout.api.pod import reserved_env as _reserved_env
 from modelrollout.api.refs import SECRET_PATTERN, AuthSpec, EnvVarSource
 from modelrollout.api.traffic import GatewayAPIRouter as GatewayAPIRouter
 from modelrollout.api.traffic import IstioRouter as IstioRouter
@@ -143,6 +145,8 @@ class BatchingSpec(ApiModel):
 class ServingSpec(ApiModel):
     """How the model server container runs."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": SERVING_RULES})
+
     image: str | None = Field(default=None, min_length=1, max_length=512)
     """Model server image. Defaults to the operator's configured serving image. A change starts
     a new revision."""
@@ -157,7 +161,8 @@ class ServingSpec(ApiModel):
     """Explicit resources. When set they win over the hardware policy's choice."""
 
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
-    """Extra environment variables for the model server."""
+    """Extra environment variables for the model server. The operator's own (which model,
+    which revision, which ports) are refused: they are set from the spec's fields."""
 
     threads: int | None = Field(default=None, ge=1, le=256)
     """onnxruntime intra-op threads. Defaults to the CPU request of the chosen hardware tier."""
@@ -169,9 +174,15 @@ class ServingSpec(ApiModel):
     """Require a bearer token on inference requests. Off when absent."""
 
     @model_validator(mode="after")
-    def _ports_differ(self) -> ServingSpec:
+    def _no_collisions(self) -> ServingSpec:
         if self.port == self.metrics_port:
             raise ValueError("spec.serving.port and spec.serving.metricsPort must differ")
+        for var in self.env:
+            if _reserved_env(var.name):
+                raise ValueError(
+                    f"spec.serving.env: {var.name} is set by the operator "
+                    f"({OPERATOR_ENV_PREFIX}*, {', '.join(OPERATOR_ENV)})"
+                )
         return self
 
 
@@ -417,6 +428,10 @@ class ModelDeploymentSpec(ApiModel):
 
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     """Canary strategy for new revisions."""
+
+    pod: PodSettings = Field(default_factory=PodSettings)
+    """Settings merged into the model server's pods (ServiceAccount, pull secrets, affinity,
+    priority, extra volumes, labels). A change starts a new revision."""
 
     paused: bool = False
     """Hold any rollout in progress at its current step."""

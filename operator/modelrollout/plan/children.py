@@ -19,8 +19,10 @@ from modelrollout.api.names import (
     Track,
     track_service_name,
 )
+from modelrollout.api.pod import MODEL_DIR, TMP_DIR, TOKEN_DIR
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.types import parse_duration
+from modelrollout.plan.pod import merge_pod_settings
 
 __all__ = [
     "CONTAINER",
@@ -120,7 +122,7 @@ def _server_env(
         "MODELSERVER_EXECUTION_PROVIDER": placement.provider,
         # Endpoints controllers and gateways need a moment to stop sending before drain.
         "MODELSERVER_DRAIN_DELAY_S": "5",
-        "MODELSERVER_MODEL_DIR": "/models",
+        "MODELSERVER_MODEL_DIR": MODEL_DIR,
     }
     if model.sha256:
         env["MODELSERVER_MODEL_SHA256"] = model.sha256
@@ -140,10 +142,6 @@ def _server_env(
             else {"name": var.name, "value": var.value}
         )
     return list(out.values())
-
-
-# Where the bearer token Secret is mounted in the model server.
-TOKEN_DIR = "/var/run/secrets/modelrollout/token"
 
 
 def _secret_sources(spec: ModelDeploymentSpec) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -215,8 +213,8 @@ def _server_container(
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
-            {"name": "models", "mountPath": "/models"},
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "models", "mountPath": MODEL_DIR},
+            {"name": "tmp", "mountPath": TMP_DIR},
         ],
     }
 
@@ -262,6 +260,17 @@ def deployment(
     # GPUs rarely have room for a surge pod: replace pods one at a time, old one first.
     surge = {"maxSurge": 0, "maxUnavailable": 1} if placement.scale_down_first else None
     container = _server_container(owner, spec, revision, image, placement, track)
+    template = {
+        "metadata": {
+            "labels": labels,
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.serving.metrics_port),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": _pod_spec(container, placement, spec),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -274,17 +283,7 @@ def deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": surge or {"maxSurge": "25%", "maxUnavailable": 0},
             },
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(spec.serving.metrics_port),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": _pod_spec(container, placement, spec),
-            },
+            "template": merge_pod_settings(template, spec.pod, selector),
         },
     }
 

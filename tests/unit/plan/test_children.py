@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from modelrollout.api.pod import TOKEN_DIR
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.plan import children
 from modelrollout.plan.children import Owner, Placement
@@ -107,9 +108,9 @@ def test_secrets_are_referenced_never_copied() -> None:
         "valueFrom": {"secretKeyRef": {"name": "keys", "key": "api"}},
     }
     assert env["PLAIN"] == {"name": "PLAIN", "value": "p"}
-    assert env["MODELSERVER_TOKEN_FILE"]["value"] == f"{children.TOKEN_DIR}/token"
+    assert env["MODELSERVER_TOKEN_FILE"]["value"] == f"{TOKEN_DIR}/token"
     assert container["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
-    mount = {"name": "token", "mountPath": children.TOKEN_DIR, "readOnly": True}
+    mount = {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True}
     assert mount in container["volumeMounts"]
     volume = next(v for v in pod["volumes"] if v["name"] == "token")
     assert volume["secret"] == {
