@@ -82,11 +82,16 @@ def placement_of(status: HardwareStatus) -> Placement:
         threads=status.threads,
         provider=status.provider,
         scale_down_first=status.scale_down_first,
+        model_sha256=status.model_sha256,
     )
 
 
 def _status(
-    revision: str, decision: HardwareDecision, summary: ProfileSummary | None, note: str = ""
+    revision: str,
+    decision: HardwareDecision,
+    summary: ProfileSummary | None,
+    note: str = "",
+    sha256: str | None = None,
 ) -> HardwareStatus:
     return HardwareStatus(
         revision=revision,
@@ -108,6 +113,7 @@ def _status(
         threads=decision.intra_op_threads,
         provider=decision.execution_provider,
         scale_down_first=decision.scale_down_first,
+        model_sha256=sha256 or None,
     )
 
 
@@ -192,12 +198,13 @@ class PlacementService:
     ) -> HardwareStatus | Blocked:
         request = request_from_spec(spec)
         summary: ProfileSummary | None = None
-        note = ""
+        note, sha256 = "", None
         try:
             profile = await self._profile(spec, revision, namespace, owner)
             summary = ProfileSummary(
                 profile.parameter_count, profile.weight_bytes, profile.flops_per_sample
             )
+            sha256 = profile.sha256
         except (ChecksumMismatchError, CorruptModelError) as exc:
             # A file that is wrong is never rolled out, whatever the hardware mode.
             return Blocked(exc.reason, str(exc))
@@ -210,10 +217,10 @@ class PlacementService:
         complexity = summary or ProfileSummary(0, 0, 0)
         first = choose_hardware(complexity, self.thresholds, request)
         if first.gpu_count == 0 and first.auto_tier != "gpu":
-            return _status(revision, first, summary, note)
+            return _status(revision, first, summary, note, sha256)
         if not self.thresholds.capacity_check:
             # The platform does not let the operator read the cluster's nodes and pods.
-            return _status(revision, first, summary, f"{note} (capacity not checked)")
+            return _status(revision, first, summary, f"{note} (capacity not checked)", sha256)
         nodes, pods = await self.cluster.nodes_and_pods()
         infos = [node_info(n) for n in nodes]
         pod_infos = [pod_info(p) for p in pods]
@@ -237,4 +244,4 @@ class PlacementService:
         )
         if decision.insufficient_capacity:
             return Blocked("InsufficientCapacity", decision.reason)
-        return _status(revision, decision, summary, note)
+        return _status(revision, decision, summary, note, sha256)

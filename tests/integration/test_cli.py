@@ -209,7 +209,13 @@ def test_a_rollout_driven_from_the_plugin(
     kube: Kube, operator: OperatorProcess, model: ModelFile
 ) -> None:
     name = "iris"
-    v1, v2, v3 = (manifest(name, v, model) for v in ("v1", "v2", "v3"))
+    v1, v2 = (manifest(name, v, model) for v in ("v1", "v2"))
+    # v3 also changes the serving env and the pod settings: undo must take those back too.
+    v3_changes = {
+        "serving": {"env": [{"name": "MODELSERVER_LOG_LEVEL", "value": "debug"}]},
+        "pod": {"labels": {"team": "fraud"}},
+    }
+    v3 = manifest(name, "v3", model, **v3_changes)
     assert kube.apply(v1).returncode == 0
     serving(kube, name, "v1")
 
@@ -243,7 +249,7 @@ def test_a_rollout_driven_from_the_plugin(
     assert actions_left(kube, name) == []
 
     # v3 is aborted (rolled back), retried, then promoted before its steps are done.
-    kube.patch("mdep", name, {"spec": {"model": {"version": "v3"}}})
+    kube.patch("mdep", name, {"spec": {"model": {"version": "v3"}} | v3_changes})
     at_pause_step(kube, name, revision(v3))
     assert ok(plugin(kube, "abort", name)) == "iris: abort requested\n"
     wait_for(lambda: status(kube, name).get("phase") == "RolledBack", what="phase RolledBack")
@@ -258,13 +264,16 @@ def test_a_rollout_driven_from_the_plugin(
     serving(kube, name, "v3")
     assert actions_left(kube, name) == []
 
-    # undo goes back to v2: model and image from history; the operator rolls that revision out.
+    # undo goes back to v2: the whole revision from history (model, serving, hardware, pod, the
+    # image); the operator rolls out that very revision.
     result = plugin(kube, "undo", name)
     assert ok(result).startswith(f"iris: spec set to history entry 3 (revision {revision(v2)}")
     assert "note: this starts a canary rollout" in result.stderr
     spec = kube.must("mdep", name)["spec"]
     assert spec["model"] == v2["spec"]["model"] | {"format": "onnx"}  # a CRD default
     assert spec["serving"]["image"] == IMAGE
+    assert not spec["serving"].get("env")
+    assert "pod" not in spec
     at_pause_step(kube, name, revision(v2))
     view = ok(plugin(kube, "status", name))
     history = view.split("History:", 1)[1].split("\n\n", 1)[0].splitlines()

@@ -14,6 +14,8 @@ LABEL_DEPLOYMENT = "modelrollout.io/deployment"
 LABEL_REVISION = "modelrollout.io/revision"
 LABEL_TRACK = "modelrollout.io/track"
 CONTAINER = "modelserver"
+# On a revision's Deployment: the spec sections it was built from (JSON), for history and undo.
+ANNOTATION_REVISION_SPEC = "modelrollout.io/revision-spec"
 
 Track = Literal["stable", "canary"]
 STABLE: Track = "stable"

@@ -75,6 +75,11 @@ class ModelSpec(ApiModel):
     """Version label of the model, reported in metrics and status (for example `v3` or
     `2024-06-01`)."""
 
+    refresh: str | None = Field(default=None, max_length=63)
+    """Without sha256, the operator pins the bytes it read when the revision started. A file
+    changed later at the same URI is served only as a new revision: set or change this (any
+    value, a date for example) or the version to start one."""
+
     format: ModelFormat = ModelFormat.ONNX
     """Model format. Only `onnx` is served today."""
 

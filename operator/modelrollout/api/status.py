@@ -4,7 +4,7 @@ restarted operator resumes where the last one stood."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -88,6 +88,11 @@ class HardwareStatus(ApiModel):
 
     scale_down_first: bool = False
     """No room for a surge pod: pods are replaced old-first."""
+
+    model_sha256: str | None = None
+    """sha256 of the model file as the operator read it for this revision. When
+    spec.model.sha256 is omitted, every pod of the revision is given this one to verify, so
+    they all serve the same bytes."""
 
 
 class AnalysisVerdict(ApiModel):
@@ -292,7 +297,8 @@ class HistoryEntry(ApiModel):
     """spec.model.uri of the revision."""
 
     model_sha256: str | None = None
-    """spec.model.sha256 of the revision."""
+    """sha256 of the model bytes the revision served: spec.model.sha256, or the one the
+    operator resolved when the spec gave none."""
 
     image: str
     """Model server image of the revision."""
@@ -308,6 +314,11 @@ class HistoryEntry(ApiModel):
 
     reason: str = ""
     """Why, with the measured values for a rollback."""
+
+    spec: dict[str, Any] | None = None
+    """The revision's spec.model, spec.serving, spec.hardware and spec.pod as they ran, so
+    `kubectl modelrollout undo` restores exactly that revision. Absent in entries written by
+    older operators and for a revision whose settings exceed 32 KiB."""
 
 
 class ProfilingMark(ApiModel):

@@ -192,12 +192,34 @@ def pick_undo_target(obj: Obj, to_revision: str | None) -> tuple[int, HistoryEnt
     )
 
 
+# The spec sections a history entry records (plan/revision.py): undo restores all of them.
+REVISION_SECTIONS = ("model", "serving", "hardware", "pod")
+
+
+def _replace(current: Any, target: Any) -> Any:
+    """A merge patch that turns `current` into `target` (null removes what target lacks)."""
+    if isinstance(current, dict) and isinstance(target, dict):
+        out: Patch = {k: None for k in current if k not in target}
+        out.update({k: _replace(current.get(k), v) for k, v in target.items()})
+        return out
+    return target
+
+
+def _restore_sections(spec: Obj, recorded: Obj) -> Patch:
+    """The spec's model, serving, hardware and pod sections set to exactly the recorded ones."""
+    return {
+        key: _replace(spec.get(key) or {}, recorded[key]) if key in recorded else None
+        for key in REVISION_SECTIONS
+        if key in recorded or key in spec
+    }
+
+
 def undo(obj: Obj, to_revision: str | None, stamp: str) -> Change:
-    """Point the spec back at a revision from history: model uri, sha256 and version, and the
-    serving image. Other fields (ports, env, resources, hardware) are not recorded in history
-    and keep their current values, so the result is that revision only if they did not change.
-    The merge patch carries the resourceVersion that was read: a concurrent edit makes it fail
-    with a conflict instead of being overwritten."""
+    """Point the spec back at a revision from history. An entry that records its spec sections
+    (model, serving, hardware, pod) gets all of them back exactly, with the image it ran; an
+    older entry only its model uri, sha256, version and image (other fields keep their current
+    values). The merge patch carries the resourceVersion that was read: a concurrent edit makes
+    it fail with a conflict instead of being overwritten."""
     number, entry = pick_undo_target(obj, to_revision)
     meta, status = obj.get("metadata") or {}, read_status(obj)
     if not entry.model_uri or not entry.model_version:
@@ -220,8 +242,10 @@ def undo(obj: Obj, to_revision: str | None, stamp: str) -> Change:
         "metadata": {"resourceVersion": meta.get("resourceVersion")},
         "spec": {"model": model},
     }
+    if entry.spec:
+        patch["spec"] = _restore_sections(obj.get("spec") or {}, entry.spec)
     if entry.image:
-        patch["spec"]["serving"] = {"image": entry.image}
+        patch["spec"] = _merge(patch["spec"], {"serving": {"image": entry.image}})
     notes = []
     if entry.revision == status.failed_revision:
         # The operator does not retry a rolled-back revision without being asked.

@@ -4,6 +4,7 @@ nothing here decides anything."""
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from lightkube.types import PatchType
 
 from modelrollout.api import GROUP, KIND, PLURAL, VERSION
 from modelrollout.api.names import (
+    ANNOTATION_REVISION_SPEC,
     CHILD_KINDS,
     CONTAINER,
     FIELD_MANAGER,
@@ -100,7 +102,18 @@ def observe_deployment(obj: dict[str, Any]) -> ObservedDeployment:
         model_sha256=env.get("MODELSERVER_MODEL_SHA256") or None,
         image=server.get("image", ""),
         born_track=env.get("MODELSERVER_TRACK", ""),
+        revision_spec=_revision_spec(meta.get("annotations") or {}),
     )
+
+
+def _revision_spec(annotations: dict[str, str]) -> dict[str, Any] | None:
+    """The spec sections a Deployment was built from; None when absent or not readable (an
+    older operator's Deployment, a hand edit): history then records less, nothing fails."""
+    try:
+        value = json.loads(annotations.get(ANNOTATION_REVISION_SPEC, ""))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass

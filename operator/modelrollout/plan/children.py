@@ -11,6 +11,7 @@ from typing import Any
 
 from modelrollout.api import API_VERSION, KIND, names
 from modelrollout.api.names import (
+    ANNOTATION_REVISION_SPEC,
     CONTAINER,
     LABEL_DEPLOYMENT,
     LABEL_REVISION,
@@ -23,6 +24,7 @@ from modelrollout.api.pod import MODEL_DIR, TMP_DIR, TOKEN_DIR
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.types import parse_duration
 from modelrollout.plan.pod import merge_pod_settings
+from modelrollout.plan.revision import recorded_spec
 
 __all__ = [
     "CONTAINER",
@@ -79,6 +81,8 @@ class Placement:
     provider: str = "cpu"
     # GPUs rarely have room for a surge pod: replace pods one at a time, old one first.
     scale_down_first: bool = False
+    # The model's sha256 as the operator read it, pinned when the spec gives none.
+    model_sha256: str | None = None
 
 
 def common_labels(owner: Owner) -> dict[str, str]:
@@ -124,8 +128,11 @@ def _server_env(
         "MODELSERVER_DRAIN_DELAY_S": "5",
         "MODELSERVER_MODEL_DIR": MODEL_DIR,
     }
-    if model.sha256:
-        env["MODELSERVER_MODEL_SHA256"] = model.sha256
+    # Without a sha256 in the spec, the one the operator read: every pod of the revision
+    # verifies the same bytes, even when the file at the URI changes later.
+    sha256 = model.sha256 or placement.model_sha256
+    if sha256:
+        env["MODELSERVER_MODEL_SHA256"] = sha256
     if serving.batching:
         env["MODELSERVER_BATCH_MAX_SIZE"] = str(serving.batching.max_batch_size)
         window_ms = parse_duration(serving.batching.window).total_seconds() * 1000
@@ -271,10 +278,15 @@ def deployment(
         },
         "spec": _pod_spec(container, placement, spec),
     }
+    metadata = _metadata(owner, deployment_name(owner, revision), labels)
+    recorded = recorded_spec(spec)
+    if recorded:
+        # What the revision was built from, for its history entry once the spec has moved on.
+        metadata["annotations"] = {ANNOTATION_REVISION_SPEC: recorded}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, deployment_name(owner, revision), labels),
+        "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": selector},
             "revisionHistoryLimit": 2,

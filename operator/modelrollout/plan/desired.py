@@ -8,7 +8,7 @@ of the planner asks the split and never looks at the router type.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from modelrollout.api.names import (
@@ -20,7 +20,7 @@ from modelrollout.api.names import (
 from modelrollout.api.spec import AutoscalingSpec, ModelDeploymentSpec, ReplicaRatioRouter
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.plan import children
-from modelrollout.plan.children import Manifest, Owner
+from modelrollout.plan.children import Manifest, Owner, Placement
 from modelrollout.plan.rollout import Decision, Stage, seconds
 from modelrollout.plan.types import Inputs, ObservedDeployment
 
@@ -128,6 +128,14 @@ def kept_revisions(
     return keep
 
 
+def pinned(placement: Placement, inputs: Inputs, seen: ObservedDeployment | None) -> Placement:
+    """The placement with the bytes the revision's pods already verify: a re-read (status
+    lost, an undo back to it) must not move a running revision to a changed file."""
+    if inputs.spec.model.sha256 or seen is None or not seen.model_sha256:
+        return placement
+    return replace(placement, model_sha256=seen.model_sha256)
+
+
 def desired_children(
     inputs: Inputs,
     revision: str,
@@ -145,10 +153,9 @@ def desired_children(
     # Only the spec's revision has a known pod template; other kept revisions stay as they are.
     if revision in (stable, canary) and inputs.placement is not None:
         seen = observed.get(revision)
+        placement = pinned(inputs.placement, inputs, seen)
         born = seen.born_track if seen and seen.born_track else (CANARY if canary else STABLE)
-        manifests.append(
-            children.deployment(owner, spec, revision, inputs.image, inputs.placement, born)
-        )
+        manifests.append(children.deployment(owner, spec, revision, inputs.image, placement, born))
     manifests += split.services(owner, spec, stable, canary)
     scaling = spec.autoscaling
     stable_min = scaling.min_replicas

@@ -9,6 +9,9 @@ it did.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from modelrollout.api.names import format_time
 from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus
 from modelrollout.plan import children
@@ -18,7 +21,7 @@ from modelrollout.plan.desired import (
     kept_revisions,
     split_for,
 )
-from modelrollout.plan.revision import revision_of
+from modelrollout.plan.revision import recorded_spec, revision_of
 from modelrollout.plan.rollout import CanaryView, Decision, Stage, decide, seconds
 from modelrollout.plan.types import ChildRef, Event, Inputs, ObservedDeployment, Plan
 from modelrollout.redact import redact_uri
@@ -127,15 +130,20 @@ def _history_entry(
     assert decision.finished is not None
     fin_rev, outcome, reason = decision.finished
     now = format_time(inputs.now)
+    seen = observed.get(fin_rev)
     if fin_rev == revision:
         model = inputs.spec.model
         version, uri, sha, image = model.version, model.uri, model.sha256, inputs.image
+        pinned = seen.model_sha256 if seen else None
+        sha = sha or pinned or (inputs.placement.model_sha256 if inputs.placement else None)
+        recorded = recorded_spec(inputs.spec)
+        spec: dict[str, Any] | None = json.loads(recorded) if recorded else None
     else:
-        seen = observed.get(fin_rev)
         version = seen.model_version if seen else ""
         uri = seen.model_uri if seen else ""
         sha = seen.model_sha256 if seen else None
         image = seen.image if seen else ""
+        spec = seen.revision_spec if seen else None
     return HistoryEntry(
         revision=fin_rev,
         model_version=version,
@@ -147,4 +155,14 @@ def _history_entry(
         finished=now,
         outcome=outcome,
         reason=reason,
+        spec=_redacted(spec),
     )
+
+
+def _redacted(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded spec with its model URI redacted like the entry's own (status is readable by
+    whoever reads the object)."""
+    if spec is None or not isinstance(spec.get("model"), dict):
+        return spec
+    model = spec["model"] | {"uri": redact_uri(str(spec["model"].get("uri", "")))}
+    return spec | {"model": model}

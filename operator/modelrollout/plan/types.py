@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, HistoryEntry, ModelDeploymentStatus
@@ -27,6 +28,8 @@ class ObservedDeployment:
     model_sha256: str | None = None
     image: str = ""
     born_track: str = ""
+    # The spec sections the revision was built from (its Deployment's annotation), when known.
+    revision_spec: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

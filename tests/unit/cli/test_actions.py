@@ -211,3 +211,32 @@ def test_undo_compares_images_named_in_the_spec() -> None:
     )
     change = actions.undo(obj, None, STAMP)
     assert change.patch["spec"]["serving"] == {"image": o.IMAGE}
+
+
+def test_undo_restores_the_whole_recorded_revision() -> None:
+    obj = o.baking()
+    recorded = {
+        "model": {"uri": "https://models.example/iris-v1.onnx", "version": "v1"},
+        "serving": {"port": 8080, "metricsPort": 9090, "env": [{"name": "A", "value": "1"}]},
+        "hardware": {"mode": "cpu", "allowCpuFallback": True},
+    }
+    obj["status"]["history"][1]["spec"] = recorded
+    obj["spec"]["serving"] = {"threads": 4, "env": [{"name": "B", "value": "2"}]}
+    obj["spec"]["pod"] = {"serviceAccountName": "new"}
+    change = actions.undo(obj, None, STAMP)
+    spec = change.patch["spec"]
+    # Fields the current spec has and the revision did not are removed (null in a merge patch).
+    assert spec["model"] == {
+        "uri": "https://models.example/iris-v1.onnx",
+        "version": "v1",
+        "sha256": None,
+    }
+    assert spec["serving"] == {
+        "threads": None,
+        "port": 8080,
+        "metricsPort": 9090,
+        "env": [{"name": "A", "value": "1"}],
+        "image": o.IMAGE,
+    }
+    assert spec["hardware"] == {"mode": "cpu", "allowCpuFallback": True}
+    assert spec["pod"] is None

@@ -1,11 +1,13 @@
 """Child manifests: the fields that no integration test reads back."""
 
+import json
 from typing import Any
 
 import pytest
 
 from modelrollout.api.pod import TOKEN_DIR
 from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.k8s.cluster import observe_deployment
 from modelrollout.plan import children
 from modelrollout.plan.children import Owner, Placement
 
@@ -135,3 +137,33 @@ def test_track_services_select_one_revision() -> None:
     assert children.service(OWNER, spec())["spec"]["selector"] == {
         "modelrollout.io/deployment": "m"
     }
+
+
+@pytest.mark.parametrize(
+    ("spec_sha", "pinned", "expected"),
+    [(None, "b" * 64, "b" * 64), ("a" * 64, "b" * 64, "a" * 64), (None, None, None)],
+)
+def test_the_model_sha256_pinned_when_the_spec_gives_none(
+    spec_sha: str | None, pinned: str | None, expected: str | None
+) -> None:
+    model = {"uri": "file:///m.onnx", "version": "v1"} | ({"sha256": spec_sha} if spec_sha else {})
+    s = ModelDeploymentSpec.model_validate({"model": model})
+    placement = Placement(tier="cpu-small", model_sha256=pinned)
+    dep = children.deployment(OWNER, s, "r1", "img", placement)
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env.get("MODELSERVER_MODEL_SHA256") == expected
+
+
+def test_the_deployment_records_the_revision_spec() -> None:
+    s = spec(pod={"serviceAccountName": "reader"})
+    dep = children.deployment(OWNER, s, "r1", "img", PLACEMENT)
+    recorded = json.loads(dep["metadata"]["annotations"]["modelrollout.io/revision-spec"])
+    assert recorded == {
+        "model": s.model.wire(),
+        "serving": s.serving.wire(),
+        "hardware": s.hardware.wire(),
+        "pod": s.pod.wire(),
+    }
+    assert observe_deployment(dep).revision_spec == recorded
