@@ -135,6 +135,7 @@ def _sub(a: float | None, b: float | None) -> float | None:
 
 def render(run: dict[str, Any]) -> str:
     meta, settings = run["meta"], run["settings"]
+    target = float(settings.get("target_p95_s", TARGET_P95_S))
     trials: list[dict[str, Any]] = run["trials"]
     regs = sorted((t for t in trials if t["kind"] == "regression"), key=lambda t: t["index"])
     healthy = sorted((t for t in trials if t["kind"] == "healthy"), key=lambda t: t["index"])
@@ -157,8 +158,8 @@ def render(run: dict[str, Any]) -> str:
     p50_weight = nearest_rank(from_weight, 0.5) if from_weight else None
     p95_5xx = nearest_rank(from_5xx, 0.95) if from_5xx else math.inf
     # A trial not rolled back counts as a miss whatever the others did.
-    reg_met = missed_reg == 0 and p95_weight <= TARGET_P95_S
-    reg_met_5xx = missed_reg == 0 and p95_5xx <= TARGET_P95_S
+    reg_met = missed_reg == 0 and p95_weight <= target
+    reg_met_5xx = missed_reg == 0 and p95_5xx <= target
     healthy_met = len(false_rb) == TARGET_FALSE_ROLLBACKS and not undecided
 
     lines: list[str] = []
@@ -179,7 +180,7 @@ def render(run: dict[str, Any]) -> str:
     add("| target | measured | met |")
     add("|---|---|---|")
     add(
-        f"| regression onset → canary weight 0 ≤ {TARGET_P95_S:g} s, p95 over {n_reg} trials; "
+        f"| regression onset → canary weight 0 ≤ {target:g} s, p95 over {n_reg} trials; "
         "onset = the canary's first 5xx seen by a client "
         f"| p95 **{_f(p95_5xx)} s** (rolled back {len(rolled)}/{n_reg}) "
         f"| {'yes' if reg_met_5xx else 'no'} |"
@@ -347,8 +348,8 @@ def render(run: dict[str, Any]) -> str:
     ):
         if not met and math.isfinite(p95):
             add(
-                f"Regression target, onset = {what}: missed by {p95 - TARGET_P95_S:.1f} s "
-                f"(p95 {p95:.1f} s against {TARGET_P95_S:g} s)."
+                f"Regression target, onset = {what}: missed by {p95 - target:.1f} s "
+                f"(p95 {p95:.1f} s against {target:g} s)."
             )
             add("")
     return "\n".join(lines).rstrip() + "\n"

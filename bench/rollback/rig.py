@@ -51,6 +51,7 @@ class Settings:
 
     interval_s: int = 10
     failure_limit: int = 2
+    sequential_interval_s: int = 2
     min_requests: int = 20
     rate_per_s: float = 40.0
     bake_s: int = 12
@@ -200,6 +201,7 @@ class TrialResult:
     sent: int = 0
     dropped: int = 0
     error: str = ""
+    method: str = "windows"
 
     @property
     def detection_from_weight(self) -> float | None:
@@ -232,6 +234,8 @@ class TrialSpec:
     kind: Kind
     index: int
     canary_latency_ms: float | None = None
+    # The analysis method the trial's ModelDeployment uses (sequential: the API default).
+    method: str = "windows"
 
 
 def _final_window(at: float, reason: str) -> Window:
@@ -252,11 +256,15 @@ class Trial:
 
     def __init__(self, env: Env, settings: Settings, spec: TrialSpec) -> None:
         self.env, self.settings, self.spec = env, settings, spec
-        self.namespace = f"rb-{spec.kind[:3]}-{spec.index:02d}-{uuid.uuid4().hex[:6]}"
+        self.namespace = (
+            f"rb-{spec.method[:3]}-{spec.kind[:3]}-{spec.index:02d}-{uuid.uuid4().hex[:6]}"
+        )
         self.client = Client(
             config=KubeConfig.from_file(env.cluster.kubeconfig), field_manager="bench-rollback"
         )
-        self.result = TrialResult(spec.kind, spec.index, self.namespace, _utc_now())
+        self.result = TrialResult(
+            spec.kind, spec.index, self.namespace, _utc_now(), method=spec.method
+        )
 
     # --- manifests ----------------------------------------------------------------------------
 
@@ -279,11 +287,17 @@ class Trial:
     def manifest(self, version: str, env: dict[str, str]) -> dict[str, Any]:
         s = self.settings
         analysis: dict[str, Any] = {
+            "method": self.spec.method,
             "interval": f"{s.interval_s}s",
             "minRequests": s.min_requests,
             "failureLimit": s.failure_limit,
             "prometheusUrl": self.env.prometheus.url,
         }
+        if self.spec.method == "sequential":
+            # The evidence is read every few seconds; the test controls false alarms itself,
+            # so failureLimit stays at its default (1).
+            analysis |= {"interval": f"{s.sequential_interval_s}s"}
+            del analysis["failureLimit"]
         if s.max_latency_ratio is not None:
             analysis["maxLatencyRatio"] = s.max_latency_ratio
         return {

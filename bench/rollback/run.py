@@ -95,19 +95,28 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def plan_trials(regressions: int, healthy: int, seed: int, settings: Settings) -> list[TrialSpec]:
-    """Both kinds interleaved evenly, so the machine's noise falls on both alike."""
+def plan_trials(
+    counts: dict[str, tuple[int, int]], seed: int, settings: Settings
+) -> list[TrialSpec]:
+    """Every method's (regression, healthy) trials, all interleaved evenly, so the machine's
+    noise falls on every kind and method alike."""
     rng = random.Random(seed)
     lo = settings.stable_latency_ms * (1 - settings.latency_noise)
     hi = settings.stable_latency_ms * (1 + settings.latency_noise)
-    specs = [TrialSpec("regression", i + 1) for i in range(regressions)]
-    specs += [TrialSpec("healthy", i + 1, round(rng.uniform(lo, hi), 2)) for i in range(healthy)]
+    specs: list[TrialSpec] = []
+    for method, (regressions, healthy) in counts.items():
+        specs += [TrialSpec("regression", i + 1, method=method) for i in range(regressions)]
+        specs += [
+            TrialSpec("healthy", i + 1, round(rng.uniform(lo, hi), 2), method=method)
+            for i in range(healthy)
+        ]
 
     def position(s: TrialSpec) -> float:
+        regressions, healthy = counts[s.method]
         n = regressions if s.kind == "regression" else healthy
         return (s.index - 0.5) / n
 
-    return sorted(specs, key=lambda s: (position(s), s.kind))
+    return sorted(specs, key=lambda s: (position(s), s.kind, s.method))
 
 
 def _line(r: TrialResult) -> str:
@@ -120,7 +129,7 @@ def _line(r: TrialResult) -> str:
         detail = f"promotion {r.promotion or float('nan'):.1f}s"
     windows = " ".join(w.short for w in r.windows)
     extra = f" ({r.error or r.reason})" if r.outcome not in ("RolledBack", "Promoted") else ""
-    return f"{r.kind} #{r.index}: {r.outcome}{extra}; {detail}; windows {windows}"
+    return f"{r.method} {r.kind} #{r.index}: {r.outcome}{extra}; {detail}; windows {windows}"
 
 
 def run_trials(env: Env, settings: Settings, specs: list[TrialSpec], parallel: int) -> list[Any]:
@@ -141,8 +150,10 @@ def run_trials(env: Env, settings: Settings, specs: list[TrialSpec], parallel: i
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--regression", type=int, default=10, help="regression trials")
-    ap.add_argument("--healthy", type=int, default=20, help="healthy trials")
+    ap.add_argument("--regression", type=int, default=10, help="regression trials (sequential)")
+    ap.add_argument("--healthy", type=int, default=20, help="healthy trials (sequential)")
+    ap.add_argument("--windows-regression", type=int, default=5, help="the same, windows method")
+    ap.add_argument("--windows-healthy", type=int, default=10, help="the same, windows method")
     ap.add_argument("--parallel", type=int, default=1, help="trials at a time (1 or 2)")
     ap.add_argument("--seed", type=int, default=20261123, help="canary latencies")
     ap.add_argument("--max-latency-ratio", type=float, default=None)
@@ -156,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         run = json.loads(args.render.read_text())
         out = args.out / f"rollback-{run['meta']['date']}.md"
-        out.write_text(render(run))
+        out.write_text(render_methods(run))
         print(f"wrote {out}")
         return 0
 
     settings = Settings(max_latency_ratio=args.max_latency_ratio)
-    specs = plan_trials(args.regression, args.healthy, args.seed, settings)
+    counts = {
+        "sequential": (args.regression, args.healthy),
+        "windows": (args.windows_regression, args.windows_healthy),
+    }
+    specs = plan_trials(counts, args.seed, settings)
     started = time.monotonic()
     now = dt.datetime.now(dt.UTC)
     meta: dict[str, Any] = {
@@ -169,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": now.strftime("%Y-%m-%d %H:%M:%S"),
         "seed": args.seed,
         "parallel": args.parallel,
-        "planned": {"regression": args.regression, "healthy": args.healthy},
-        "order": [f"{s.kind[0].upper()}{s.index}" for s in specs],
+        "planned": {m: {"regression": r, "healthy": h} for m, (r, h) in counts.items()},
+        "order": [f"{s.method[0]}{s.kind[0].upper()}{s.index}" for s in specs],
         "machine": {
             "nproc": os.cpu_count(),
             "cpu_model": _cpu_model(),
@@ -216,9 +231,38 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"rollback-{meta['date']}.md"
-    out.write_text(render(run))
+    out.write_text(render_methods(run))
     print(f"wrote {out} in {meta['runtime_min']:.1f} min", flush=True)
     return 0
+
+
+# The issue's targets for the sequential method; the windows method keeps its earlier ones.
+TARGETS_P95_S = {"sequential": 8.0, "windows": 30.0}
+
+
+def render_methods(run: dict[str, Any]) -> str:
+    """One section per analysis method, each rendered as a run of its own trials."""
+    out = [f"# bench-rollback, {run['meta']['date']}: sequential analysis and fixed windows", ""]
+    out.append(
+        "Both methods ran in the same session, their trials interleaved; each section below is "
+        "rendered from its own trials (bench/rollback/report.py)."
+    )
+    out.append("")
+    for method, planned in run["meta"]["planned"].items():
+        settings = dict(run["settings"]) | {"target_p95_s": TARGETS_P95_S[method]}
+        if method == "sequential":
+            settings |= {"interval_s": settings["sequential_interval_s"], "failure_limit": 1}
+        sub = {
+            "meta": run["meta"] | {"planned": planned},
+            "settings": settings,
+            "trials": [t for t in run["trials"] if t.get("method", "windows") == method],
+        }
+        text = render(sub)
+        # One document: each section's headings one level down.
+        body = [("#" + line if line.startswith("#") else line) for line in text.splitlines()]
+        body[0] = f"## method: {method}"
+        out += [*body, ""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
