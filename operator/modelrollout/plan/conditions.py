@@ -14,6 +14,8 @@ DEGRADED = "Degraded"
 # kstatus' abnormal-true pair (Flux and kpt read these).
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+# The canary's observed share of requests is far from the weight its route was set to.
+ROUTE_NOT_HONOURED = "RouteNotHonoured"
 
 Status = Literal["True", "False", "Unknown"]
 

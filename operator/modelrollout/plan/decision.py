@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from modelrollout.api.status import BakeStatus, ModelDeploymentStatus, RolloutStatus
+from modelrollout.plan.share import ShareCheck
 
 __all__ = ["Action", "Decision", "EventTuple", "Stage"]
 
@@ -52,6 +53,8 @@ class Decision:
     finished: tuple[str, str, str] | None = None  # (revision, outcome, reason)
     message: str = ""
     events: list[EventTuple] = field(default_factory=list)
+    # The traffic share check of this cycle, when it ran (routed canaries, sequential method).
+    route_check: ShareCheck | None = None
 
     @classmethod
     def waiting(cls, revision: str, started: str) -> Decision:
@@ -154,9 +157,10 @@ class Decision:
         finished: tuple[str, str, str] | None,
         message: str,
         events: list[EventTuple],
+        route_check: ShareCheck | None = None,
     ) -> Decision:
         """The canary runs on, `weight` percent of the traffic wanted on it."""
         return cls(
             Stage.CANARY, stable, revision, weight, state, None, None, started,
-            finished=finished, message=message, events=events,
+            finished=finished, message=message, events=events, route_check=route_check,
         )  # fmt: skip

@@ -51,8 +51,11 @@ def judge_reading(
     evidence = evidence.update(readings.canary, readings.stable)
     since = state.step_canary_requests if isinstance(state, RolloutStatus) else None
     result = judge(evidence, limits, evidence.canary.requests - (since or 0))
-    kept = EvidenceStatus.model_validate(evidence.as_status())
-    return state.model_copy(update={"evidence": kept}), result
+    update: dict[str, object] = {"evidence": EvidenceStatus.model_validate(evidence.as_status())}
+    if isinstance(state, RolloutStatus) and state.step_canary_requests is None:
+        # The evidence starts within this step: the step's counts start with it.
+        update |= {"step_canary_requests": 0, "step_stable_requests": 0}
+    return state.model_copy(update=update), result
 
 
 def _inconclusive(result: SequentialResult, reason: str) -> SequentialResult:

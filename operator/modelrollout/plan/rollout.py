@@ -48,6 +48,7 @@ from modelrollout.plan.analysis import (
 from modelrollout.plan.decision import Action, Decision, EventTuple, Stage
 from modelrollout.plan.evidence import Readings
 from modelrollout.plan.judging import Judged, judge_reading, step_counts
+from modelrollout.plan.share import ShareCheck, check_share
 
 __all__ = [
     "Action",
@@ -221,6 +222,7 @@ class _Walk:
     started: str
     finished: tuple[str, str, str] | None
     events: list[EventTuple]
+    route_check: ShareCheck | None = None
 
     @property
     def weight(self) -> int:
@@ -240,7 +242,7 @@ class _Walk:
     def at(self, weight: int, message: str) -> Decision:
         return Decision.canary_at(
             self.revision, self.stable, weight, self.state, self.started, self.finished,
-            message, self.events,
+            message, self.events, self.route_check,
         )  # fmt: skip
 
 
@@ -280,6 +282,7 @@ def _canary(walk: _Walk, paused: bool, stable_available: bool, analysis: Judged 
         walk.update(analysis_since=None)
     promote_now = Action.PROMOTE in walk.actions
     ready = walk.canary is not None and walk.canary.available and stable_available
+    walk.route_check = _route_share(walk)
     held = None if promote_now else _hold(walk, ready, paused)
     if held is not None:
         return walk.at(walk.weight, held)
@@ -342,7 +345,24 @@ def _hold(walk: _Walk, ready: bool, paused: bool) -> str | None:
         return f"waiting for canary revision {walk.revision} to become available"
     if paused:
         return f"paused at step {walk.state.step} with {walk.weight}% on the canary"
+    if walk.route_check is not None and not walk.route_check.honoured:
+        return f"step {walk.state.step} held: {walk.route_check.message}"
     return None
+
+
+def _route_share(walk: _Walk) -> ShareCheck | None:
+    """The canary's share of the requests served since its weight was in place, against the
+    weight; only for routes (replica counts split connections, not requests) and only once a
+    step after the weight change has counted them (sequential evidence)."""
+    state = walk.state
+    if walk.rollout.traffic_router.type == "replicas" or state.evidence is None:
+        return None
+    step = current_step(list(walk.rollout.steps), state.step)
+    if step is None or step.set_weight is not None or state.step_canary_requests is None:
+        return None
+    canary = state.evidence.canary.requests - state.step_canary_requests
+    stable = state.evidence.stable.requests - (state.step_stable_requests or 0)
+    return check_share(max(0, canary), max(0, stable), walk.weight)
 
 
 def _walk_steps(walk: _Walk) -> None:

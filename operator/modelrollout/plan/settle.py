@@ -17,6 +17,7 @@ from modelrollout.plan.conditions import (
     PROGRESSING,
     READY,
     RECONCILING,
+    ROUTE_NOT_HONOURED,
     STALLED,
     ConditionUpdate,
     Status,
@@ -48,6 +49,11 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
     cause = acted.failures[0].reason if acted.failures else None
     updates += _kstatus_conditions(phase, decision.bake is not None, message, cause)
     updates += _hardware_conditions(inputs)
+    if decision.route_check is not None:
+        check = decision.route_check
+        status: Status = "False" if check.honoured else "True"
+        reason = "Honoured" if check.honoured else "ShareOff"
+        updates.append(ConditionUpdate(ROUTE_NOT_HONOURED, status, reason, check.message))
     stable_obs = observed.get(decision.stable) if decision.stable else None
     live = [d for r, d in observed.items() if r in plan.keep]
     version = (

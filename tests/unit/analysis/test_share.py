@@ -13,6 +13,8 @@ from modelrollout.plan.share import check_share
         (0, 0, 20, True, "no requests since the weight was set"),
         (80, 320, 20, True, "canary served 20.0% of requests (80/400) since the route was set"),
         (64, 336, 20, True, "16.0%"),  # a few points of skew: requests in flight, scrape timing
+        (128, 272, 50, True, "32.0%"),  # a step from 20% counted with seconds at the old weight
+        (30, 370, 20, False, "7.5%"),
         (0, 400, 20, False, "the route is not honoured"),  # the gateway ignores weights
         (200, 200, 20, False, "canary served 50.0% of requests (200/400)"),
         (0, 8, 20, True, "0.0%"),  # far off, but 8 requests prove nothing

@@ -124,3 +124,28 @@ def test_regression_in_the_bake_window_is_judged_against_the_limit() -> None:
     run(sim, traffic, 10)
     assert sim.status.phase == Phase.ROLLED_BACK
     assert "bake window" in sim.status.history[0].reason
+
+
+@dataclass
+class IgnoredRoute(Traffic):
+    """A gateway that ignores the route's weights: the canary gets almost nothing."""
+
+    def read(self, weight: int, bake: bool = False) -> Readings:
+        return super().read(1 if weight else 0, bake)
+
+
+def test_a_route_not_honoured_holds_the_step_with_a_condition() -> None:
+    sim = deployed()
+    sim.body = spec("v2", steps=[{"setWeight": 50}, {"pause": {"duration": "10s"}}])
+    run(sim, IgnoredRoute(), 30)
+    assert sim.status.stable_revision != sim.revision
+    assert sim.status.canary_weight == 50
+    assert sim.condition("RouteNotHonoured") == ("True", "ShareOff")
+    assert "the route is not honoured" in sim.status.message
+
+
+def test_an_honoured_route_says_so() -> None:
+    sim = deployed()
+    sim.body = spec("v2", steps=[{"setWeight": 50}, {"pause": {"duration": "60s"}}])
+    run(sim, Traffic(), 12)
+    assert sim.condition("RouteNotHonoured") == ("False", "Honoured")
