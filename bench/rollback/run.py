@@ -35,7 +35,7 @@ from typing import Any
 
 from hack.localcluster import Binaries
 
-from .report import render
+from .report import nearest_rank, render
 from .rig import Env, Settings, Trial, TrialResult, TrialSpec, environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -248,6 +248,7 @@ def render_methods(run: dict[str, Any]) -> str:
         "rendered from its own trials (bench/rollback/report.py)."
     )
     out.append("")
+    out += _side_by_side(run)
     for method, planned in run["meta"]["planned"].items():
         settings = dict(run["settings"]) | {"target_p95_s": TARGETS_P95_S[method]}
         if method == "sequential":
@@ -261,8 +262,88 @@ def render_methods(run: dict[str, Any]) -> str:
         # One document: each section's headings one level down.
         body = [("#" + line if line.startswith("#") else line) for line in text.splitlines()]
         body[0] = f"## method: {method}"
+        if method == "sequential":
+            body = _without_section(body, "### Compared with Flagger and Argo Rollouts defaults")
         out += [*body, ""]
     return "\n".join(out)
+
+
+def _without_section(lines: list[str], heading: str) -> list[str]:
+    """The Flagger and Argo Rollouts rows are window rules: they are shown once, in the
+    windows section, computed with its interval."""
+    if heading not in lines:
+        return lines
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("### ")), None)
+    note = [
+        heading,
+        "",
+        "See the windows section: those figures are computed from Flagger's and Argo Rollouts' "
+        "documented rules with a 10 s interval, not measured.",
+        "",
+    ]
+    return lines[:start] + note + (lines[end:] if end is not None else [])
+
+
+def _p(values: list[float], q: float) -> str:
+    return f"{nearest_rank(values, q):.1f}" if values else "n/a"
+
+
+def _side_by_side(run: dict[str, Any]) -> list[str]:
+    """The headline figures of both methods in one table (nearest-rank percentiles)."""
+    settings = run["settings"]
+    nominal = 2 * settings["interval_s"] + 3  # windows: two analysis windows plus the shifts
+    cols: dict[str, dict[str, str]] = {}
+    for method in run["meta"]["planned"]:
+        trials = [t for t in run["trials"] if t.get("method", "windows") == method]
+        regs = [t for t in trials if t["kind"] == "regression"]
+        healthy = [t for t in trials if t["kind"] == "healthy"]
+        rolled = [t for t in regs if t["outcome"] == "RolledBack" and t["weight_off"] is not None]
+        from_5xx = [
+            t["weight_off"] - t["first_canary_5xx"]
+            for t in rolled
+            if t["first_canary_5xx"] is not None
+        ]
+        from_weight = [t["weight_off"] - t["weight_on"] for t in rolled if t["weight_on"]]
+        promoted = [
+            t["promoted"] - t["weight_on"]
+            for t in healthy
+            if t["outcome"] == "Promoted" and t["weight_on"] is not None
+        ]
+        false_rb = sum(t["outcome"] == "RolledBack" for t in healthy)
+        cols[method] = {
+            "5xx": f"{_p(from_5xx, 0.5)} / {_p(from_5xx, 0.95)} ({len(rolled)}/{len(regs)})",
+            "weight": f"{_p(from_weight, 0.5)} / {_p(from_weight, 0.95)}",
+            "false": f"{false_rb} of {len(healthy)}",
+            "promotion": f"{_p(promoted, 0.5)} / {_p(promoted, 0.95)}",
+            "ratio": (f"{nearest_rank(promoted, 0.95) / nominal:.2f}" if promoted else "n/a"),
+        }
+    seq, win = cols.get("sequential", {}), cols.get("windows", {})
+    rows = [
+        ("30%-error canary: first client-visible 5xx → weight 0, p50 / p95 s (rolled back)", "5xx"),
+        ("the same from route weight > 0, p50 / p95 s", "weight"),
+        ("healthy canaries rolled back", "false"),
+        ("healthy: route weight > 0 → promoted, p50 / p95 s", "promotion"),
+        (f"healthy promotion p95 / nominal {nominal} s (two {settings['interval_s']} s windows "
+         "plus the weight shifts)", "ratio"),
+    ]  # fmt: skip
+    out = [
+        "## Side by side",
+        "",
+        f"| | sequential (interval {settings['sequential_interval_s']}s, failureLimit 1) "
+        f"| windows (interval {settings['interval_s']}s, failureLimit "
+        f"{settings['failure_limit']}) |",
+        "|---|---|---|",
+    ]
+    out += [f"| {label} | {seq.get(key, 'n/a')} | {win.get(key, 'n/a')} |" for label, key in rows]
+    out += [
+        "",
+        "Targets for the sequential method: rolled back <= 8 s p95 after the first "
+        "client-visible error, 0 false rollbacks in 20 healthy trials, healthy promotion p95 "
+        "<= 1.3x the nominal step time.",
+        "",
+    ]
+    return out
 
 
 if __name__ == "__main__":
