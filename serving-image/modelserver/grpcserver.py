@@ -16,18 +16,9 @@ from typing import Any, NoReturn
 import grpc
 import grpc.aio
 
+from . import errors
 from .auth import TokenFile
 from .dataplane import DataPlane
-from .errors import (
-    InferenceFailedError,
-    InvalidRequestError,
-    NotFoundError,
-    NotReadyError,
-    OverloadedError,
-    ServingError,
-    TooLargeError,
-    UnauthenticatedError,
-)
 from .grpccodec import decode_request, encode_response
 from .proto import grpc_predict_v2_pb2 as pb
 
@@ -35,22 +26,22 @@ log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 
-GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
-    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
-    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
-    NotFoundError: grpc.StatusCode.NOT_FOUND,
-    TooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    InferenceFailedError: grpc.StatusCode.INTERNAL,
-    NotReadyError: grpc.StatusCode.UNAVAILABLE,
+GRPC_STATUS: dict[type[errors.ServingError], grpc.StatusCode] = {
+    errors.InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.TooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.InferenceFailedError: grpc.StatusCode.INTERNAL,
+    errors.NotReadyError: grpc.StatusCode.UNAVAILABLE,
 }
 
 
-def grpc_status(exc: ServingError) -> grpc.StatusCode:
+def grpc_status(exc: errors.ServingError) -> grpc.StatusCode:
     return GRPC_STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: ServingError) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: errors.ServingError) -> NoReturn:
     await context.abort(grpc_status(exc), exc.message)
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises
 
@@ -72,7 +63,7 @@ class InferenceServicer:
                 header = value.encode() if isinstance(value, str) else value
                 break
         if not self._tokens.allows(header):
-            raise UnauthenticatedError("missing or invalid bearer token in 'authorization'")
+            raise errors.UnauthenticatedError("missing or invalid bearer token in 'authorization'")
 
     async def server_live(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -90,7 +81,7 @@ class InferenceServicer:
         try:
             self._authenticate(context)
             self.plane.check_model(request.name, request.version or None)
-        except ServingError as exc:
+        except errors.ServingError as exc:
             await _abort(context, exc)
         return pb.ModelReadyResponse(ready=self.plane.ready)
 
@@ -99,7 +90,7 @@ class InferenceServicer:
     ) -> pb.ServerMetadataResponse:
         try:
             self._authenticate(context)
-        except ServingError as exc:
+        except errors.ServingError as exc:
             await _abort(context, exc)
         meta = self.plane.server_metadata()
         return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"])
@@ -111,7 +102,7 @@ class InferenceServicer:
             self._authenticate(context)
             self.plane.check_model(request.name, request.version or None)
             meta = self.plane.model_metadata()
-        except ServingError as exc:
+        except errors.ServingError as exc:
             await _abort(context, exc)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -131,7 +122,7 @@ class InferenceServicer:
         code = grpc.StatusCode.UNKNOWN
         try:
             plane.enter()
-        except OverloadedError as exc:
+        except errors.OverloadedError as exc:
             metrics.count_grpc(grpc_status(exc).name)
             await _abort(context, exc)
         try:
@@ -139,7 +130,7 @@ class InferenceServicer:
             response = await self._infer(request)
             code = grpc.StatusCode.OK
             return response
-        except ServingError as exc:
+        except errors.ServingError as exc:
             code = grpc_status(exc)
             await _abort(context, exc)
         except Exception:

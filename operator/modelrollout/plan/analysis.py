@@ -31,7 +31,7 @@ from modelrollout.plan.samples import TrackSample
 
 from .latency import judge_latency, slow_counts
 from .stats import binomial_sf, fisher_greater, two_proportion_z
-from .verdicts import AnalysisThresholds, Finding, Verdict, pvalue_text
+from .verdicts import AnalysisThresholds, Finding, Verdict, percent_text, pvalue_text
 
 __all__ = [
     "AnalysisResult",
@@ -74,18 +74,12 @@ def _counts(sample: TrackSample | None) -> _Counts | None:
     return _Counts(requests, min(max(0, sample.errors), requests))
 
 
-def _pct(rate: float) -> str:
-    if rate == 0:
-        return "0%"
-    return f"{rate * 100:.1f}%" if rate >= 0.01 else f"{rate * 100:.2f}%"
-
-
 def _limit_pct(rate: float) -> str:
     return f"{rate * 100:g}%"
 
 
 def _rate_text(counts: _Counts) -> str:
-    return f"{_pct(counts.rate)} ({counts.errors}/{counts.requests})"
+    return f"{percent_text(counts.rate)} ({counts.errors}/{counts.requests})"
 
 
 def _measure(

@@ -38,6 +38,7 @@ from typing import Any
 from .analysis import Verdict
 from .evalues import limit_log_evalue, log_mixture
 from .evidence import LATENCY_FLOOR_SECONDS, Evidence, Totals
+from .verdicts import percent_text, seconds_text
 
 __all__ = ["SequentialLimits", "SequentialResult", "judge", "quantile"]
 
@@ -139,18 +140,8 @@ def quantile(
     return lower
 
 
-def _pct(rate: float) -> str:
-    if rate == 0:
-        return "0%"
-    return f"{rate * 100:.1f}%" if rate >= 0.01 else f"{rate * 100:.2f}%"
-
-
 def _rate(t: Totals) -> str:
-    return f"{_pct(t.error_rate)} ({t.errors}/{t.requests})"
-
-
-def _secs(seconds: float) -> str:
-    return f"{seconds:.3g} s" if seconds >= 1 else f"{seconds * 1000:.3g} ms"
+    return f"{percent_text(t.error_rate)} ({t.errors}/{t.requests})"
 
 
 def _e(log_value: float) -> float:
@@ -266,10 +257,10 @@ def _judge_latency(
     if min(c.observed, s.observed) < limits.min_requests:
         # A p99 of a few dozen requests is their slowest one or two: one scheduling stall.
         return None, strongest, (c99, s99)
-    head = f"canary p99 {_secs(c99)} vs stable {_secs(s99)} since the canary started"
+    head = f"canary p99 {seconds_text(c99)} vs stable {seconds_text(s99)} since the canary started"
     ratio = c99 / s99 if s99 > 0 else math.inf
     if c99 <= LATENCY_FLOOR_SECONDS:
-        text = f"{head}: under the {_secs(LATENCY_FLOOR_SECONDS)} floor"
+        text = f"{head}: under the {seconds_text(LATENCY_FLOOR_SECONDS)} floor"
         return _Finding(Verdict.PASS, text), strongest, (c99, s99)
     if ratio <= limits.max_latency_ratio:
         text = f"{head}: ratio {ratio:.2f} within the {limits.max_latency_ratio:g} limit"
@@ -285,7 +276,7 @@ def _judge_latency(
         return _Finding(Verdict.INCONCLUSIVE, text), strongest, (c99, s99)
     best = max(candidates, key=lambda i: scaled[i])
     counts = (
-        f"{c.slow(best)}/{c.observed} canary requests slower than {_secs(bounds[best])} vs "
+        f"{c.slow(best)}/{c.observed} canary requests slower than {seconds_text(bounds[best])} vs "
         f"{s.slow(best)}/{s.observed} stable, e-value {scaled[best]:.3g}, fails at {threshold:.3g}"
     )
     if scaled[best] >= threshold:

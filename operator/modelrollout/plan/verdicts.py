@@ -72,6 +72,12 @@ class Finding:
     text: str
 
 
+def percent_text(rate: float) -> str:
+    if rate == 0:
+        return "0%"
+    return f"{rate * 100:.1f}%" if rate >= 0.01 else f"{rate * 100:.2f}%"
+
+
 def seconds_text(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.3g} s"
