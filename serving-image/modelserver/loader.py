@@ -128,26 +128,13 @@ def fetch_model(
     Failures never show the URI's credentials: the message may reach /v2/health/ready.
     """
     try:
-        return _fetch_model(
-            uri,
-            sha256=sha256,
-            model_dir=model_dir,
-            max_bytes=max_bytes,
-            retries=retries,
-            timeout_s=timeout_s,
-        )
+        return _fetch_model(uri, sha256, model_dir, max_bytes, retries, timeout_s)
     except LoadError as exc:
         raise LoadError(scrub(str(exc), uri)) from None
 
 
 def _fetch_model(
-    uri: str,
-    *,
-    sha256: str | None,
-    model_dir: Path,
-    max_bytes: int,
-    retries: int = 3,
-    timeout_s: float = 60.0,
+    uri: str, sha256: str | None, model_dir: Path, max_bytes: int, retries: int, timeout_s: float
 ) -> tuple[Path, str]:
     if not uri:
         raise LoadError("no model URI configured (MODELSERVER_MODEL_URI)")
