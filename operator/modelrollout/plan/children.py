@@ -35,18 +35,14 @@ __all__ = [
     "Manifest",
     "Owner",
     "Placement",
-    "autoscaler",
     "deployment",
     "deployment_name",
-    "disruption_budget",
+    "object_metadata",
     "service",
     "track_service",
 ]
 
 Manifest = dict[str, Any]
-
-DEFAULT_CPU_TARGET = 70
-RPS_METRIC = "modelserver_requests_per_second"
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ def deployment_name(owner: Owner, revision: str) -> str:
     return names.deployment_name(owner.name, revision)
 
 
-def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def object_metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": owner.namespace,
@@ -278,7 +274,7 @@ def deployment(
         },
         "spec": _pod_spec(container, placement, spec),
     }
-    metadata = _metadata(owner, deployment_name(owner, revision), labels)
+    metadata = object_metadata(owner, deployment_name(owner, revision), labels)
     recorded = recorded_spec(spec)
     if recorded:
         # What the revision was built from, for its history entry once the spec has moved on.
@@ -324,7 +320,7 @@ def _service(
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, name, common_labels(owner) | (extra_labels or {})),
+        "metadata": object_metadata(owner, name, common_labels(owner) | (extra_labels or {})),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
@@ -344,79 +340,3 @@ def _service(
             ],
         },
     }
-
-
-def autoscaler(
-    owner: Owner,
-    spec: ModelDeploymentSpec,
-    target_deployment: str,
-    *,
-    min_replicas: int | None = None,
-    max_replicas: int | None = None,
-    name: str | None = None,
-) -> Manifest:
-    """An HPA for one revision's Deployment; bounds default to spec.autoscaling."""
-    scaling = spec.autoscaling
-    metrics: list[dict[str, Any]] = []
-    cpu_target = scaling.target_cpu_utilization
-    if cpu_target is None and scaling.target_requests_per_second is None:
-        cpu_target = DEFAULT_CPU_TARGET
-    if cpu_target is not None:
-        metrics.append(
-            {
-                "type": "Resource",
-                "resource": {
-                    "name": "cpu",
-                    "target": {"type": "Utilization", "averageUtilization": cpu_target},
-                },
-            }
-        )
-    if scaling.target_requests_per_second is not None:
-        metrics.append(
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": RPS_METRIC},
-                    "target": {
-                        "type": "AverageValue",
-                        "averageValue": _quantity(scaling.target_requests_per_second),
-                    },
-                },
-            }
-        )
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(owner, name or owner.name, common_labels(owner)),
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": target_deployment,
-            },
-            "minReplicas": min_replicas if min_replicas is not None else scaling.min_replicas,
-            "maxReplicas": max_replicas if max_replicas is not None else scaling.max_replicas,
-            "metrics": metrics,
-        },
-    }
-
-
-def disruption_budget(owner: Owner) -> Manifest:
-    """At most one pod of the model down at a time during node drains; never blocks a drain
-    of a single-replica deployment (maxUnavailable rather than minAvailable)."""
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": _metadata(owner, owner.name, common_labels(owner)),
-        "spec": {
-            "maxUnavailable": 1,
-            "selector": {"matchLabels": {LABEL_DEPLOYMENT: owner.name}},
-        },
-    }
-
-
-def _quantity(value: float) -> str:
-    """A Kubernetes quantity for a rate: whole numbers as-is, fractions in milli-units."""
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{round(value * 1000)}m"

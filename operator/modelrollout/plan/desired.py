@@ -22,6 +22,7 @@ from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.plan import children
 from modelrollout.plan.children import Manifest, Owner, Placement
 from modelrollout.plan.rollout import Decision, Stage, seconds
+from modelrollout.plan.scaling import autoscaler, disruption_budget
 from modelrollout.plan.types import Inputs, ObservedDeployment
 
 
@@ -162,7 +163,7 @@ def desired_children(
     if canary and decision.rollout and decision.rollout.stable_min_replicas:
         stable_min = max(stable_min, decision.rollout.stable_min_replicas)
     manifests.append(
-        children.autoscaler(
+        autoscaler(
             owner,
             spec,
             children.deployment_name(owner, stable),
@@ -173,7 +174,7 @@ def desired_children(
         stable_replicas = observed[stable].replicas if stable in observed else 0
         low, high = split.canary_replicas(scaling, decision.weight, stable_min, stable_replicas)
         manifests.append(
-            children.autoscaler(
+            autoscaler(
                 owner,
                 spec,
                 children.deployment_name(owner, canary),
@@ -182,5 +183,5 @@ def desired_children(
                 name=canary_autoscaler_name(owner.name),
             )
         )
-    manifests.append(children.disruption_budget(owner))
+    manifests.append(disruption_budget(owner))
     return manifests

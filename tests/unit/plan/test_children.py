@@ -8,7 +8,7 @@ import pytest
 from modelrollout.api.pod import TOKEN_DIR
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.k8s.cluster import observe_deployment
-from modelrollout.plan import children
+from modelrollout.plan import children, scaling
 from modelrollout.plan.children import Owner, Placement
 
 OWNER = Owner("m", "ns", "uid")
@@ -43,7 +43,7 @@ def spec(**extra: Any) -> ModelDeploymentSpec:
     ],
 )
 def test_autoscaler_targets(autoscaling: dict[str, Any], metrics: list[tuple[str, Any]]) -> None:
-    hpa = children.autoscaler(OWNER, spec(autoscaling=autoscaling), "m-abc")
+    hpa = scaling.autoscaler(OWNER, spec(autoscaling=autoscaling), "m-abc")
     seen = [
         (m["type"], m["resource"]["target"]["averageUtilization"])
         if m["type"] == "Resource"
