@@ -1,23 +1,6 @@
 """Prometheus metric provider: instant PromQL queries over the HTTP API.
 
-Three queries per sample, each one an overridable template:
-
-- ``requests``: requests served in the window (default ``sum(increase(...requests_total[W]))``)
-- ``errors``: 5xx responses in the window (same, with ``code=~"5.."``)
-- ``latency_p99``: 99th percentile latency in seconds from the duration histogram
-
-Placeholders are a name in single braces, ``{revision}``. PromQL's own braces never hold a bare
-name (a label matcher always has an operator, ``{job="x"}``), so the two cannot be confused
-and no escaping is needed. Placeholders:
-
-- ``{revision}``, ``{namespace}``, ``{model}``, ``{track}``: the label values of the query,
-  already escaped for use inside a double-quoted PromQL string: ``rev="{revision}"``;
-- ``{window}``: the analysis window as a PromQL duration, e.g. ``60s``;
-- ``{selector}``: the ready-made label matchers, e.g. ``revision="abc",namespace="prod"``,
-  used as ``metric{{selector}}`` or ``metric{{selector},code="500"}``.
-
-A template must select the revision (through ``{revision}`` or ``{selector}``), otherwise
-canary and stable would read the same numbers and a regression could never show.
+The queries themselves, their placeholders and the override rules are in `queries.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +10,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +19,20 @@ import httpx
 from modelrollout.plan.evidence import Reading
 
 from .base import ProviderError, TrackSample, WindowQuery
+from .queries import (
+    COUNTER_QUERIES,
+    DEFAULT_BUCKETS_QUERY,
+    DEFAULT_ERRORS_QUERY,
+    DEFAULT_P99_QUERY,
+    DEFAULT_REQUESTS_QUERY,
+    PLACEHOLDERS,
+    QueryTemplateError,
+    QueryTemplates,
+    escape_label_value,
+    promql_duration,
+    render_template,
+    validate_template,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,117 +50,7 @@ __all__ = [
     "validate_template",
 ]
 
-PLACEHOLDERS: Final = frozenset({"revision", "namespace", "model", "track", "window", "selector"})
-
-DEFAULT_REQUESTS_QUERY: Final = "sum(increase(modelserver_requests_total{{selector}}[{window}]))"
-DEFAULT_ERRORS_QUERY: Final = (
-    'sum(increase(modelserver_requests_total{{selector},code=~"5.."}[{window}]))'
-)
-DEFAULT_P99_QUERY: Final = (
-    "histogram_quantile(0.99, sum by (le) "
-    "(rate(modelserver_request_duration_seconds_bucket{{selector}}[{window}])))"
-)
-DEFAULT_BUCKETS_QUERY: Final = (
-    "sum by (le) (increase(modelserver_request_duration_seconds_bucket{{selector}}[{window}]))"
-)
-# The raw cumulative counters, for the sequential analysis: it takes differences itself, so
-# nothing is extrapolated and a missed read loses nothing.
-COUNTER_QUERIES: Final = {
-    "requests": "sum(modelserver_requests_total{{selector}})",
-    "errors": 'sum(modelserver_requests_total{{selector},code=~"5.."})',
-    "buckets": "sum by (le) (modelserver_request_duration_seconds_bucket{{selector}})",
-}
-
-_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
-# "{{ revision }}" inside a label value: Go-template habits would render to "{abc}", a valid
-# but never-matching value, and the analysis would sit Inconclusive without saying why.
-_DOUBLED = re.compile(r"\"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\"")
 _ERROR_TYPE = re.compile(r"^[a-z_]{1,32}$")
-
-
-class QueryTemplateError(ValueError):
-    """A query template is malformed or names an unknown placeholder."""
-
-
-def _known() -> str:
-    return ", ".join("{" + n + "}" for n in sorted(PLACEHOLDERS))
-
-
-def _placeholders(template: str) -> list[str]:
-    """Names used by the template, in order; raises QueryTemplateError when malformed."""
-    if not template.strip():
-        raise QueryTemplateError("query template is empty")
-    doubled = _DOUBLED.search(template)
-    if doubled:
-        name = doubled.group(1)
-        raise QueryTemplateError(
-            f'write "{{{name}}}" with single braces, not {doubled.group(0)}, in query template'
-        )
-    names = _PLACEHOLDER.findall(template)
-    unknown = sorted({n for n in names if n not in PLACEHOLDERS})
-    if unknown:
-        shown = ", ".join("{" + n + "}" for n in unknown)
-        raise QueryTemplateError(
-            f"unknown placeholder {shown} in query template; known: {_known()}"
-        )
-    return names
-
-
-def validate_template(template: str) -> None:
-    """Raise QueryTemplateError unless the template is usable (for spec validation too)."""
-    names = _placeholders(template)
-    if "revision" not in names and "selector" not in names:
-        raise QueryTemplateError(
-            "query template must select the revision with {revision} or {selector}"
-        )
-
-
-def _escape(value: str) -> str:
-    # PromQL double-quoted strings use Go escapes.
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def promql_duration(seconds: float) -> str:
-    """A PromQL duration for a number of seconds (whole seconds, else milliseconds)."""
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"duration must be positive, got {seconds}")
-    if float(seconds).is_integer():
-        return f"{int(seconds)}s"
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def render_template(template: str, values: Mapping[str, str | None]) -> str:
-    """Fill the placeholders; a placeholder whose value is None is a ProviderError."""
-    _placeholders(template)
-
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1)
-        value = values.get(name)
-        if value is None:
-            raise ProviderError(
-                f"query template uses {{{name}}} but the analysis gives no {name}",
-                query=template,
-            )
-        return value
-
-    return _PLACEHOLDER.sub(fill, template)
-
-
-@dataclass(frozen=True, slots=True)
-class QueryTemplates:
-    """The three PromQL templates; each default may be replaced on its own."""
-
-    requests: str = DEFAULT_REQUESTS_QUERY
-    errors: str = DEFAULT_ERRORS_QUERY
-    latency_p99: str = DEFAULT_P99_QUERY
-    latency_buckets: str = DEFAULT_BUCKETS_QUERY
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            try:
-                validate_template(getattr(self, f.name))
-            except QueryTemplateError as exc:
-                raise QueryTemplateError(f"{f.name} query: {exc}") from None
 
 
 class PrometheusProvider:
@@ -215,22 +102,22 @@ class PrometheusProvider:
         return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
     def selector(self, query: WindowQuery) -> str:
-        matchers = [f'revision="{_escape(query.revision)}"']
+        matchers = [f'revision="{escape_label_value(query.revision)}"']
         if query.namespace is not None and self.namespace_label:
-            matchers.append(f'{self.namespace_label}="{_escape(query.namespace)}"')
+            matchers.append(f'{self.namespace_label}="{escape_label_value(query.namespace)}"')
         if query.model is not None:
-            matchers.append(f'model="{_escape(query.model)}"')
+            matchers.append(f'model="{escape_label_value(query.model)}"')
         if query.track is not None:
-            matchers.append(f'track="{_escape(query.track)}"')
+            matchers.append(f'track="{escape_label_value(query.track)}"')
         return ",".join(matchers)
 
     def render(self, query: WindowQuery) -> dict[str, str]:
         """The PromQL the sample would send, by name (requests, errors, latency_p99)."""
         values: dict[str, str | None] = {
-            "revision": _escape(query.revision),
-            "namespace": None if query.namespace is None else _escape(query.namespace),
-            "model": None if query.model is None else _escape(query.model),
-            "track": None if query.track is None else _escape(query.track),
+            "revision": escape_label_value(query.revision),
+            "namespace": None if query.namespace is None else escape_label_value(query.namespace),
+            "model": None if query.model is None else escape_label_value(query.model),
+            "track": None if query.track is None else escape_label_value(query.track),
             "window": promql_duration(query.window_seconds),
             "selector": self.selector(query),
         }
@@ -263,7 +150,7 @@ class PrometheusProvider:
         ``query.at``); the window is not used. Unusable numbers are a ProviderError: a
         counter cannot be NaN or negative, and guessing would corrupt the evidence."""
         values: dict[str, str | None] = {
-            "revision": _escape(query.revision),
+            "revision": escape_label_value(query.revision),
             "selector": self.selector(query),
         }
         promql = {k: render_template(v, values) for k, v in COUNTER_QUERIES.items()}
