@@ -39,7 +39,6 @@ from modelrollout.api.status import (
     ModelDeploymentStatus,
     RolloutStatus,
 )
-from modelrollout.api.types import parse_duration
 from modelrollout.plan.analysis import (
     Verdict,
     next_failure_count,
@@ -49,6 +48,14 @@ from modelrollout.plan.decision import Action, Decision, EventTuple, Stage
 from modelrollout.plan.evidence import Readings
 from modelrollout.plan.judging import Judged, judge_reading, step_counts
 from modelrollout.plan.share import ShareCheck, check_share
+from modelrollout.plan.steps import (
+    CanaryView,
+    analysis_due,
+    bake_seconds,
+    current_step,
+    seconds,
+    step_weight,
+)
 
 __all__ = [
     "Action",
@@ -61,51 +68,6 @@ __all__ = [
     "seconds",
     "step_weight",
 ]
-
-
-def seconds(duration: str) -> float:
-    return parse_duration(duration).total_seconds()
-
-
-@dataclass(frozen=True)
-class CanaryView:
-    """What the state machine needs to know about the canary's pods and route."""
-
-    available: bool
-    failed_reason: str | None
-    # The weight actually in place: read back from the route, or realised by replica counts.
-    weight: int
-
-
-def current_step(steps: list[RolloutStep], index: int) -> RolloutStep | None:
-    return steps[index] if index < len(steps) else None
-
-
-def step_weight(steps: list[RolloutStep], index: int) -> int:
-    """The weight in force at step `index`: the last setWeight at or before it."""
-    weight = 0
-    for step in steps[: index + 1]:
-        if step.set_weight is not None:
-            weight = step.set_weight
-    return weight
-
-
-def analysis_due(status: ModelDeploymentStatus, rollout: RolloutSpec, now: datetime) -> bool:
-    """Is a window of metrics ready to judge? Only while a canary has traffic or a bake runs."""
-    interval = seconds(rollout.analysis.every)
-    since: str | None = None
-    if status.canary_revision and status.rollout and status.canary_weight > 0:
-        since = status.rollout.analysis_since
-    elif status.bake is not None:
-        since = status.bake.last_analysis.time if status.bake.last_analysis else None
-        if since is None:
-            bake_start = parse_time(status.bake.until) - timedelta(seconds=_bake_seconds(rollout))
-            since = format_time(bake_start)
-    return since is not None and (now - parse_time(since)).total_seconds() >= interval
-
-
-def _bake_seconds(rollout: RolloutSpec) -> float:
-    return max(seconds(rollout.bake_time), seconds(rollout.scale_down_delay))
 
 
 def _analysis_status(result: Judged, now: datetime) -> AnalysisStatus:
@@ -407,7 +369,7 @@ def _finish(walk: _Walk, promote_now: bool) -> Decision:
     if walk.weight < 100 and not promote_now:
         return walk.at(100, f"shifting all traffic to revision {walk.revision}")
     reason = "promoted by request" if promote_now else "all steps passed"
-    until = format_time(walk.now + timedelta(seconds=_bake_seconds(walk.rollout)))
+    until = format_time(walk.now + timedelta(seconds=bake_seconds(walk.rollout)))
     return Decision.promoted(walk.revision, walk.stable, until, reason, walk.events)
 
 

@@ -1,0 +1,57 @@
+"""Where a rollout stands in its steps, and when its analysis is due: small pure helpers the
+state machine (plan/rollout.py) and the planner share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from modelrollout.api.names import format_time, parse_time
+from modelrollout.api.spec import RolloutSpec, RolloutStep
+from modelrollout.api.status import ModelDeploymentStatus
+from modelrollout.api.types import parse_duration
+
+
+def seconds(duration: str) -> float:
+    return parse_duration(duration).total_seconds()
+
+
+@dataclass(frozen=True)
+class CanaryView:
+    """What the state machine needs to know about the canary's pods and route."""
+
+    available: bool
+    failed_reason: str | None
+    # The weight actually in place: read back from the route, or realised by replica counts.
+    weight: int
+
+
+def current_step(steps: list[RolloutStep], index: int) -> RolloutStep | None:
+    return steps[index] if index < len(steps) else None
+
+
+def step_weight(steps: list[RolloutStep], index: int) -> int:
+    """The weight in force at step `index`: the last setWeight at or before it."""
+    weight = 0
+    for step in steps[: index + 1]:
+        if step.set_weight is not None:
+            weight = step.set_weight
+    return weight
+
+
+def analysis_due(status: ModelDeploymentStatus, rollout: RolloutSpec, now: datetime) -> bool:
+    """Is a window of metrics ready to judge? Only while a canary has traffic or a bake runs."""
+    interval = seconds(rollout.analysis.every)
+    since: str | None = None
+    if status.canary_revision and status.rollout and status.canary_weight > 0:
+        since = status.rollout.analysis_since
+    elif status.bake is not None:
+        since = status.bake.last_analysis.time if status.bake.last_analysis else None
+        if since is None:
+            bake_start = parse_time(status.bake.until) - timedelta(seconds=bake_seconds(rollout))
+            since = format_time(bake_start)
+    return since is not None and (now - parse_time(since)).total_seconds() >= interval
+
+
+def bake_seconds(rollout: RolloutSpec) -> float:
+    return max(seconds(rollout.bake_time), seconds(rollout.scale_down_delay))
