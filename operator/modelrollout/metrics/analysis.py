@@ -21,6 +21,14 @@ from .registry import ProviderLookup
 __all__ = ["analyse_window", "read_counters"]
 
 
+def judged_tracks(status: ModelDeploymentStatus) -> tuple[str, str | None]:
+    """The revisions judged: canary against stable while a canary runs; during the bake
+    window the new stable alone, on the absolute limits."""
+    if status.canary_revision and status.stable_revision:
+        return status.canary_revision, status.stable_revision
+    return status.stable_revision or "", None
+
+
 async def analyse_window(
     provider_for: ProviderLookup,
     spec: ModelDeploymentSpec,
@@ -36,11 +44,7 @@ async def analyse_window(
     the new stable on the absolute limits alone during its bake window."""
     settings = spec.rollout.analysis
     window = parse_duration(settings.every).total_seconds()
-    if status.canary_revision and status.stable_revision:
-        canary, stable = status.canary_revision, status.stable_revision
-    else:
-        # Bake window: the new stable is judged on the absolute limits alone.
-        canary, stable = status.stable_revision or "", None
+    canary, stable = judged_tracks(status)
     try:
         # The platform's policy decides which Prometheus and which queries a spec may use.
         provider = tenant_prometheus(
@@ -83,10 +87,7 @@ async def read_counters(
     """Both tracks' raw counters now, for the sequential analysis (the same tracks as
     `analyse_window`: canary and stable, or the new stable alone while it bakes)."""
     settings = spec.rollout.analysis
-    if status.canary_revision and status.stable_revision:
-        canary, stable = status.canary_revision, status.stable_revision
-    else:
-        canary, stable = status.stable_revision or "", None
+    canary, stable = judged_tracks(status)
     try:
         # The same policy as for windows; the counters' own queries are never overridden.
         provider = tenant_prometheus(
