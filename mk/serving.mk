@@ -33,3 +33,8 @@ bench-serving: venv $(VENV)/.bench-serving $(KSERVE_VENV)/.installed $(MLSERVER_
 bench-serving-protocols: venv $(VENV)/.bench-serving ## only the REST-beside-gRPC part of bench-serving, recorded in bench/results/
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.serving.protocols $(BENCH_SECONDS) bench/results/serving-protocols-$$(date -u +%F).md
+
+.PHONY: bench-serving-distribution
+bench-serving-distribution: venv $(VENV)/.bench-serving ## only the output/input counters part of bench-serving (off vs on), recorded in bench/results/
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) -m bench.serving.distribution $(BENCH_SECONDS) bench/results/serving-distribution-$$(date -u +%F).md

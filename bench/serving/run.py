@@ -29,7 +29,7 @@ import orjson
 
 from tests.serving.serving_models import cnn, mlp, parameter_count
 
-from . import peers, protocols
+from . import distribution, peers, protocols
 from .rig import (
     BIN,
     HERE,
@@ -198,6 +198,7 @@ def bench(seconds: int, work: Path) -> dict[str, Any]:
             srv.stop()
     results["peers"] = peers.compare(work, seconds)
     results["protocols"] = protocols.compare(work, seconds)
+    results["distribution"] = distribution.compare(work, seconds)
     results["json_decode_224_ms"] = _decode_cost()
     results["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return results
@@ -313,6 +314,8 @@ def report(r: dict[str, Any]) -> str:
         *peers.report(r["peers"]),
         "",
         *(protocols.report(r["protocols"]) if "protocols" in r else []),
+        "",
+        *(distribution.report(r["distribution"]) if "distribution" in r else []),
         "",
         "## Measurements",
         "",

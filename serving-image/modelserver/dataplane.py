@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .batching import Arrays, Batcher
+from .distribution import Distribution
 from .errors import (
     InferenceFailedError,
     InvalidRequestError,
@@ -26,9 +27,10 @@ from .errors import (
     OverloadedError,
 )
 from .faults import with_faults
-from .loader import LoadError, fetch_model
+from .loader import LoadError, fetch_model, fetch_reference
 from .metrics import Metrics
 from .redact import scrub
+from .reference import MAX_PROFILE_BYTES, ProfileError, parse_profile
 from .runtime import Runtime, UnsupportedModelError
 from .settings import Settings
 from .tensors import InferRequest, Limits
@@ -58,6 +60,7 @@ class DataPlane:
             grpc=settings.grpc_port != 0,
         )
         self.runtime: Runtime | None = None
+        self.distribution: Distribution | None = None
         self.sha256: str | None = None
         self.state = "loading"  # loading | ready | failed
         self.reason = "model is loading"
@@ -109,7 +112,9 @@ class DataPlane:
             runtime = await asyncio.to_thread(
                 Runtime, path, threads=s.threads, provider=s.execution_provider
             )
-        except (LoadError, UnsupportedModelError) as exc:
+            if s.distribution:
+                self.distribution = await asyncio.to_thread(self._distribution, runtime)
+        except (LoadError, UnsupportedModelError, ProfileError) as exc:
             self._fail(str(exc))
             return
         except Exception as exc:  # onnxruntime raises its own types for corrupt models
@@ -151,6 +156,29 @@ class DataPlane:
             "on" if self._batcher else "off",
             "inline" if self._inline else "on a thread",
         )
+
+    def _distribution(self, runtime: Runtime) -> Distribution:
+        """The output and input counters, binned by the reference profile when there is one."""
+        s = self.settings
+        profile = None
+        if s.reference_uri:
+            path, _ = fetch_reference(
+                s.reference_uri,
+                sha256=s.reference_sha256,
+                model_dir=s.model_dir,
+                max_bytes=MAX_PROFILE_BYTES,
+                retries=s.download_retries,
+                timeout_s=s.download_timeout_s,
+            )
+            profile = parse_profile(path.read_bytes())  # ProfileError says "reference profile"
+        distribution = Distribution(
+            self.metrics.identity,
+            {n: (t.datatype, t.shape) for n, t in runtime.outputs.items()},
+            {n: (t.datatype, t.shape) for n, t in runtime.inputs.items()},
+            profile,
+        )
+        self.metrics.registry.register(distribution)
+        return distribution
 
     def _fail(self, reason: str) -> None:
         reason = scrub(reason, self.settings.model_uri)  # the reason is served to anyone
@@ -225,16 +253,19 @@ class DataPlane:
     async def _run_model(self, feeds: Arrays) -> Arrays:
         try:
             if self._batcher is not None:
-                return await self._batcher.submit(feeds)  # it observes its own runs
-            if self._inline:
+                out = await self._batcher.submit(feeds)  # it observes its own runs
+            elif self._inline:
                 out, seconds = self._run(feeds)
             else:
                 loop = asyncio.get_running_loop()
                 out, seconds = await loop.run_in_executor(self._executor, self._run, feeds)
         except Exception as exc:
             raise _runtime_error(exc) from None
-        rows = next(iter(feeds.values())).shape[:1]
-        self.metrics.observe_run(rows[0] if rows else 1, seconds)
+        if self._batcher is None:
+            rows = next(iter(feeds.values())).shape[:1]
+            self.metrics.observe_run(rows[0] if rows else 1, seconds)
+        if self.distribution is not None:
+            self.distribution.record(feeds, out)
         return out
 
 

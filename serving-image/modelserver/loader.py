@@ -8,6 +8,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -162,3 +163,11 @@ def _fetch_model(
             dest.unlink(missing_ok=True)
             raise
     raise LoadError(f"unsupported model URI scheme {scheme!r} in {uri}")
+
+
+def fetch_reference(uri: str, **kwargs: Any) -> tuple[Path, str]:
+    """The reference profile, fetched and verified like the model; errors say which file."""
+    try:
+        return fetch_model(uri, **kwargs)
+    except LoadError as exc:
+        raise LoadError(f"reference profile: {exc}") from None

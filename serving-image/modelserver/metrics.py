@@ -75,6 +75,7 @@ class Metrics(Collector):
     ) -> None:
         self.registry = registry
         self._identity = [model, version, revision, track]
+        self.identity = self._identity  # for the collectors beside this one (distribution.py)
         self.codes: dict[int, int] = {}
         # gRPC requests in families of their own: the REST series keep their names and labels.
         self.grpc = grpc

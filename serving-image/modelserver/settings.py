@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     # Models whose warm run takes at most this long run on the event loop, not a thread.
     inline_run_max_ms: float = Field(default=0.3, ge=0.0)
 
+    # Output and input bucket counters (modelserver.distribution); false turns them off.
+    distribution: bool = True
+    # The reference profile (modelserver.reference): bins for the output and input counters.
+    reference_uri: str = ""
+    reference_sha256: str | None = None
+
     # Loading
     model_dir: Path = Path("/tmp/modelserver")
     download_max_bytes: int = Field(default=4 * 1024 * 1024 * 1024, gt=0)
@@ -115,12 +121,12 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("model_sha256")
+    @field_validator("model_sha256", "reference_sha256")
     @classmethod
     def _check_sha256(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
         value = value.strip().lower()
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise ValueError("model_sha256 must be 64 hexadecimal characters")
+            raise ValueError("a sha256 must be 64 hexadecimal characters")
         return value

@@ -23,6 +23,7 @@ PAGES = [
     "metrics.md",
     "operations.md",
     "pods.md",
+    "reference-profile.md",
     "rollouts.md",
 ]
 

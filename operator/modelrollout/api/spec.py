@@ -16,6 +16,7 @@ from modelrollout.api.hardware import HardwareMode as HardwareMode
 from modelrollout.api.hardware import HardwareSpec as HardwareSpec
 from modelrollout.api.hardware import Toleration as Toleration
 from modelrollout.api.pod import PodSettings
+from modelrollout.api.reference import ReferenceSpec as ReferenceSpec
 from modelrollout.api.refs import SECRET_PATTERN
 from modelrollout.api.serving import BatchingSpec as BatchingSpec
 from modelrollout.api.serving import EnvVar as EnvVar
@@ -93,6 +94,10 @@ class ModelSpec(ApiModel):
     """A Secret in the same namespace whose keys become environment variables of the model
     server, for the model store (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). Credentials
     never go in the URI."""
+
+    reference: ReferenceSpec | None = None
+    """The model's reference profile (docs/reference-profile.md): bins for the counters of
+    its outputs and input features. Without one, outputs are counted in default bins."""
 
     @model_validator(mode="after")
     def _uri_scheme(self) -> ModelSpec:

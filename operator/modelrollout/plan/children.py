@@ -129,6 +129,9 @@ def _server_env(
     sha256 = model.sha256 or placement.model_sha256
     if sha256:
         env["MODELSERVER_MODEL_SHA256"] = sha256
+    if model.reference is not None:
+        env["MODELSERVER_REFERENCE_URI"] = model.reference.uri
+        env["MODELSERVER_REFERENCE_SHA256"] = model.reference.sha256
     if serving.batching:
         env["MODELSERVER_BATCH_MAX_SIZE"] = str(serving.batching.max_batch_size)
         window_ms = parse_duration(serving.batching.window).total_seconds() * 1000

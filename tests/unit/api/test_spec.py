@@ -87,6 +87,30 @@ def test_camel_case_round_trip() -> None:
             "exactly one of secretKeyRef and configMapKeyRef",
         ),
         ({"serving": {"auth": {"tokenSecret": {"name": "Bad_Name", "key": "t"}}}}, "name"),
+        (
+            {"model": {"uri": "/m.onnx", "version": "v1", "reference": {"uri": "/p.json"}}},
+            "reference.sha256",
+        ),
+        (
+            {
+                "model": {
+                    "uri": "/m.onnx",
+                    "version": "v1",
+                    "reference": {"uri": "ftp://x/p.json", "sha256": SHA},
+                }
+            },
+            "spec.model.reference.uri must be an absolute path",
+        ),
+        (
+            {
+                "model": {
+                    "uri": "/m.onnx",
+                    "version": "v1",
+                    "reference": {"uri": "https://a:b@x/p.json", "sha256": SHA},
+                }
+            },
+            "spec.model.reference.uri must not carry credentials",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(overrides: dict[str, Any], fragment: str) -> None:

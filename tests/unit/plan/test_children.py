@@ -76,6 +76,7 @@ def test_deployment_env_placement_and_user_overrides() -> None:
     assert env["MODELSERVER_THREADS"] == "7"
     assert env["EXTRA"] == "x"
     assert "MODELSERVER_MODEL_SHA256" not in env
+    assert "MODELSERVER_REFERENCE_URI" not in env  # no profile: default bins
     assert container["resources"] == {
         "requests": {"nvidia.com/gpu": "1"},
         "limits": {"nvidia.com/gpu": "1"},
@@ -167,3 +168,12 @@ def test_the_deployment_records_the_revision_spec() -> None:
         "pod": s.pod.wire(),
     }
     assert observe_deployment(dep).revision_spec == recorded
+
+
+def test_the_reference_profile_reaches_the_model_server() -> None:
+    model = {"uri": "/m.onnx", "version": "v1", "reference": {"uri": "/p.json", "sha256": "a" * 64}}
+    dep = children.deployment(OWNER, spec(model=model), "abc", "img:1", PLACEMENT, track="stable")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELSERVER_REFERENCE_URI"] == "/p.json"
+    assert env["MODELSERVER_REFERENCE_SHA256"] == "a" * 64
