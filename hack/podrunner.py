@@ -72,6 +72,8 @@ class PodServer:
     ready: bool
     pid: int
     log_path: str
+    # host:port of the gRPC endpoint when the pod serves one (spec.serving.grpc), else "".
+    grpc_target: str = ""
 
     @property
     def metrics_target(self) -> str:
@@ -95,6 +97,7 @@ class PodServer:
             ready=bool(doc["ready"]),
             pid=int(doc["pid"]),
             log_path=str(doc.get("log_path", "")),
+            grpc_target=str(doc.get("grpc_target", "")),
         )
 
 
@@ -141,6 +144,7 @@ class _Proc:
     want: _PodWant
     port: int = 0
     metrics_port: int = 0
+    grpc_port: int = 0  # 0: the pod serves no gRPC
     popen: subprocess.Popen[bytes] | None = None
     ready: bool = False
     restarts: int = 0
@@ -391,6 +395,8 @@ class PodRunner:
     def _spawn(self, proc: _Proc) -> None:
         want = proc.want
         proc.port, proc.metrics_port = free_port(), free_port()
+        grpc_wanted = want.env.get("MODELSERVER_GRPC_PORT", "0") not in ("", "0")
+        proc.grpc_port = free_port() if grpc_wanted else 0
         model_dir = self._model_dir(want)
         model_dir.mkdir(parents=True, exist_ok=True)
         # The host's own MODELSERVER_* settings must not leak into a pod's server.
@@ -400,6 +406,7 @@ class PodRunner:
             "MODELSERVER_HOST": "127.0.0.1",
             "MODELSERVER_PORT": str(proc.port),
             "MODELSERVER_METRICS_PORT": str(proc.metrics_port),
+            "MODELSERVER_GRPC_PORT": str(proc.grpc_port),
             "MODELSERVER_MODEL_DIR": str(model_dir),
             # One intra-op thread stands for a small pod and keeps a 2-core host usable.
             "MODELSERVER_THREADS": "1",
@@ -502,6 +509,7 @@ class PodRunner:
                     ready=proc.ready and not proc.stopping,
                     pid=proc.popen.pid,
                     log_path=str(self._log_path(want)),
+                    grpc_target=f"127.0.0.1:{proc.grpc_port}" if proc.grpc_port else "",
                 )
             )
         return tuple(sorted(out, key=lambda s: (s.namespace, s.pod)))

@@ -22,6 +22,7 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.plan.revision import revision_of
 
 from .conftest import Models
+from .grpcload import grpc_load, with_grpc
 from .kube import Kube, OperatorProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -264,6 +265,31 @@ def test_failing_version_is_rolled_back_by_itself(rig: Rig, record_property: Any
     assert again["phase"] == "RolledBack"
     assert again.get("canaryRevision") is None
     assert [h["outcome"] for h in again["history"]].count("RolledBack") == 1
+
+
+def test_canary_failing_its_grpc_callers_is_rolled_back(rig: Rig, modelservers: PodRunner) -> None:
+    # gRPC traffic only: without its errors in the analysis the canary would hold Inconclusive.
+    stable = rig.deploy(with_grpc(rig.manifest("v1")))
+    ns = rig.kube.namespace
+    wait_for(lambda: rig.status().get("stableRevision") == stable, what="v1 stable", timeout=60)
+    wait_for(
+        lambda: any(s.grpc_target for s in modelservers.servers(namespace=ns, ready=True)),
+        what="a stable pod serving gRPC",
+        timeout=60,
+    )
+    bad = rig.deploy(with_grpc(rig.manifest("v2", env={"MODELSERVER_FAULT_ERROR_RATIO": "0.3"})))
+    weight = lambda: rig.route_weights().get("iris-canary", 0)  # noqa: E731
+    with grpc_load(modelservers, ns, bad, weight) as seen:
+        watch(rig, lambda s: s.get("phase") == "RolledBack", timeout=120, what="rollback")
+    status = rig.status()
+    assert (status["stableRevision"], status["failedRevision"]) == (stable, bad)
+    entry = status["history"][0]
+    assert (entry["revision"], entry["outcome"]) == (bad, "RolledBack")
+    assert "error rate" in entry["reason"]
+    # The canary answered INTERNAL to some gRPC calls; the stable failed none.
+    assert seen[bad, "StatusCode.INTERNAL"] > 0
+    assert seen[stable, "OK"] > 0
+    assert not [k for k in seen if k[0] == stable and k[1] != "OK"]
 
 
 def test_canary_without_traffic_holds_inconclusive(rig: Rig) -> None:

@@ -17,6 +17,7 @@ VOL = {"name": "cache", "emptyDir": {}}
 
 COLLISIONS = [
     ({"serving": {"port": 9090}}, "spec.serving.metricsPort"),
+    ({"serving": {"grpc": {"port": 9090}}}, "spec.serving.grpc.port"),
     ({"serving": {"env": [{"name": "MODELSERVER_MODEL_URI", "value": "/x"}]}}, "spec.serving.env"),
     ({"pod": {"labels": {"modelrollout.io/track": "canary"}}}, "spec.pod.labels"),
     ({"pod": {"annotations": {"prometheus.io/port": "1"}}}, "spec.pod.annotations"),

@@ -643,6 +643,8 @@ DASHBOARD_METRICS = (
     "modelrollout_analysis_total",
     "modelserver_requests_total",
     "modelserver_request_duration_seconds",
+    "modelserver_grpc_requests_total",
+    "modelserver_grpc_request_duration_seconds",
 )
 
 

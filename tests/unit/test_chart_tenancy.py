@@ -97,7 +97,7 @@ def test_network_policies(helm_bin: Path) -> None:
         "matchExpressions": [{"key": "modelrollout.io/deployment", "operator": "Exists"}]
     }
     model, metrics = servers["ingress"]
-    assert model["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert model["ports"] == [{"port": 8080, "protocol": "TCP"}, {"port": 8081, "protocol": "TCP"}]
     assert model["from"][0] == {"podSelector": {"matchLabels": {"modelrollout.io/client": "true"}}}
     assert metrics["ports"] == [{"port": 9090, "protocol": "TCP"}]
     assert not of_kind(render(helm_bin), "NetworkPolicy")

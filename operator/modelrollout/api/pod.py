@@ -44,6 +44,7 @@ OPERATOR_ENV = (
     "MODELSERVER_TRACK",
     "MODELSERVER_PORT",
     "MODELSERVER_METRICS_PORT",
+    "MODELSERVER_GRPC_PORT",
     "MODELSERVER_TOKEN_FILE",
     "MODELSERVER_EXECUTION_PROVIDER",
 )
@@ -80,11 +81,20 @@ _ENV_RULE: JsonValue = {
     "fieldPath": ".env",
     "reason": "FieldValueForbidden",
 }
+GRPC_PORT_MESSAGE = "spec.serving.grpc.port must differ from spec.serving.port and metricsPort"
 SERVING_RULES: list[JsonValue] = [
     {
         "rule": "!has(self.port) || !has(self.metricsPort) || self.port != self.metricsPort",
         "message": "spec.serving.port and spec.serving.metricsPort must differ",
         "fieldPath": ".metricsPort",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.grpc) || !has(self.grpc.port) || "
+        "((!has(self.port) || self.grpc.port != self.port) && "
+        "(!has(self.metricsPort) || self.grpc.port != self.metricsPort))",
+        "message": GRPC_PORT_MESSAGE,
+        "fieldPath": ".grpc.port",
         "reason": "FieldValueInvalid",
     },
     _ENV_RULE,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from modelrollout.api.pod import OPERATOR_ENV, OPERATOR_ENV_PREFIX, SERVING_RULES
+from modelrollout.api.pod import GRPC_PORT_MESSAGE, OPERATOR_ENV, OPERATOR_ENV_PREFIX, SERVING_RULES
 from modelrollout.api.pod import reserved_env as _reserved_env
 from modelrollout.api.refs import AuthSpec, EnvVarSource
 from modelrollout.api.types import ApiModel, Duration, Quantity
 
-__all__ = ["BatchingSpec", "EnvVar", "Resources", "ServingSpec"]
+__all__ = ["BatchingSpec", "EnvVar", "GrpcSpec", "Resources", "ServingSpec"]
 
 
 class EnvVar(ApiModel):
@@ -51,6 +51,14 @@ class BatchingSpec(ApiModel):
     """How long the server waits for more requests before running a partial batch."""
 
 
+class GrpcSpec(ApiModel):
+    """The Open Inference Protocol v2 over gRPC (`inference.GRPCInferenceService`), beside
+    REST: the same model, auth token (in the `authorization` metadata), limits and metrics."""
+
+    port: int = Field(default=8081, ge=1, le=65535)
+    """Port of the gRPC endpoint, on the pods and on the Services (port name `grpc`)."""
+
+
 class ServingSpec(ApiModel):
     """How the model server container runs."""
 
@@ -65,6 +73,10 @@ class ServingSpec(ApiModel):
 
     metrics_port: int = Field(default=9090, ge=1, le=65535)
     """Port of the Prometheus metrics endpoint."""
+
+    grpc: GrpcSpec | None = None
+    """The gRPC endpoint. Off when absent; `grpc: {}` serves it on port 8081. Probes stay on
+    the REST port."""
 
     resources: Resources | None = None
     """Explicit resources. When set they win over the hardware policy's choice."""
@@ -86,6 +98,8 @@ class ServingSpec(ApiModel):
     def _no_collisions(self) -> ServingSpec:
         if self.port == self.metrics_port:
             raise ValueError("spec.serving.port and spec.serving.metricsPort must differ")
+        if self.grpc is not None and self.grpc.port in (self.port, self.metrics_port):
+            raise ValueError(GRPC_PORT_MESSAGE)
         for var in self.env:
             if _reserved_env(var.name):
                 raise ValueError(

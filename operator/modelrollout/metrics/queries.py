@@ -2,9 +2,11 @@
 
 Three queries per sample, each one an overridable template:
 
-- ``requests``: requests served in the window (default ``sum(increase(...requests_total[W]))``)
-- ``errors``: 5xx responses in the window (same, with ``code=~"5.."``)
-- ``latency_p99``: 99th percentile latency in seconds from the duration histogram
+- ``requests``: requests served in the window, REST and gRPC (default
+  ``sum(increase(...requests_total[W]) or increase(...grpc_requests_total[W]))``)
+- ``errors``: server errors in the window: HTTP 5xx and gRPC UNAVAILABLE, INTERNAL, UNKNOWN,
+  DEADLINE_EXCEEDED
+- ``latency_p99``: 99th percentile latency in seconds from both duration histograms
 
 Placeholders are a name in single braces, ``{revision}``. PromQL's own braces never hold a bare
 name (a label matcher always has an operator, ``{job="x"}``), so the two cannot be confused
@@ -32,23 +34,47 @@ from .base import ProviderError
 
 PLACEHOLDERS: Final = frozenset({"revision", "namespace", "model", "track", "window", "selector"})
 
-DEFAULT_REQUESTS_QUERY: Final = "sum(increase(modelserver_requests_total{{selector}}[{window}]))"
-DEFAULT_ERRORS_QUERY: Final = (
-    'sum(increase(modelserver_requests_total{{selector},code=~"5.."}[{window}]))'
+# REST and gRPC requests together: a canary that fails its gRPC callers fails. `or` matches
+# label sets without the metric name: the request counters never share one (REST codes are
+# numbers, gRPC codes names), so `or` keeps both; the histograms do, so gRPC's buckets get a
+# protocol label first. Without its gRPC port a server exports no gRPC family and the
+# queries read REST alone.
+GRPC_SERVER_ERRORS: Final = ("UNAVAILABLE", "INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED")
+"""gRPC status codes counted like HTTP 5xx: the server's fault, not the caller's."""
+
+_REST = "modelserver_requests_total{{selector}}"
+_GRPC = "modelserver_grpc_requests_total{{selector}}"
+_REST_5XX = 'modelserver_requests_total{{selector},code=~"5.."}'
+_GRPC_5XX = (
+    'modelserver_grpc_requests_total{{selector},code=~"' + "|".join(GRPC_SERVER_ERRORS) + '"}'
 )
-DEFAULT_P99_QUERY: Final = (
-    "histogram_quantile(0.99, sum by (le) "
-    "(rate(modelserver_request_duration_seconds_bucket{{selector}}[{window}])))"
-)
-DEFAULT_BUCKETS_QUERY: Final = (
-    "sum by (le) (increase(modelserver_request_duration_seconds_bucket{{selector}}[{window}]))"
-)
+_REST_BUCKETS = "modelserver_request_duration_seconds_bucket{{selector}}"
+_GRPC_BUCKETS = "modelserver_grpc_request_duration_seconds_bucket{{selector}}"
+
+
+def _ranged(fn: str, selector: str) -> str:
+    return f"{fn}({selector}[{{window}}])" if fn else selector
+
+
+def _both(rest: str, grpc: str, fn: str = "") -> str:
+    return f"{_ranged(fn, rest)} or {_ranged(fn, grpc)}"
+
+
+def _both_buckets(fn: str = "") -> str:
+    grpc = f'label_replace({_ranged(fn, _GRPC_BUCKETS)}, "protocol", "grpc", "", "")'
+    return f"{_ranged(fn, _REST_BUCKETS)} or {grpc}"
+
+
+DEFAULT_REQUESTS_QUERY: Final = f"sum({_both(_REST, _GRPC, 'increase')})"
+DEFAULT_ERRORS_QUERY: Final = f"sum({_both(_REST_5XX, _GRPC_5XX, 'increase')})"
+DEFAULT_P99_QUERY: Final = f"histogram_quantile(0.99, sum by (le) ({_both_buckets('rate')}))"
+DEFAULT_BUCKETS_QUERY: Final = f"sum by (le) ({_both_buckets('increase')})"
 # The raw cumulative counters, for the sequential analysis: it takes differences itself, so
 # nothing is extrapolated and a missed read loses nothing.
 COUNTER_QUERIES: Final = {
-    "requests": "sum(modelserver_requests_total{{selector}})",
-    "errors": 'sum(modelserver_requests_total{{selector},code=~"5.."})',
-    "buckets": "sum by (le) (modelserver_request_duration_seconds_bucket{{selector}})",
+    "requests": f"sum({_both(_REST, _GRPC)})",
+    "errors": f"sum({_both(_REST_5XX, _GRPC_5XX)})",
+    "buckets": f"sum by (le) ({_both_buckets()})",
 }
 
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")

@@ -132,6 +132,8 @@ def _server_env(
     if model.reference is not None:
         env["MODELSERVER_REFERENCE_URI"] = model.reference.uri
         env["MODELSERVER_REFERENCE_SHA256"] = model.reference.sha256
+    if serving.grpc:
+        env["MODELSERVER_GRPC_PORT"] = str(serving.grpc.port)
     if serving.batching:
         env["MODELSERVER_BATCH_MAX_SIZE"] = str(serving.batching.max_batch_size)
         window_ms = parse_duration(serving.batching.window).total_seconds() * 1000
@@ -171,6 +173,43 @@ def _secret_sources(spec: ModelDeploymentSpec) -> tuple[dict[str, Any], dict[str
     return container, pod
 
 
+def _container_ports(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    serving = spec.serving
+    ports = [
+        {"name": "http", "containerPort": serving.port, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": serving.metrics_port, "protocol": "TCP"},
+    ]
+    if serving.grpc:
+        ports.append({"name": "grpc", "containerPort": serving.grpc.port, "protocol": "TCP"})
+    return ports
+
+
+def _service_ports(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    serving = spec.serving
+    ports: list[dict[str, Any]] = [
+        {"name": "http", "port": serving.port, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "metrics",
+            "port": serving.metrics_port,
+            "targetPort": "metrics",
+            "protocol": "TCP",
+        },
+    ]
+    if serving.grpc:
+        # The port name tells Istio the protocol; appProtocol tells Gateway API implementations
+        # (kubernetes.io/h2c is the value their conformance tests cover: HTTP/2 without TLS).
+        ports.append(
+            {
+                "name": "grpc",
+                "port": serving.grpc.port,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
+    return ports
+
+
 def _server_container(
     owner: Owner,
     spec: ModelDeploymentSpec,
@@ -179,7 +218,6 @@ def _server_container(
     placement: Placement,
     track: str,
 ) -> dict[str, Any]:
-    serving = spec.serving
     # The placement already merges the spec's explicit resources, selector and tolerations.
     resources: dict[str, Any] = {}
     if placement.requests:
@@ -190,10 +228,7 @@ def _server_container(
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "ports": [
-            {"name": "http", "containerPort": serving.port, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": serving.metrics_port, "protocol": "TCP"},
-        ],
+        "ports": _container_ports(spec),
         "env": _server_env(owner, spec, revision, placement, track),
         "resources": resources,
         # Downloading and verifying a large model can take minutes; readiness says when it's done.
@@ -327,19 +362,6 @@ def _service(
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [
-                {
-                    "name": "http",
-                    "port": spec.serving.port,
-                    "targetPort": "http",
-                    "protocol": "TCP",
-                },
-                {
-                    "name": "metrics",
-                    "port": spec.serving.metrics_port,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
-                },
-            ],
+            "ports": _service_ports(spec),
         },
     }

@@ -57,6 +57,10 @@ def parse(pod: dict[str, Any] | None = None, **extra: Any) -> ModelDeploymentSpe
         ),
         (None, {"env": [{"name": "MODELSERVER_REVISION", "value": "r"}]}, "spec.serving.env"),
         (None, {"port": 9000, "metricsPort": 9000}, "metricsPort must differ"),
+        (None, {"grpc": {"port": 8080}}, "spec.serving.grpc.port must differ"),
+        (None, {"grpc": {"port": 9090}}, "spec.serving.grpc.port must differ"),
+        (None, {"port": 8081, "grpc": {}}, "spec.serving.grpc.port must differ"),
+        (None, {"env": [{"name": "MODELSERVER_GRPC_PORT", "value": "1"}]}, "spec.serving.env"),
     ],
 )
 def test_collisions_refused_naming_the_field(

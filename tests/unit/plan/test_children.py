@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from modelrollout.api.pod import TOKEN_DIR
+from modelrollout.api.serving import GrpcSpec
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.k8s.cluster import observe_deployment
 from modelrollout.plan import children, scaling
@@ -177,3 +178,38 @@ def test_the_reference_profile_reaches_the_model_server() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MODELSERVER_REFERENCE_URI"] == "/p.json"
     assert env["MODELSERVER_REFERENCE_SHA256"] == "a" * 64
+
+
+def test_grpc_port_on_the_pods_and_the_services_when_asked() -> None:
+    s = spec(serving={"grpc": {"port": 9001}})
+    dep = children.deployment(OWNER, s, "abc", "img:1", PLACEMENT)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELSERVER_GRPC_PORT"] == "9001"
+    assert {"name": "grpc", "containerPort": 9001, "protocol": "TCP"} in container["ports"]
+    # Probes stay on REST: the kubelet's HTTP probes need no gRPC health service.
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
+    for svc in (
+        children.service(OWNER, s),
+        children.track_service(OWNER, s, "stable", "abc"),
+        children.track_service(OWNER, s, "canary", "def"),
+    ):
+        grpc = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+        assert grpc == {
+            "name": "grpc",
+            "port": 9001,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        }
+
+
+def test_no_grpc_port_unless_asked() -> None:
+    s = spec()
+    dep = children.deployment(OWNER, s, "abc", "img:1", PLACEMENT)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "MODELSERVER_GRPC_PORT" not in {e["name"] for e in container["env"]}
+    assert [p["name"] for p in container["ports"]] == ["http", "metrics"]
+    assert [p["name"] for p in children.service(OWNER, s)["spec"]["ports"]] == ["http", "metrics"]
+    # `grpc: {}` is the default port.
+    assert spec(serving={"grpc": {}}).serving.grpc == GrpcSpec(port=8081)

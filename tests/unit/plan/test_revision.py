@@ -35,6 +35,7 @@ def test_a_spec_without_new_fields_keeps_the_revision_older_operators_gave_it() 
         {"pod": {"labels": {"team": "a"}}},
         {"model": {"refresh": "2026-11-30"}},
         {"model": {"sha256": "a" * 64}},
+        {"serving": {"grpc": {}}},
     ],
 )
 def test_what_starts_a_new_revision(change: dict[str, Any]) -> None:
