@@ -16,6 +16,7 @@ from modelrollout.api.hardware import HardwareMode as HardwareMode
 from modelrollout.api.hardware import HardwareSpec as HardwareSpec
 from modelrollout.api.hardware import Toleration as Toleration
 from modelrollout.api.pod import PodSettings
+from modelrollout.api.predictions import PredictionShiftSpec as PredictionShiftSpec
 from modelrollout.api.reference import ReferenceSpec as ReferenceSpec
 from modelrollout.api.refs import SECRET_PATTERN
 from modelrollout.api.serving import BatchingSpec as BatchingSpec
@@ -265,6 +266,9 @@ class AnalysisSpec(ApiModel):
     queries: QueryOverrides | None = None
     """Replace the built-in PromQL queries. These are window queries: a spec that sets them is
     judged with the windows method whatever `method` says."""
+
+    prediction_shift: PredictionShiftSpec | None = None
+    """Also judge the canary by what it predicts against the stable (off unless set)."""
 
     @property
     def sequential(self) -> bool:

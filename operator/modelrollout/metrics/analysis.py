@@ -11,6 +11,7 @@ from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.api.types import parse_duration
 from modelrollout.plan.analysis import AnalysisResult, AnalysisThresholds, analyse
 from modelrollout.plan.evidence import Reading, Readings
+from modelrollout.plan.predictions import ShiftLimits
 from modelrollout.tenancy import TenantPolicy
 
 from .base import ProviderError, WindowQuery, sample_tracks
@@ -59,18 +60,30 @@ async def analyse_window(
         return analyse(None, None, provider_error=str(exc))
     at = now.timestamp()
     model = spec.model.name or name
-    samples = await sample_tracks(
-        provider,
-        WindowQuery(canary, window, namespace=namespace, model=model, at=at),
-        WindowQuery(stable, window, namespace=namespace, model=model, at=at) if stable else None,
-    )
+    # Predictions are compared with the stable's: none to read without one.
+    outputs = settings.prediction_shift is not None and stable is not None
+
+    def query(revision: str) -> WindowQuery:
+        return WindowQuery(
+            revision, window, namespace=namespace, model=model, at=at, outputs=outputs
+        )
+
+    samples = await sample_tracks(provider, query(canary), query(stable) if stable else None)
     thresholds = AnalysisThresholds(
         max_error_rate=settings.max_error_rate,
         max_error_rate_increase=settings.max_error_rate_increase,
         max_p99_ratio=settings.max_latency_ratio,
         min_requests=settings.min_requests,
     )
-    return analyse(samples.canary, samples.stable, thresholds, provider_error=samples.error)
+    shift = settings.prediction_shift
+    limits = (
+        ShiftLimits(shift.max_divergence, shift.significance, settings.min_requests)
+        if shift is not None
+        else None
+    )
+    return analyse(
+        samples.canary, samples.stable, thresholds, provider_error=samples.error, shift=limits
+    )
 
 
 async def read_counters(
@@ -105,10 +118,11 @@ async def read_counters(
         return Readings(None, None, f"metric provider {type(provider).__name__} reads no counters")
     model = spec.model.name or name
     at = now.timestamp()
+    outputs = settings.prediction_shift is not None and stable is not None
 
     async def one(revision: str) -> Reading:
         reading: Reading = await counters(
-            WindowQuery(revision, 1, namespace=namespace, model=model, at=at)
+            WindowQuery(revision, 1, namespace=namespace, model=model, at=at, outputs=outputs)
         )
         return reading
 

@@ -35,6 +35,8 @@ class WindowQuery:
     # Evaluation instant (Unix seconds). Pass the same value for canary and stable so both
     # are measured over exactly the same window; None means "now" on the provider's clock.
     at: float | None = None
+    # Also read the predictions per output and bucket (the prediction-shift check).
+    outputs: bool = False
 
     def __post_init__(self) -> None:
         if not self.revision:

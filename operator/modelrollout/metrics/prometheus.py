@@ -25,6 +25,8 @@ from .queries import (
     DEFAULT_ERRORS_QUERY,
     DEFAULT_P99_QUERY,
     DEFAULT_REQUESTS_QUERY,
+    OUTPUT_COUNTERS_QUERY,
+    OUTPUT_WINDOW_QUERY,
     PLACEHOLDERS,
     QueryTemplateError,
     QueryTemplates,
@@ -132,6 +134,10 @@ class PrometheusProvider:
 
     async def sample(self, query: WindowQuery) -> TrackSample:
         promql = self.render(query)
+        if query.outputs:
+            window = promql_duration(query.window_seconds)
+            values = {"selector": self.selector(query), "window": window}
+            promql["outputs"] = render_template(OUTPUT_WINDOW_QUERY, values)
         if self._client is not None:
             series = await self._run_all(self._client, promql, query.at)
         else:
@@ -143,6 +149,7 @@ class PrometheusProvider:
             p99_seconds=_single_seconds(_values(series["latency_p99"]), promql["latency_p99"]),
             window_seconds=query.window_seconds,
             latency_buckets=_buckets(series["latency_buckets"]),
+            outputs=_outputs(series["outputs"]) if "outputs" in series else None,
         )
 
     async def counters(self, query: WindowQuery) -> Reading:
@@ -154,6 +161,8 @@ class PrometheusProvider:
             "selector": self.selector(query),
         }
         promql = {k: render_template(v, values) for k, v in COUNTER_QUERIES.items()}
+        if query.outputs:
+            promql["outputs"] = render_template(OUTPUT_COUNTERS_QUERY, values)
         if self._client is not None:
             series = await self._run_all(self._client, promql, query.at)
         else:
@@ -168,7 +177,12 @@ class PrometheusProvider:
                 query=promql["requests"],
             )
         buckets = _buckets(series["buckets"]) or ()
-        return Reading(requests, min(errors, requests), tuple((le, round(n)) for le, n in buckets))
+        return Reading(
+            requests,
+            min(errors, requests),
+            tuple((le, round(n)) for le, n in buckets),
+            outputs=_outputs(series["outputs"]) if "outputs" in series else None,
+        )
 
     async def _run_all(
         self, client: httpx.AsyncClient, promql: Mapping[str, str], at: float | None
@@ -236,6 +250,17 @@ def _buckets(series: list[Series]) -> tuple[tuple[float, float], ...] | None:
     if not pairs or pairs[-1][0] != math.inf:
         return None
     return tuple(pairs)
+
+
+def _outputs(series: list[Series]) -> dict[str, dict[str, float]]:
+    """Predictions per output and bucket from a `sum by (output, bucket)` vector; unusable
+    values (NaN, negative) leave their bucket out, which keeps its output from being judged."""
+    out: dict[str, dict[str, float]] = {}
+    for labels, value in series:
+        output, bucket = labels.get("output"), labels.get("bucket")
+        if output and bucket and math.isfinite(value) and value >= 0:
+            out.setdefault(output, {})[bucket] = value
+    return out
 
 
 def _parse(response: httpx.Response, what: str, promql: str) -> list[Series]:

@@ -77,6 +77,16 @@ COUNTER_QUERIES: Final = {
     "buckets": f"sum by (le) ({_both_buckets()})",
 }
 
+# Predictions per output and bucket (prediction shift): raw counters for the sequential
+# analysis, the window's increase for the windows method. Not overridable: the buckets are the
+# model server's own.
+OUTPUT_COUNTERS_QUERY: Final = (
+    "sum by (output, bucket) (modelserver_output_bucket_total{{selector}})"
+)
+OUTPUT_WINDOW_QUERY: Final = (
+    "sum by (output, bucket) (increase(modelserver_output_bucket_total{{selector}}[{window}]))"
+)
+
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 # "{{ revision }}" inside a label value: Go-template habits would render to "{abc}", a valid
 # but never-matching value, and the analysis would sit Inconclusive without saying why.

@@ -30,6 +30,7 @@ from modelrollout.api.status import AnalysisMeasurements
 from modelrollout.plan.samples import TrackSample
 
 from .latency import judge_latency, slow_counts
+from .predictions import ShiftLimits, ShiftResult, judge_window
 from .stats import binomial_sf, fisher_greater, two_proportion_z
 from .verdicts import AnalysisThresholds, Finding, Verdict, percent_text, pvalue_text
 
@@ -133,8 +134,10 @@ def analyse(
     stable: TrackSample | None,
     thresholds: AnalysisThresholds | None = None,
     provider_error: str | None = None,
+    shift: ShiftLimits | None = None,
 ) -> AnalysisResult:
-    """Judge one analysis window; see the module docstring for the rules."""
+    """Judge one analysis window; see the module docstring for the rules. With ``shift``, the
+    predictions too (plan.predictions), when both samples carry them."""
     t = thresholds or AnalysisThresholds()
     c, s = _counts(canary), _counts(stable)
     why_not = _unjudgeable(canary, c, t, provider_error)
@@ -155,11 +158,29 @@ def analyse(
     has_baseline = baseline is not None
     findings += judge_latency(canary.p99_seconds, stable_p99, has_baseline, t, c.requests, slow)
 
+    judged = _judge_shift(canary, stable, shift)
+    measured = _measure(canary, stable, p_value)
+    if judged is not None:
+        findings.append(judged.finding)
+        measured = measured.model_copy(
+            update={
+                "prediction_divergence": judged.divergence,
+                "prediction_p_value": judged.p_value,
+            }
+        )
     for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS):
         chosen = [f.text for f in findings if f.verdict is verdict]
         if chosen:
-            return AnalysisResult(verdict, "; ".join(chosen), _measure(canary, stable, p_value))
+            return AnalysisResult(verdict, "; ".join(chosen), measured)
     raise AssertionError("the error-rate check always yields a finding")
+
+
+def _judge_shift(
+    canary: TrackSample, stable: TrackSample | None, shift: ShiftLimits | None
+) -> ShiftResult | None:
+    if shift is None or stable is None or canary.outputs is None or stable.outputs is None:
+        return None
+    return judge_window(canary.outputs, stable.outputs, shift)
 
 
 def _judge_errors(

@@ -39,6 +39,8 @@ class Reading:
     requests: int
     errors: int
     buckets: tuple[tuple[float, int], ...] = ()
+    # Cumulative predictions per output and bucket, when they were asked for.
+    outputs: Mapping[str, Mapping[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.requests < 0 or self.errors < 0:

@@ -3,12 +3,20 @@ status, add the read, judge it, and put it back. Pure; the rollout state machine
 
 from __future__ import annotations
 
+from contextlib import suppress
+from dataclasses import replace
 from typing import TypeVar
 
 from modelrollout.api.spec import AnalysisSpec
 from modelrollout.api.status import BakeStatus, EvidenceStatus, RolloutStatus
 from modelrollout.plan.analysis import AnalysisResult, Verdict
 from modelrollout.plan.evidence import Evidence, Readings
+from modelrollout.plan.predictions import (
+    PredictionEvidence,
+    ShiftLimits,
+    ShiftResult,
+    judge_sequential,
+)
 from modelrollout.plan.sequential import SequentialLimits, SequentialResult, judge
 
 __all__ = ["Judged", "judge_reading", "limits_of", "step_counts"]
@@ -51,11 +59,56 @@ def judge_reading(
     evidence = evidence.update(readings.canary, readings.stable)
     since = state.step_canary_requests if isinstance(state, RolloutStatus) else None
     result = judge(evidence, limits, evidence.canary.requests - (since or 0))
-    update: dict[str, object] = {"evidence": EvidenceStatus.model_validate(evidence.as_status())}
+    predictions = _predictions(state, evidence, readings) if spec.prediction_shift else None
+    if predictions is not None and spec.prediction_shift is not None:
+        shift = ShiftLimits(
+            max_divergence=spec.prediction_shift.max_divergence,
+            significance=spec.prediction_shift.significance,
+            min_requests=spec.min_requests,
+        )
+        result = with_shift(result, judge_sequential(predictions, shift))
+    block = evidence.as_status() | {"predictions": predictions.as_status() if predictions else []}
+    update: dict[str, object] = {"evidence": EvidenceStatus.model_validate(block)}
     if isinstance(state, RolloutStatus) and state.step_canary_requests is None:
         # The evidence starts within this step: the step's counts start with it.
         update |= {"step_canary_requests": 0, "step_stable_requests": 0}
     return state.model_copy(update=update), result
+
+
+def _predictions(
+    state: RolloutStatus | BakeStatus, evidence: Evidence, readings: Readings
+) -> PredictionEvidence | None:
+    """The prediction evidence with this read added; None without both tracks' counters."""
+    c, s = readings.canary, readings.stable
+    if c is None or s is None or c.outputs is None or s.outputs is None:
+        return None
+    before = PredictionEvidence()
+    if state.evidence is not None and evidence.reads > 1:  # the evidence did not restart
+        dumped = [o.model_dump(by_alias=True) for o in state.evidence.predictions]
+        # Written by another version: start over (loses evidence only).
+        with suppress(ValueError):
+            before = PredictionEvidence.from_status(dumped)
+    return before.update(c.outputs, s.outputs)
+
+
+def with_shift(result: SequentialResult, shift: ShiftResult | None) -> SequentialResult:
+    """The verdict with the prediction-shift check's: Fail if either fails, else Inconclusive
+    if either is, else Pass; the reason of the verdict that decides."""
+    if shift is None:
+        return result
+    finding = shift.finding
+    order = (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS)
+    verdict = min(result.verdict, finding.verdict, key=order.index)
+    texts = [t.reason for t in (result,) if t.verdict is verdict]
+    texts += [finding.text] if finding.verdict is verdict else []
+    return replace(
+        result,
+        verdict=verdict,
+        reason="; ".join(texts),
+        prediction_divergence=shift.divergence,
+        prediction_evalue=shift.evalue,
+        prediction_threshold=shift.threshold,
+    )
 
 
 def _inconclusive(result: SequentialResult, reason: str) -> SequentialResult:

@@ -3,6 +3,7 @@ input from metrics/, declared here so the pure analysis needs nothing from the I
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["TrackSample"]
@@ -25,3 +26,5 @@ class TrackSample:
     # ascending, ending at +Inf; None when unknown. Lets the analysis count slow requests
     # instead of comparing two single p99 values.
     latency_buckets: tuple[tuple[float, float], ...] | None = None
+    # Predictions in the window per output and bucket, when they were asked for.
+    outputs: Mapping[str, Mapping[str, float]] | None = None

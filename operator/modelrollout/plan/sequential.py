@@ -93,6 +93,9 @@ class SequentialResult:
     latency_threshold: float | None = None
     canary_p99_seconds: float | None = None
     stable_p99_seconds: float | None = None
+    prediction_divergence: float | None = None
+    prediction_evalue: float | None = None
+    prediction_threshold: float | None = None
 
     def as_status(self) -> dict[str, Any]:
         """camelCase fields for a status block, leaving out what was not measured."""
@@ -112,6 +115,9 @@ class SequentialResult:
             "latency_threshold",
             "canary_p99_seconds",
             "stable_p99_seconds",
+            "prediction_divergence",
+            "prediction_evalue",
+            "prediction_threshold",
         ):
             value = getattr(self, name)
             if value is not None:

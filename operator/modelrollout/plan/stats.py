@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 __all__ = [
     "binomial_sf",
+    "chi2_sf",
     "fisher_greater",
     "two_proportion_z",
 ]
@@ -134,3 +135,41 @@ def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> float:
     if se == 0.0:
         return 0.0
     return (x1 / n1 - x2 / n2) / se
+
+
+def chi2_sf(x: float, df: int) -> float:
+    """P(X >= x) for a chi-square variable with ``df`` degrees of freedom: the regularized
+    upper incomplete gamma Q(df/2, x/2), by its series below a + 1 and its continued fraction
+    above (Numerical Recipes, 6.2)."""
+    if df < 1:
+        raise ValueError(f"df must be at least 1, got {df}")
+    if not x > 0:
+        return 1.0
+    a, z = df / 2, x / 2
+    log_front = a * math.log(z) - z - math.lgamma(a)
+    if z < a + 1:
+        term = total = 1 / a
+        n = a
+        for _ in range(10_000):
+            n += 1
+            term *= z / n
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    tiny = 1e-300
+    b = z + 1 - a
+    c, d = 1 / tiny, 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        h *= d * c
+        if abs(d * c - 1) < 1e-15:
+            break
+    return min(1.0, h * math.exp(log_front))

@@ -467,3 +467,43 @@ async def test_counters_refuse_unusable_values() -> None:
     provider, _ = provider_for({"requests": vector("NaN"), "errors": vector("1")})
     with pytest.raises(ProviderError, match="unusable request counter for revision rev-abc"):
         await provider.counters(QUERY)
+
+
+async def test_predictions_are_read_per_output_and_bucket_when_asked() -> None:
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        promql = request.url.params["query"]
+        sent.append(promql)
+        if "modelserver_output_bucket_total" in promql:
+            rows = [("p", "0", "12"), ("p", "1", "30"), ("p", "other", "NaN"), ("s", "+Inf", "4")]
+            body = {
+                "status": "success",
+                "data": {
+                    "resultType": "vector",
+                    "result": [
+                        {"metric": {"output": o, "bucket": b}, "value": [1.0, v]}
+                        for o, b, v in rows
+                    ],
+                },
+            }
+            return httpx.Response(200, json=body)
+        return httpx.Response(200, json=vector("42"))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    provider = PrometheusProvider(BASE, client=client)
+    plain = await provider.counters(QUERY)
+    assert plain.outputs is None
+    assert not any("output_bucket" in q for q in sent)
+    asked = WindowQuery(revision="rev-abc", window_seconds=60, namespace="prod", outputs=True)
+    reading = await provider.counters(asked)
+    # A NaN bucket is left out, so that output cannot be compared with the other track's.
+    assert reading.outputs == {"p": {"0": 12, "1": 30}, "s": {"+Inf": 4}}
+    (counter_query,) = [q for q in sent if "output_bucket" in q]
+    assert counter_query == (
+        'sum by (output, bucket) (modelserver_output_bucket_total{revision="rev-abc",'
+        'namespace="prod"})'
+    )
+    sample = await provider.sample(asked)
+    assert sample.outputs == {"p": {"0": 12, "1": 30}, "s": {"+Inf": 4}}
+    assert any("increase(modelserver_output_bucket_total" in q and "[60s]" in q for q in sent)
