@@ -1,13 +1,19 @@
 """kopf wiring: the only module that imports kopf.
 
-Each ModelDeployment gets one daemon that runs the level-based reconcile in a loop, sleeping
-until its requeue time or until something wakes it: a spec change, or an event on one of its
-children (which is how a child deleted or edited by hand is put back within seconds).
+The work is done by a queue of ModelDeployment keys (k8s/workqueue.py) fed by watch-fed caches
+(k8s/caches.py): a change to an object, or to one of its children or pods, queues its key;
+workers reconcile keys from memory, a bounded number at a time, and write through the API.
+
+kopf still runs one daemon per ModelDeployment, but the daemon does no work: it is this
+replica's claim on the key. kopf starts it when it sees the object (in this replica's shard),
+and stops it when the object is deleted (then removes its finalizer) or when peering pauses
+this replica for a peer of higher priority; the queue works only on claimed keys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -18,8 +24,9 @@ import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
 from modelrollout.api import GROUP, PLURAL, VERSION
-from modelrollout.api.names import CHILD_KINDS, LABEL_DEPLOYMENT, MANAGED_BY
+from modelrollout.k8s.caches import Caches
 from modelrollout.k8s.cluster import Cluster, make_client
+from modelrollout.k8s.workqueue import QueueSettings, Result, WorkQueue, in_shard
 from modelrollout.reconciler import Reconciler
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
@@ -27,12 +34,9 @@ from modelrollout.telemetry import OperatorMetrics
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config = OperatorSettings()
+def _configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
     # Keep kopf's bookkeeping under this project's API group, not kopf's own.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -52,72 +56,77 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             else secrets.randbelow(2**31 - 1) + 1
         )
 
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = OperatorSettings()
+    _configure_kopf(settings, config)
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry)
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.bind_address, registry=registry)
+    client = make_client(config.kubeconfig)
+
+    async def work(key: Key) -> Result:
+        outcome = await reconciler.reconcile(*key)
+        return Result(outcome.requeue_after, outcome.failed)
+
+    queue = WorkQueue(
+        work,
+        QueueSettings(workers=config.workers, resync_seconds=config.resync_seconds),
+        on_run=metrics.observe_run,
+    )
+    caches = Caches(
+        client,
+        config.namespaces,
+        lambda namespace, name: queue.add((namespace, name)),
+        capacity=config.hardware.capacity_check,
+    )
+    reconciler = Reconciler(Cluster(client, caches), config, metrics)
+    metrics.watch_queue(queue, caches)
+    caches.start()
     memo.config = config
     memo.metrics = metrics
-    memo.reconciler = Reconciler(Cluster(make_client(config.kubeconfig)), config, metrics)
-    memo.wakeups = {}
+    memo.caches = caches
+    memo.queue = queue
+    memo.reconciler = reconciler
+    memo.worker = asyncio.create_task(queue.run(caches.wait_synced), name="workqueue")
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.worker.cancel()
+    await asyncio.gather(memo.worker, return_exceptions=True)
+    await memo.caches.stop()
     reconciler: Reconciler = memo.reconciler
     await reconciler.cluster.client.close()
 
 
-def _wake(memo: kopf.Memo, namespace: str | None, name: str | None) -> None:
-    if namespace and name:
-        wakeups: dict[Key, asyncio.Event] = memo.wakeups
-        event = wakeups.get((namespace, name))
-        if event is not None:
-            event.set()
+@functools.cache
+def _shard() -> tuple[int, int]:
+    config = OperatorSettings()
+    return config.shard_index, config.shard_count
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
-async def reconcile_loop(
+def _mine(name: str, namespace: str, **_: Any) -> bool:
+    """In this replica's shard (shard_index of shard_count, by a hash of namespace/name)."""
+    return in_shard(namespace, name, *_shard())
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10, when=_mine)  # type: ignore[arg-type]
+async def claim(
     name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
-    reconciler: Reconciler = memo.reconciler
-    config: OperatorSettings = memo.config
-    wakeups: dict[Key, asyncio.Event] = memo.wakeups
+    queue: WorkQueue = memo.queue
     key = (namespace, name)
-    wake = wakeups.setdefault(key, asyncio.Event())
-    # Leave the loop as soon as kopf asks (object deleted, operator stopping) instead of
-    # waiting to be cancelled.
-    stop = asyncio.ensure_future(stopped.wait())
+    queue.own(key)
     memo.metrics.managed.inc()
     try:
-        while not stopped:
-            wake.clear()
-            outcome = await reconciler.reconcile(namespace, name)
-            delay = outcome.requeue_after or config.resync_seconds
-            woken = asyncio.ensure_future(wake.wait())
-            await asyncio.wait({woken, stop}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
+        await stopped.wait()
     finally:
-        stop.cancel()
-        wakeups.pop(key, None)
+        queue.disown(key)
         memo.metrics.managed.dec()
-        reconciler.forget(namespace, name)
-
-
-@kopf.on.update(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
-async def on_update(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    _wake(memo, namespace, name)
-
-
-async def on_child_event(
-    labels: dict[str, str], namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    _wake(memo, namespace, labels.get(LABEL_DEPLOYMENT))
-
-
-for _api_version, _kind, _plural in CHILD_KINDS:
-    _group, _, _version = _api_version.rpartition("/")
-    kopf.on.event(_group, _version, _plural, labels=MANAGED)(on_child_event)  # type: ignore[arg-type]
+        memo.reconciler.forget(namespace, name)
 
 
 PLAIN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from modelrollout.hardware.policy import (
     plan_hardware,
 )
 from modelrollout.hardware.profiler import DEFAULT_CACHE, ModelProfile
+from modelrollout.hardware.reservations import Ledger
 from modelrollout.hardware.thresholds import HardwareThresholds
 from modelrollout.plan.children import LABEL_DEPLOYMENT, LABEL_REVISION, Placement
 from modelrollout.tenancy import TenantPolicy
@@ -133,6 +135,19 @@ def node_info(node: dict[str, Any]) -> cap.NodeInfo:
     )
 
 
+def _bound(pods: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    """Pods with a node, by (namespace, ModelDeployment, revision)."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for pod in pods:
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        owner, revision = labels.get(LABEL_DEPLOYMENT), labels.get(LABEL_REVISION)
+        if owner and revision and (pod.get("spec") or {}).get("nodeName"):
+            key = (meta.get("namespace", ""), owner, revision)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def pod_info(pod: dict[str, Any]) -> cap.PodInfo:
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
 
@@ -160,6 +175,7 @@ class PlacementService:
         self.thresholds = thresholds
         self.cluster = cluster
         self.policy = policy or TenantPolicy()
+        self.ledger = Ledger()
 
     async def _profile(
         self, spec: ModelDeploymentSpec, revision: str, namespace: str, owner: str
@@ -223,7 +239,10 @@ class PlacementService:
             return _status(revision, first, summary, f"{note} (capacity not checked)", sha256)
         nodes, pods = await self.cluster.nodes_and_pods()
         infos = [node_info(n) for n in nodes]
-        pod_infos = [pod_info(p) for p in pods]
+        key = (namespace, owner)
+        self.ledger.release(_bound(pods), time.monotonic())
+        # Decisions whose pods are not bound yet hold their capacity (hardware/reservations).
+        pod_infos = [pod_info(p) for p in pods] + list(self.ledger.held_pods(excluding=key))
         # The stable revision's pods leave as the new one arrives: they count as free for
         # whether the new revision fits, and as taken for whether it can surge beside them.
         replacing = tuple(
@@ -234,14 +253,14 @@ class PlacementService:
             and (p["metadata"].get("labels") or {}).get(LABEL_REVISION) == stable_revision
         )
         replicas = spec.autoscaling.min_replicas
-        decision = plan_hardware(
-            complexity,
-            self.thresholds,
-            request,
-            lambda shape: cap.compute_capacity(
-                infos, pod_infos, shape, replicas, replacing=replacing
-            ),
-        )
+
+        def capacity(shape: cap.PodShape) -> cap.CapacityReport:
+            return cap.compute_capacity(infos, pod_infos, shape, replicas, replacing=replacing)
+
+        decision = plan_hardware(complexity, self.thresholds, request, capacity)
+        if not decision.insufficient_capacity:
+            report = capacity(decision.pod_shape())
+            self.ledger.hold(key, revision, report, decision.requests, time.monotonic())
         if decision.insufficient_capacity:
             return Blocked("InsufficientCapacity", decision.reason)
         return _status(revision, decision, summary, note, sha256)

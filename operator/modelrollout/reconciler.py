@@ -71,6 +71,7 @@ class ClusterIO(Protocol):
 class Outcome:
     phase: Phase | None
     requeue_after: float | None
+    failed: bool = False  # the work queue backs the key off
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Reconciler:
             log.warning("reconcile of %s/%s failed: %s", namespace, name, exc.status.message)
             failure = Failure("ApiError", exc.status.message or str(exc))
             await self._record_failure(namespace, name, failure)
-            return Outcome(None, RETRY_AFTER_ERROR)
+            return Outcome(None, RETRY_AFTER_ERROR, failed=True)
         finally:
             self.metrics.reconcile_duration.labels(namespace).observe(time.perf_counter() - started)
 

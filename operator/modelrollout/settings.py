@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelrollout.hardware.thresholds import HardwareThresholds
@@ -30,8 +30,19 @@ class OperatorSettings(BaseSettings):
     """File with a bearer token for that Prometheus (a mounted Secret), read at each analysis so
     a rotated token is picked up. Never sent to a Prometheus a ModelDeployment names."""
 
-    resync_seconds: float = Field(default=30.0, gt=0)
-    """Period of the level-based resync of every ModelDeployment."""
+    resync_seconds: float = Field(default=300.0, gt=0)
+    """Period of the level-based resync of every ModelDeployment: a safety net. Changes to an
+    object, its children and its pods reach the operator through watches within a second."""
+
+    workers: int = Field(default=8, ge=1, le=256)
+    """ModelDeployments reconciled at the same time (the work queue's workers)."""
+
+    shard_index: int = Field(default=0, ge=0)
+    """This replica's shard, from 0 to shard_count - 1."""
+
+    shard_count: int = Field(default=1, ge=1)
+    """Shards the ModelDeployments are split into by a hash of namespace/name, one operator
+    (or one peered group) per shard. 1: no sharding."""
 
     metrics_port: int = Field(default=8000, ge=0, le=65535)
     """Port of the operator's own Prometheus metrics; 0 disables them."""
@@ -59,3 +70,11 @@ class OperatorSettings(BaseSettings):
 
     log_format: str = Field(default="plain", pattern="^(plain|json)$")
     """Log format: plain or json."""
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> OperatorSettings:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(
+                f"shard_index {self.shard_index} is not below shard_count {self.shard_count}"
+            )
+        return self

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from modelrollout.k8s.caches import Caches
+    from modelrollout.k8s.workqueue import Key, Result, WorkQueue
 
 
 class OperatorMetrics:
@@ -44,3 +50,46 @@ class OperatorMetrics:
             ["namespace", "name", "phase"],
             registry=registry,
         )
+        self.work_duration = Histogram(
+            "modelrollout_workqueue_work_duration_seconds",
+            "Time one key spent with a worker (a reconcile, with its writes).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.retries = Counter(
+            "modelrollout_workqueue_retries_total",
+            "Keys put back with a backoff after a failed reconcile.",
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "modelrollout_workqueue_depth",
+            "Keys due and waiting for a worker.",
+            registry=registry,
+        )
+        self.queue_oldest = Gauge(
+            "modelrollout_workqueue_oldest_seconds",
+            "How long the longest-waiting due key has waited for a worker.",
+            registry=registry,
+        )
+        self.queued = Gauge(
+            "modelrollout_workqueue_keys",
+            "Keys in the queue, due now or later (resyncs and requeues included).",
+            registry=registry,
+        )
+        self.cached = Gauge(
+            "modelrollout_cache_objects",
+            "Objects held by the watch-fed caches.",
+            registry=registry,
+        )
+
+    def observe_run(self, _key: Key, seconds: float, result: Result) -> None:
+        self.work_duration.observe(seconds)
+        if result.failed:
+            self.retries.inc()
+
+    def watch_queue(self, queue: WorkQueue, caches: Caches) -> None:
+        """Read the queue's and caches' sizes at each scrape."""
+        self.queue_depth.set_function(queue.depth)
+        self.queue_oldest.set_function(queue.oldest_age)
+        self.queued.set_function(lambda: len(queue))
+        self.cached.set_function(caches.size)

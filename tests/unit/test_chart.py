@@ -205,7 +205,8 @@ def test_defaults(default: list[Obj]) -> None:
         "MODELROLLOUT_NAMESPACES": "[]",
         "MODELROLLOUT_SERVING_IMAGE": "ghcr.io/modelrollout/modelserver:0.1.0",
         "MODELROLLOUT_PROMETHEUS_URL": "http://prometheus-server.monitoring.svc:9090",
-        "MODELROLLOUT_RESYNC_SECONDS": "30",
+        "MODELROLLOUT_RESYNC_SECONDS": "300",
+        "MODELROLLOUT_WORKERS": "8",
         "MODELROLLOUT_METRICS_PORT": "8000",
         "MODELROLLOUT_HEALTH_PORT": "8081",
         "MODELROLLOUT_BIND_ADDRESS": "0.0.0.0",
@@ -493,6 +494,19 @@ def test_crd_switches(helm_bin: Path, default: list[Obj]) -> None:
     }
 
 
+# --- sharding ----------------------------------------------------------------------------------
+
+
+def test_a_shard_release_tells_the_operator_its_shard(helm_bin: Path) -> None:
+    dep = one(render(helm_bin, sets=("sharding.count=3", "sharding.index=2")), "Deployment")
+    env = env_of(dep)
+    assert env["MODELROLLOUT_SHARD_COUNT"] == "3"
+    assert env["MODELROLLOUT_SHARD_INDEX"] == "2"
+    assert "sharding.index must be below sharding.count" in render_error(
+        helm_bin, "sharding.count=3", "sharding.index=3"
+    )
+
+
 # --- peering -----------------------------------------------------------------------------------
 
 
@@ -641,6 +655,10 @@ DASHBOARD_METRICS = (
     "modelrollout_managed_modeldeployments",
     "modelrollout_modeldeployment_phase",
     "modelrollout_analysis_total",
+    "modelrollout_workqueue_depth",
+    "modelrollout_workqueue_oldest_seconds",
+    "modelrollout_workqueue_work_duration_seconds",
+    "modelrollout_workqueue_retries_total",
     "modelserver_requests_total",
     "modelserver_request_duration_seconds",
     "modelserver_grpc_requests_total",

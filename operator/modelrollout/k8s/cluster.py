@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +17,7 @@ from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Event, Node, Pod, Service
+from lightkube.resources.core_v1 import Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
@@ -29,12 +27,12 @@ from modelrollout.api.names import (
     CHILD_KINDS,
     CONTAINER,
     FIELD_MANAGER,
-    LABEL_DEPLOYMENT,
     LABEL_REVISION,
     LABEL_TRACK,
-    format_time,
 )
+from modelrollout.k8s.caches import Caches
 from modelrollout.k8s.diff import contains
+from modelrollout.k8s.events import EventRecorder
 from modelrollout.plan.children import Manifest
 from modelrollout.plan.types import ChildRef, ObservedDeployment
 
@@ -133,25 +131,22 @@ class ChildSet:
 
 
 class Cluster:
-    def __init__(self, client: AsyncClient) -> None:
+    """Reads from the watch-fed caches, writes through the API server (and puts what each
+    write returned into the cache, so the next read sees it before its watch event)."""
+
+    def __init__(self, client: AsyncClient, caches: Caches) -> None:
         self.client = client
+        self.caches = caches
+        self.events = EventRecorder(client)
 
     async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.get(ModelDeploymentResource, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
-        return _as_dict(obj)
+        return self.caches.model_deployments.get(namespace, name)
 
     async def children(self, namespace: str, owner: str) -> ChildSet:
-        selector: dict[str, Any] = {LABEL_DEPLOYMENT: owner}
         objects: dict[tuple[str, str], dict[str, Any]] = {}
-        for res in _KINDS.values():
-            async for obj in self.client.list(res, namespace=namespace, labels=selector):
-                data = _as_dict(obj)
-                objects[(data["kind"], data["metadata"]["name"])] = data
+        for kind, store in self.caches.children.items():
+            for data in store.owned_by(namespace, owner):
+                objects[(kind, data["metadata"]["name"])] = data
         return ChildSet(objects)
 
     async def apply(self, manifest: Manifest, live: dict[str, Any] | None) -> bool:
@@ -161,7 +156,7 @@ class Cluster:
         res = _resource(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         # force: this operator owns these fields; a hand edit is drift to be reset.
-        await self.client.patch(
+        applied = await self.client.patch(
             res,
             meta["name"],
             manifest,
@@ -170,6 +165,7 @@ class Cluster:
             field_manager=FIELD_MANAGER,
             force=True,
         )
+        self.caches.put(_as_dict(applied))
         log.info("applied %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])
         return True
 
@@ -186,31 +182,26 @@ class Cluster:
     async def nodes_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Every node and every pod, for the capacity check (finished pods free their
         requests; the capacity computation skips them by phase)."""
-        nodes = [_as_dict(n) async for n in self.client.list(Node)]
-        pods = [_as_dict(p) async for p in self.client.list(Pod, namespace="*")]
-        return nodes, pods
+        return list(self.caches.nodes), list(self.caches.pods)
 
     async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int:
         """Put each pod's live track on its modelrollout.io/track label (no restart: labels
         on a pod are not part of its template). Returns how many pods were relabelled."""
-        selector: dict[str, Any] = {LABEL_DEPLOYMENT: owner}
         changed = 0
-        async for pod in self.client.list(Pod, namespace=namespace, labels=selector):
-            labels = (pod.metadata.labels if pod.metadata else None) or {}
+        for pod in list(self.caches.pods.owned_by(namespace, owner)):
+            labels = pod["metadata"].get("labels") or {}
             track = tracks.get(labels.get(LABEL_REVISION, ""))
             if track is None or labels.get(LABEL_TRACK) == track:
                 continue
-            name = pod.metadata.name if pod.metadata else None
-            if not name:
-                continue
             try:
-                await self.client.patch(
+                patched = await self.client.patch(
                     Pod,
-                    name,
+                    pod["metadata"]["name"],
                     {"metadata": {"labels": {LABEL_TRACK: track}}},
                     namespace=namespace,
                     patch_type=PatchType.MERGE,
                 )
+                self.caches.put(_as_dict(patched))
                 changed += 1
             except ApiError as exc:
                 if exc.status.code != 404:  # the pod went away meanwhile
@@ -219,52 +210,24 @@ class Cluster:
 
     async def remove_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
         patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
-        await self.client.patch(
+        patched = await self.client.patch(
             ModelDeploymentResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
         )
+        self.caches.put(_as_dict(patched))
 
     async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A merge patch with explicit nulls replaces the whole status: fields the planner
         # cleared are removed rather than left behind.
-        await self.client.patch(
+        patched = await self.client.patch(
             ModelDeploymentResource.Status,
             name,
             {"status": status},
             namespace=namespace,
             patch_type=PatchType.MERGE,
         )
+        self.caches.put(_as_dict(patched))
 
     async def record_events(
         self, owner: dict[str, Any], events: Iterable[tuple[str, str, str]]
     ) -> None:
-        meta = owner["metadata"]
-        now = format_time(datetime.now(UTC))
-        for event_type, reason, message in events:
-            body = {
-                "metadata": {
-                    "name": f"{meta['name']}.{secrets.token_hex(8)}",
-                    "namespace": meta["namespace"],
-                },
-                "involvedObject": {
-                    "apiVersion": owner["apiVersion"],
-                    "kind": owner["kind"],
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                    "uid": meta["uid"],
-                    "resourceVersion": meta.get("resourceVersion"),
-                },
-                "type": event_type,
-                "reason": reason,
-                "message": message[:1024],
-                "source": {"component": FIELD_MANAGER},
-                "reportingComponent": FIELD_MANAGER,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            }
-            try:
-                event = cast(Event, Event.from_dict(body))
-                await self.client.create(event)
-            except ApiError as exc:
-                # An event that can't be recorded must not fail the reconcile it describes.
-                log.warning("could not record event %s: %s", reason, exc.status.message)
+        await self.events.record(owner, events)

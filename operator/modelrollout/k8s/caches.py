@@ -1,0 +1,206 @@
+"""The operator's watch-fed caches: ModelDeployments, their children and pods (by the
+managed-by label), and, when the capacity check is on, every node and every pod (other
+tenants' pods take node capacity too). Keyed by owner; every change that concerns a
+ModelDeployment calls `wake(namespace, name)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.core.resource import Resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+
+from modelrollout.api import GROUP, KIND, PLURAL, VERSION
+from modelrollout.api.names import CHILD_KINDS, LABEL_DEPLOYMENT, MANAGED_BY
+from modelrollout.k8s.informer import (
+    Informer,
+    Lister,
+    Obj,
+    Store,
+    Watcher,
+    WatchExpiredError,
+    slim,
+)
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+Wake = Callable[[str, str], None]
+# A watch the API server ends after this long is resumed from its last resourceVersion.
+WATCH_SECONDS = 300
+LIST_CHUNK = 500
+
+
+def _generic(api_version: str, kind: str, plural: str, namespaced: bool = True) -> type[Resource]:
+    """A dict-backed resource class: the cache keeps plain JSON, no typed model to build."""
+    group, _, version = api_version.rpartition("/")
+    if namespaced:
+        return create_namespaced_resource(group, version, kind, plural)
+    return create_global_resource(group, version, kind, plural)
+
+
+_MODEL_DEPLOYMENT = _generic(f"{GROUP}/{VERSION}", KIND, PLURAL)
+_CHILDREN = {kind: _generic(api, kind, plural) for api, kind, plural in CHILD_KINDS}
+_POD = _generic("v1", "Pod", "pods")
+_NODE = _generic("v1", "Node", "nodes", namespaced=False)
+
+
+def source(
+    client: AsyncClient,
+    res: Any,
+    namespace: str | None,
+    labels: dict[str, str] | None = None,
+) -> tuple[Lister, Watcher]:
+    """LIST and WATCH of one kind through lightkube; namespace None: cluster-scoped kind,
+    "*": every namespace."""
+    scope: dict[str, Any] = {} if namespace is None else {"namespace": namespace}
+    selector: Any = labels
+
+    info = res._api_info.resource
+    # A LIST's items carry no apiVersion and kind; its watch events do.
+    typed = {
+        "apiVersion": f"{info.group}/{info.version}" if info.group else info.version,
+        "kind": info.kind,
+    }
+
+    async def lister() -> tuple[list[Obj], str]:
+        listing = client.list(res, labels=selector, chunk_size=LIST_CHUNK, **scope)
+        objects = [typed | dict(o) async for o in listing]
+        return objects, str(listing.resourceVersion)
+
+    async def watcher(version: str) -> AsyncIterator[tuple[str, Obj]]:
+        stream = client.watch(
+            res, labels=selector, resource_version=version, server_timeout=WATCH_SECONDS, **scope
+        )
+        try:
+            async for kind, obj in stream:
+                yield kind, dict(obj)
+        except ApiError as exc:
+            if exc.status.code == 410:
+                raise WatchExpiredError(str(exc)) from exc
+            raise
+
+    return lister, watcher
+
+
+def _owner(obj: Obj | None) -> tuple[str, str] | None:
+    if obj is None:
+        return None
+    meta = obj["metadata"]
+    owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
+    return (meta.get("namespace", ""), owner) if owner else None
+
+
+class Caches:
+    """Every informer the operator runs, and reads across them."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        namespaces: Iterable[str],
+        wake: Wake,
+        *,
+        capacity: bool,
+    ) -> None:
+        scopes = list(namespaces) or ["*"]
+        self.wake = wake
+        self.model_deployments = Store()
+        self.children = {kind: Store(LABEL_DEPLOYMENT) for kind in _CHILDREN}
+        self.pods = Store(LABEL_DEPLOYMENT)
+        self.nodes = Store()
+        self.capacity = capacity
+        self.informers: list[Informer] = []
+        for ns in scopes:
+            self._add(
+                f"{KIND} in {ns}",
+                client,
+                _MODEL_DEPLOYMENT,
+                ns,
+                None,
+                self.model_deployments,
+                self._on_model_deployment,
+            )
+            for kind, res in _CHILDREN.items():
+                self._add(
+                    f"{kind} in {ns}", client, res, ns, MANAGED, self.children[kind], self._on_child
+                )
+        if capacity:
+            # Capacity needs every pod on every node, whoever owns it.
+            self._add("Pod in *", client, _POD, "*", None, self.pods, self._on_pod)
+            self._add("Node", client, _NODE, None, None, self.nodes, None)
+        else:
+            for ns in scopes:
+                self._add(f"Pod in {ns}", client, _POD, ns, MANAGED, self.pods, self._on_pod)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _add(
+        self,
+        name: str,
+        client: AsyncClient,
+        res: type[Resource],
+        namespace: str | None,
+        labels: dict[str, str] | None,
+        store: Store,
+        on_change: Callable[[Obj | None, Obj | None], None] | None,
+    ) -> None:
+        lister, watcher = source(client, res, namespace, labels)
+        self.informers.append(
+            Informer(name, lister, watcher, store, on_change, namespace=namespace)
+        )
+
+    # --- events ----------------------------------------------------------------------------
+
+    def _on_model_deployment(self, old: Obj | None, new: Obj | None) -> None:
+        meta = (new or old or {}).get("metadata") or {}
+        self.wake(meta.get("namespace", ""), meta.get("name", ""))
+
+    def _on_child(self, old: Obj | None, new: Obj | None) -> None:
+        for owner in {_owner(old), _owner(new)} - {None}:
+            assert owner is not None
+            self.wake(*owner)
+
+    def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
+        # A pod's owner cares when it comes, goes or is relabelled (the track label), not
+        # about every status change the kubelet reports.
+        relabelled = (
+            old is None
+            or new is None
+            or old["metadata"].get("labels") != new["metadata"].get("labels")
+        )
+        if not relabelled:
+            return
+        self._on_child(old, new)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(i.run(), name=i.name) for i in self.informers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    async def wait_synced(self) -> None:
+        """Returns once every cache holds its first complete LIST."""
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+
+    def size(self) -> int:
+        stores = [self.model_deployments, self.pods, self.nodes, *self.children.values()]
+        return sum(len(s) for s in stores)
+
+    def put(self, obj: Obj) -> None:
+        """Write-through: the object a write returned, into the store of its kind."""
+        kind = obj.get("kind", "")
+        store = (
+            self.model_deployments
+            if kind == KIND
+            else self.children.get(kind) or (self.pods if kind == "Pod" else None)
+        )
+        if store is not None:
+            store.upsert(slim(obj))
