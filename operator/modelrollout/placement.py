@@ -27,7 +27,7 @@ from modelrollout.hardware.errors import (
     ProfileError,
     ProfileInterruptedError,
 )
-from modelrollout.hardware.fetch import profile_uri
+from modelrollout.hardware.fetch import StoreAccess, profile_uri
 from modelrollout.hardware.policy import (
     HardwareDecision,
     HardwareRequest,
@@ -182,6 +182,7 @@ class PlacementService:
     ) -> ModelProfile:
         """Read the model under the policy, marked in status for as long as the read lasts."""
         uri, sha = spec.model.uri, spec.model.sha256
+        store = await self._store(spec, namespace)
         if sha is None or DEFAULT_CACHE.get(sha) is None:
             obj = await self.cluster.get_model_deployment(namespace, owner)
             raw = ((obj or {}).get("status") or {}).get("profiling")
@@ -199,10 +200,22 @@ class PlacementService:
                 namespace, owner, {"profiling": started.model_dump(by_alias=True)}
             )
             try:
-                return await asyncio.to_thread(profile_uri, uri, sha, policy=self.policy)
+                return await asyncio.to_thread(
+                    profile_uri, uri, sha, policy=self.policy, store=store
+                )
             finally:
                 await self.cluster.write_status(namespace, owner, {"profiling": None})
-        return await asyncio.to_thread(profile_uri, uri, sha, policy=self.policy)
+        return await asyncio.to_thread(profile_uri, uri, sha, policy=self.policy, store=store)
+
+    async def _store(self, spec: ModelDeploymentSpec, namespace: str) -> StoreAccess:
+        """The spec's endpoint and region, and its Secret's values when the policy lets the
+        operator read them (the tenant's own Secret, in its own namespace, sent only to the
+        store the spec names, as its pods would)."""
+        model = spec.model
+        credentials: dict[str, str] = {}
+        if model.credentials_secret and self.policy.read_model_credentials:
+            credentials = await self.cluster.read_secret(namespace, model.credentials_secret)
+        return StoreAccess(model.endpoint, model.region, credentials)
 
     async def decide(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -222,7 +222,11 @@ class Reconciler:
             spec=spec,
             status=previous,
             image=image,
-            placement=placement_of(hardware) if hardware else None,
+            placement=(
+                replace(placement_of(hardware), image_volumes=self.settings.image_volumes)
+                if hardware
+                else None
+            ),
             deployments=tuple(observe_deployment(d) for d in live.deployments()),
             now=now,
             existing=live.keys(),

@@ -23,6 +23,10 @@ class OperatorSettings(BaseSettings):
     serving_image: str = "ghcr.io/modelrollout/modelserver:0.1.0"
     """Model server image for ModelDeployments that don't name one."""
 
+    image_volumes: bool = False
+    """The cluster mounts OCI images as volumes (Kubernetes 1.33+ with the ImageVolume feature
+    gate): oci:// models are mounted read-only instead of copied by an init container."""
+
     prometheus_url: str = "http://prometheus-server.monitoring.svc:9090"
     """Prometheus the canary analysis queries unless a ModelDeployment names its own."""
 

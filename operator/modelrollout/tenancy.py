@@ -21,11 +21,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-Scheme = Literal["https", "http", "s3", "file"]
+Scheme = Literal["https", "http", "s3", "gs", "az", "file"]
 QueryOverrides = Literal["namespaced", "off", "any"]
 
 
-_DEFAULT_SCHEMES: list[Scheme] = ["https", "http", "s3"]
+_DEFAULT_SCHEMES: list[Scheme] = ["https", "http", "s3", "gs", "az"]
 
 
 class PolicyError(ValueError):
@@ -62,6 +62,12 @@ class TenantPolicy(BaseSettings):
     """Non-public networks the operator may fetch models from (e.g. an in-cluster model store
     at 10.0.0.0/8). Private, loopback, link-local (cloud metadata), multicast and reserved
     addresses are refused unless listed here."""
+
+    read_model_credentials: bool = False
+    """Whether the operator reads the Secret a spec names in `model.credentialsSecret` (in the
+    spec's own namespace) to profile a model in a private store. Off: the operator holds no
+    Secret and profiles anonymously; a private model then needs `hardware.mode: cpu|gpu`. The
+    chart grants the Secret read only when this is on."""
 
     max_redirects: int = Field(default=5, ge=0, le=20)
     """Redirects followed per model download; each target is checked like the URI itself."""

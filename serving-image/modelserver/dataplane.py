@@ -108,6 +108,8 @@ class DataPlane:
                 max_bytes=s.download_max_bytes,
                 retries=s.download_retries,
                 timeout_s=s.download_timeout_s,
+                endpoint=s.model_endpoint,
+                region=s.model_region,
             )
             runtime = await asyncio.to_thread(
                 Runtime, path, threads=s.threads, provider=s.execution_provider
@@ -169,6 +171,8 @@ class DataPlane:
                 max_bytes=MAX_PROFILE_BYTES,
                 retries=s.download_retries,
                 timeout_s=s.download_timeout_s,
+                endpoint=s.model_endpoint,  # the reference sits in the model's store
+                region=s.model_region,
             )
             profile = parse_profile(path.read_bytes())  # ProfileError says "reference profile"
         distribution = Distribution(

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # The model
     model_name: str = "model"
     model_uri: str = ""
+    # An S3-compatible, GCS or Azure endpoint other than the cloud's own; the S3 region.
+    model_endpoint: str | None = None
+    model_region: str | None = None
     model_sha256: str | None = None
     model_version: str = "1"
     revision: str = ""

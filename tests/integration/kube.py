@@ -120,7 +120,9 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 # test names its own Prometheus on a free port.
 LOCAL_POLICY = json.dumps(
     {
-        "modelUriSchemes": ["file", "http", "https"],
+        "modelUriSchemes": ["file", "http", "https", "s3"],
+        # The tests' own Secrets, as a platform that lets the operator profile private models.
+        "readModelCredentials": True,
         "allowedNetworks": ["127.0.0.0/8", f"{realnode.NODE_IP}/32"],
         "prometheusUrls": ["http://127.0.0.1:*"],
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,12 +166,6 @@ def test_http_checksum_mismatch_removes_download(files: _Files, tmp_path: Path) 
 def test_bad_uris(uri: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(LoadError, match=message):
         fetch_model(uri, sha256=None, model_dir=tmp_path, max_bytes=10**9)
-
-
-def test_s3_without_boto3_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "boto3", None)  # makes the import fail as if not installed
-    with pytest.raises(LoadError, match=r"need boto3: install modelserver\[s3\]"):
-        fetch_model("s3://bucket/model.onnx", sha256=None, model_dir=tmp_path, max_bytes=10)
 
 
 async def test_corrupt_model_fails_with_reason(serve: ServeFactory, tmp_path: Path) -> None:

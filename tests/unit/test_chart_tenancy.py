@@ -45,7 +45,7 @@ def test_policy_reaches_the_operator(helm_bin: Path) -> None:
     assert policy.model_hosts == ["models.example.com", "*.blob.example.net"]
     assert [str(n) for n in policy.allowed_networks] == ["10.20.0.0/16"]
     assert policy.fetch_deadline_seconds == 300
-    assert policy.model_uri_schemes == ["https", "http", "s3"]  # no file:// in a cluster
+    assert policy.model_uri_schemes == ["https", "http", "s3", "gs", "az"]  # no file:// here
     assert "MODELROLLOUT_POLICY" not in env_of(one(render(helm_bin), "Deployment"))
     assert "'modelHost'" in render_error(helm_bin, "operator.policy.modelHost=x")
 
@@ -133,3 +133,18 @@ def test_prometheus_token_from_a_secret(helm_bin: Path) -> None:
     # No Secret named: no token, no volume.
     plain = one(render(helm_bin), "Deployment")
     assert "MODELROLLOUT_PROMETHEUS_TOKEN_FILE" not in env_of(plain)
+
+
+def test_secrets_are_read_only_when_the_policy_says_so(helm_bin: Path) -> None:
+    def secret_rules(*sets: str) -> list[dict[str, object]]:
+        docs = render(helm_bin, sets=sets)
+        return [
+            rule
+            for role in of_kind(docs, "ClusterRole")
+            for rule in role["rules"]
+            if "secrets" in rule["resources"]
+        ]
+
+    assert secret_rules() == []
+    on = secret_rules("operator.policy.readModelCredentials=true")
+    assert on == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]

@@ -22,8 +22,10 @@ from modelrollout.api.types import NAME_PATTERN, ApiModel
 MODEL_DIR = "/models"
 TMP_DIR = "/tmp"
 TOKEN_DIR = "/var/run/secrets/modelrollout/token"
-OPERATOR_VOLUMES = ("models", "tmp", "token")
-OPERATOR_PATHS = (MODEL_DIR, TMP_DIR, TOKEN_DIR)
+# A pvc:// or oci:// model, mounted read-only.
+MODEL_STORE_DIR = "/mnt/model-store"
+OPERATOR_VOLUMES = ("models", "tmp", "token", "model-store")
+OPERATOR_PATHS = (MODEL_DIR, TMP_DIR, TOKEN_DIR, MODEL_STORE_DIR)
 
 # Label keys the operator sets on every pod; selectors and Services depend on them.
 OPERATOR_LABELS = (
@@ -191,8 +193,8 @@ def _pod_rules() -> list[JsonValue]:
         },
         {
             "rule": f"!has(self.volumeMounts) || self.volumeMounts.all(m, !({mounts_clear}))",
-            "message": "spec.pod.volumeMounts must not mount over the model path "
-            f"{MODEL_DIR} or the operator's {TMP_DIR} and {TOKEN_DIR}",
+            "message": "spec.pod.volumeMounts must not mount over the model paths "
+            f"{MODEL_DIR} and {MODEL_STORE_DIR} or the operator's {TMP_DIR} and {TOKEN_DIR}",
             "fieldPath": ".volumeMounts",
             "reason": "FieldValueForbidden",
         },

@@ -7,7 +7,6 @@ same bad specs at admission, with messages that name the field.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
 from pydantic import ConfigDict, Field, model_validator
@@ -15,10 +14,11 @@ from pydantic import ConfigDict, Field, model_validator
 from modelrollout.api.hardware import HardwareMode as HardwareMode
 from modelrollout.api.hardware import HardwareSpec as HardwareSpec
 from modelrollout.api.hardware import Toleration as Toleration
+from modelrollout.api.model import ModelFormat as ModelFormat
+from modelrollout.api.model import ModelSpec as ModelSpec
 from modelrollout.api.pod import PodSettings
 from modelrollout.api.predictions import PredictionShiftSpec as PredictionShiftSpec
 from modelrollout.api.reference import ReferenceSpec as ReferenceSpec
-from modelrollout.api.refs import SECRET_PATTERN
 from modelrollout.api.serving import BatchingSpec as BatchingSpec
 from modelrollout.api.serving import EnvVar as EnvVar
 from modelrollout.api.serving import Resources as Resources
@@ -28,94 +28,9 @@ from modelrollout.api.traffic import IstioRouter as IstioRouter
 from modelrollout.api.traffic import ReplicaRatioRouter as ReplicaRatioRouter
 from modelrollout.api.traffic import TrafficRouter as TrafficRouter
 from modelrollout.api.types import (
-    NAME_PATTERN,
-    SHA256_PATTERN,
     ApiModel,
     Duration,
 )
-
-# --- model ------------------------------------------------------------------------------------
-
-_USERINFO = re.compile(r"^[A-Za-z0-9+.-]+://[^/?#]*@")
-
-
-class ModelFormat(StrEnum):
-    ONNX = "onnx"
-
-
-class ModelSpec(ApiModel):
-    """Which model to serve. A change to any of these fields starts a new revision."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.uri.matches('^(file|https?|s3)://.+') "
-                    "|| self.uri.startsWith('/')",
-                    "message": "spec.model.uri must be an absolute path or a file://, http(s):// "
-                    "or s3:// URI",
-                    "fieldPath": ".uri",
-                    "reason": "FieldValueInvalid",
-                },
-                {
-                    "rule": "!self.uri.matches('^[A-Za-z0-9+.-]+://[^/?#]*@')",
-                    "message": "spec.model.uri must not carry credentials (user:password@); "
-                    "reference a Secret with spec.model.credentialsSecret",
-                    "fieldPath": ".uri",
-                    "reason": "FieldValueForbidden",
-                },
-            ]
-        }
-    )
-
-    uri: str = Field(min_length=1, max_length=2048)
-    """Where the ONNX file lives: an absolute path, file://, http(s):// or s3:// URI."""
-
-    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
-    """Lower-case hex SHA-256 of the model file. The server refuses to load a file that does
-    not match, so a wrong or tampered file never serves traffic."""
-
-    version: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    """Version label of the model, reported in metrics and status (for example `v3` or
-    `2024-06-01`)."""
-
-    refresh: str | None = Field(default=None, max_length=63)
-    """Without sha256, the operator pins the bytes it read when the revision started. A file
-    changed later at the same URI is served only as a new revision: set or change this (any
-    value, a date for example) or the version to start one."""
-
-    format: ModelFormat = ModelFormat.ONNX
-    """Model format. Only `onnx` is served today."""
-
-    name: str | None = Field(default=None, max_length=63, pattern=NAME_PATTERN)
-    """Name the model is served under at `/v2/models/{name}`. Defaults to the
-    ModelDeployment's name."""
-
-    credentials_secret: str | None = Field(default=None, max_length=253, pattern=SECRET_PATTERN)
-    """A Secret in the same namespace whose keys become environment variables of the model
-    server, for the model store (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). Credentials
-    never go in the URI."""
-
-    reference: ReferenceSpec | None = None
-    """The model's reference profile (docs/reference-profile.md): bins for the counters of
-    its outputs and input features. Without one, outputs are counted in default bins."""
-
-    @model_validator(mode="after")
-    def _uri_scheme(self) -> ModelSpec:
-        if not (self.uri.startswith("/") or self.uri.split("://", 1)[0] in _SCHEMES):
-            raise ValueError(
-                "spec.model.uri must be an absolute path or a file://, http(s):// or s3:// URI"
-            )
-        if _USERINFO.match(self.uri):
-            raise ValueError(
-                "spec.model.uri must not carry credentials (user:password@); reference a Secret "
-                "with spec.model.credentialsSecret"
-            )
-        return self
-
-
-_SCHEMES = {"file", "http", "https", "s3"}
-
 
 # --- autoscaling -----------------------------------------------------------------------------
 

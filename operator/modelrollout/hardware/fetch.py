@@ -24,12 +24,14 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
 from modelrollout.redact import redact_uri
 from modelrollout.tenancy import IPAddress, PolicyError, TenantPolicy
 
+from . import stores
 from .errors import (
     ChecksumMismatchError,
     ModelTooLargeError,
@@ -51,9 +53,26 @@ from .profiler import (
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["open_model", "profile_uri", "redact_uri"]
+__all__ = ["StoreAccess", "open_model", "profile_uri", "redact_uri"]
 
 Resolver = Callable[[str, int], list[IPAddress]]
+
+# Listing a prefix (a model with external data): pages read, and bytes per page.
+MAX_LIST_PAGES = 10
+MAX_LIST_BYTES = 4 << 20
+# Stores the operator cannot read: a volume in the tenant's namespace, an image in a registry.
+MOUNTED_SCHEMES = ("pvc", "oci")
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """How to reach an object store (s3, gs, az): the spec's endpoint and region (tenant
+    input, checked like any URI) and the credentials of the spec's Secret, when the policy
+    lets the operator read it (policy.readModelCredentials)."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict)
 
 
 def _resolve(host: str, port: int) -> list[IPAddress]:
@@ -80,12 +99,18 @@ def open_model(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     headers: Mapping[str, str] | None = None,
     resolve: Resolver = _resolve,
+    store: StoreAccess | None = None,
 ) -> Iterator[Iterator[bytes]]:
     """The model's bytes as chunks, within the policy's limits; raises ProfileError subclasses.
 
     `resolve` maps a host to its addresses (tests give a fixed answer)."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower() or "file"
+    if scheme in MOUNTED_SCHEMES:
+        raise UnsupportedModelUriError(
+            f"the operator does not read {scheme}:// models (the pods mount them): "
+            "set spec.hardware.mode to cpu or gpu"
+        )
     _policy(policy.check_scheme, scheme)
     deadline = time.monotonic() + policy.fetch_deadline_seconds
     if scheme == "file":
@@ -97,10 +122,60 @@ def open_model(
     elif scheme in ("http", "https"):
         with _open_http(uri, policy, headers or {}, resolve) as chunks:
             yield _bounded(chunks, policy, deadline)
+    elif scheme in stores.STORE_SCHEMES:
+        request = _store_request(uri, policy, store or StoreAccess(), resolve)
+        with _open_http(request.url, policy, request.headers, resolve) as chunks:
+            yield _bounded(chunks, policy, deadline)
     else:
         raise UnsupportedModelUriError(
-            f"unsupported URI scheme {scheme!r}: the profiler reads file://, paths and http(s)://"
+            f"unsupported URI scheme {scheme!r}: the profiler reads file://, paths, http(s)://, "
+            "s3://, gs:// and az://"
         )
+
+
+def _store_request(
+    uri: str, policy: TenantPolicy, store: StoreAccess, resolve: Resolver
+) -> stores.Request:
+    """The signed GET of the model in an object store; for a prefix (a model with external
+    data), of the one .onnx file listed under it."""
+    try:
+        loc = stores.locate(uri)
+        if loc.is_prefix:
+            loc = loc.child(_only_model(loc, policy, store, resolve))
+        return stores.object_request(
+            loc, store.credentials, endpoint=store.endpoint, region=store.region
+        )
+    except stores.StoreError as e:
+        raise UnsupportedModelUriError(str(e)) from None
+
+
+def _only_model(
+    loc: stores.StoreLocation, policy: TenantPolicy, store: StoreAccess, resolve: Resolver
+) -> str:
+    keys: list[str] = []
+    marker = ""
+    for _ in range(MAX_LIST_PAGES):
+        request = stores.list_request(
+            loc, store.credentials, endpoint=store.endpoint, region=store.region, marker=marker
+        )
+        body = bytearray()
+        with _open_http(request.url, policy, request.headers, resolve) as chunks:
+            for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_LIST_BYTES:
+                    raise ModelTooLargeError(f"the listing of {loc.key} is too long")
+        items, marker = stores.parse_listing(loc.scheme, bytes(body))
+        keys += [
+            key for key, _ in items if key.endswith(".onnx") and "/" not in key[len(loc.key) :]
+        ]
+        if not marker:
+            break
+    if len(keys) != 1:
+        found = ", ".join(k.rsplit("/", 1)[-1] for k in keys[:5]) or "none"
+        raise ModelUnreachableError(
+            f"want exactly one .onnx file under the prefix {loc.key or '/'} (found: {found})"
+        )
+    return keys[0]
 
 
 def _bounded(chunks: Iterator[bytes], policy: TenantPolicy, deadline: float) -> Iterator[bytes]:
@@ -263,6 +338,7 @@ def profile_uri(
     cache: ProfileCache | None = DEFAULT_CACHE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     resolve: Resolver = _resolve,
+    store: StoreAccess | None = None,
 ) -> ModelProfile:
     """Fetch and profile the model at `uri` under `policy` (the secure defaults when None).
 
@@ -280,7 +356,9 @@ def profile_uri(
         max_nodes=policy.profile_max_nodes, memory_bytes=policy.profile_memory_bytes
     )
     try:
-        with open_model(uri, policy, chunk_size=chunk_size, headers=headers, resolve=resolve) as c:
+        with open_model(
+            uri, policy, chunk_size=chunk_size, headers=headers, resolve=resolve, store=store
+        ) as c:
             profile = profile_stream(c, dim_overrides=dim_overrides, limits=limits)
         if expected is not None and profile.sha256 != expected:
             raise ChecksumMismatchError(expected, profile.sha256)

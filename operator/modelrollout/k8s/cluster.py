@@ -4,6 +4,7 @@ nothing here decides anything."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Pod, Service
+from lightkube.resources.core_v1 import Pod, Secret, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
@@ -141,6 +142,19 @@ class Cluster:
 
     async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.caches.model_deployments.get(namespace, name)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's values, decoded; {} when it does not exist (or is not readable: the
+        operator reads Secrets only when its policy and RBAC say so)."""
+        try:
+            secret = await self.client.get(Secret, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code in (403, 404):
+                log.info("secret %s/%s not read: HTTP %d", namespace, name, exc.status.code)
+                return {}
+            raise
+        data = secret.data or {}
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
 
     async def children(self, namespace: str, owner: str) -> ChildSet:
         objects: dict[tuple[str, str], dict[str, Any]] = {}

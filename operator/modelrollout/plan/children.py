@@ -23,6 +23,7 @@ from modelrollout.api.names import (
 from modelrollout.api.pod import MODEL_DIR, TMP_DIR, TOKEN_DIR
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.types import parse_duration
+from modelrollout.plan.modelsource import ModelSource, model_source
 from modelrollout.plan.pod import merge_pod_settings
 from modelrollout.plan.revision import recorded_spec
 
@@ -79,6 +80,9 @@ class Placement:
     scale_down_first: bool = False
     # The model's sha256 as the operator read it, pinned when the spec gives none.
     model_sha256: str | None = None
+    # The cluster mounts OCI images as volumes (Kubernetes 1.33+ ImageVolume): an oci://
+    # model is mounted, not copied by an init container.
+    image_volumes: bool = False
 
 
 def common_labels(owner: Owner) -> dict[str, str]:
@@ -108,9 +112,10 @@ def _server_env(
     owner: Owner, spec: ModelDeploymentSpec, revision: str, placement: Placement, track: str
 ) -> list[dict[str, Any]]:
     serving, model = spec.serving, spec.model
+    source = _source(spec, placement)
     env = {
         "MODELSERVER_MODEL_NAME": model.name or owner.name,
-        "MODELSERVER_MODEL_URI": model.uri,
+        "MODELSERVER_MODEL_URI": source.uri,
         "MODELSERVER_MODEL_VERSION": model.version,
         "MODELSERVER_REVISION": revision,
         # The track the revision was born into. It stays fixed for the Deployment's life so a
@@ -123,7 +128,7 @@ def _server_env(
         # Endpoints controllers and gateways need a moment to stop sending before drain.
         "MODELSERVER_DRAIN_DELAY_S": "5",
         "MODELSERVER_MODEL_DIR": MODEL_DIR,
-    }
+    } | source.env
     # Without a sha256 in the spec, the one the operator read: every pod of the revision
     # verifies the same bytes, even when the file at the URI changes later.
     sha256 = model.sha256 or placement.model_sha256
@@ -150,6 +155,20 @@ def _server_env(
             else {"name": var.name, "value": var.value}
         )
     return list(out.values())
+
+
+_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def _source(spec: ModelDeploymentSpec, placement: Placement) -> ModelSource:
+    return model_source(
+        spec.model, image_volumes=placement.image_volumes, container_security=dict(_SECURITY)
+    )
 
 
 def _secret_sources(spec: ModelDeploymentSpec) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -247,12 +266,7 @@ def _server_container(
             "periodSeconds": 5,
             "failureThreshold": 2,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": dict(_SECURITY),
         "volumeMounts": [
             {"name": "models", "mountPath": MODEL_DIR},
             {"name": "tmp", "mountPath": TMP_DIR},
@@ -280,6 +294,11 @@ def _pod_spec(
     container["volumeMounts"] += extra_container.pop("volumeMounts", [])
     container.update(extra_container)
     pod_spec["volumes"] += extra_pod.get("volumes", [])
+    source = _source(spec, placement)
+    container["volumeMounts"] += [dict(m) for m in source.mounts]
+    pod_spec["volumes"] += [dict(v) for v in source.volumes]
+    if source.init_containers:
+        pod_spec["initContainers"] = [dict(c) for c in source.init_containers]
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:

@@ -123,7 +123,8 @@ def test_files_in_the_operator_pod_are_off_by_default(tmp_path: Path) -> None:
         for uri in (str(model), model.as_uri(), str(tmp_path / "nope"), "/etc/passwd")
     }
     assert answers == {
-        "refused by policy.modelUriSchemes: scheme 'file' is not allowed (allowed: https, http, s3)"
+        "refused by policy.modelUriSchemes: scheme 'file' is not allowed "
+        "(allowed: https, http, s3, gs, az)"
     }
     assert profile_uri(str(model), cache=None, policy=policy(modelUriSchemes=["file"]))
 

@@ -132,7 +132,7 @@ ERROR_CASES = [
     ("timeout", ModelUnreachableError, "no answer within 0.3s"),
     ("too-large-file", ModelTooLargeError, "over the 100-byte limit"),
     ("too-large-http", ModelTooLargeError, "server declares"),
-    ("s3", UnsupportedModelUriError, "unsupported URI scheme 's3'"),
+    ("pvc", UnsupportedModelUriError, "does not read pvc:// models"),
     ("remote-file-host", UnsupportedModelUriError, "remote host"),
     ("not-onnx-http", NotOnnxModelError, "not an ONNX model"),
 ]
@@ -161,7 +161,7 @@ def test_errors_carry_reason_and_uri(
         "timeout": f"http://127.0.0.1:{silent_port}/m.onnx",
         "too-large-file": str(path),
         "too-large-http": f"{http_server.base}/m.onnx",
-        "s3": "s3://bucket/model.onnx",
+        "pvc": "pvc://claim/model.onnx",
         "remote-file-host": "file://otherhost/model.onnx",
         "not-onnx-http": f"{http_server.base}/index.txt",
     }[case]
