@@ -45,10 +45,10 @@ def status_of(kube: Kube, name: str) -> dict[str, Any]:
 def test_a_refused_model_uri_names_the_rule_in_status(
     kube: Kube, operator: OperatorProcess
 ) -> None:
-    # The tests' operator allows file and http(s) only (tests/integration/kube.py).
-    kube.apply(manifest("s3", "s3://models/iris.onnx"))
+    # The tests' operator allows file, http(s) and s3 only (tests/integration/kube.py).
+    kube.apply(manifest("gcs", "gs://models/iris.onnx"))
     ready = wait_for(
-        lambda: (c := condition(kube.get("mdep", "s3"), "Ready")).get("reason") and c,
+        lambda: (c := condition(kube.get("mdep", "gcs"), "Ready")).get("reason") and c,
         what="Ready condition",
     )
     assert ready["reason"] == "RefusedByPolicy"
