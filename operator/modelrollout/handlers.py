@@ -91,6 +91,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.queue = queue
     memo.reconciler = reconciler
     memo.worker = asyncio.create_task(queue.run(caches.wait_synced), name="workqueue")
+    # A finished hook puts its ModelDeployment back on the queue instead of waiting for a requeue.
+    reconciler.hooks.wake = lambda namespace, name: queue.add((namespace, name))
 
 
 @kopf.on.cleanup()
@@ -99,6 +101,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.gather(memo.worker, return_exceptions=True)
     await memo.caches.stop()
     reconciler: Reconciler = memo.reconciler
+    await reconciler.hooks.close()
     await reconciler.cluster.client.close()
 
 

@@ -26,6 +26,7 @@ from modelrollout.api import GROUP
 from modelrollout.api.names import CANARY, STABLE, track_service_name
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus, Phase
+from modelrollout.hooks.runner import HookRunner, Target
 from modelrollout.k8s.cluster import ChildSet, observe_deployment
 from modelrollout.metrics import registry as providers
 from modelrollout.metrics.analysis import analyse_window, read_counters
@@ -131,6 +132,7 @@ class Reconciler:
         router_for: RouterFor = routers.router_for,
         provider_for: providers.ProviderLookup = providers.get,
         placement: PlacementService | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
@@ -138,6 +140,9 @@ class Reconciler:
         self.router_for = router_for
         self.provider_for = provider_for
         self.placement = placement or PlacementService(settings.hardware, cluster, settings.policy)
+        self.hooks = hooks or HookRunner(
+            cluster.client, settings.policy, metrics, concurrency=settings.hook_concurrency
+        )
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
@@ -174,6 +179,7 @@ class Reconciler:
         acted = await self.act(seen, plan)
         status = settle(plan, acted)
         await self._write_status(namespace, name, seen.inputs.status, status)
+        self.hooks.consumed(namespace, name, seen.inputs.hook_results)
         await self.cluster.record_events(obj, [(e.type, e.reason, e.message) for e in plan.events])
         self._export_phase(namespace, name, status.phase)
         return Outcome(status.phase, plan.requeue_after)
@@ -236,6 +242,7 @@ class Reconciler:
             actions=actions,
             blocked=blocked,
             hardware=hardware,
+            hook_results=self.hooks.results(namespace, name),
         )
         return Observed(obj, live, router, target, inputs)
 
@@ -275,6 +282,8 @@ class Reconciler:
         if seen.inputs.actions:
             keys = [f"{GROUP}/{a.value}" for a in seen.inputs.actions]
             await self.cluster.remove_annotations(namespace, seen.name, keys)
+        canary = f"http://{seen.target.canary_service}.{namespace}.svc:{seen.target.port}"
+        self.hooks.ensure(Target(seen.inputs.owner, canary), plan.hook_runs)
         return acted
 
     async def _steer(self, seen: Observed, weight: int | None) -> Acted:
@@ -332,5 +341,6 @@ class Reconciler:
             )
 
     def forget(self, namespace: str, name: str) -> None:
+        self.hooks.forget(namespace, name)
         for candidate in Phase:
             self.metrics.phase.remove(namespace, name, candidate.value)

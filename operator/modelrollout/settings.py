@@ -72,6 +72,10 @@ class OperatorSettings(BaseSettings):
     """Priority among peered replicas: the highest runs, the others stand by. Unset: random at
     start, so replicas never tie (replicas of equal priority would all pause)."""
 
+    hook_concurrency: int = Field(default=8, ge=1, le=256)
+    """Rollout hooks (HTTP calls, Jobs being waited for) run at once across every
+    ModelDeployment; more wait their turn."""
+
     log_format: str = Field(default="plain", pattern="^(plain|json)$")
     """Log format: plain or json."""
 

@@ -81,6 +81,12 @@ class OperatorMetrics:
             "Objects held by the watch-fed caches.",
             registry=registry,
         )
+        self.hook_runs = Counter(
+            "modelrollout_hook_runs_total",
+            "Rollout hook runs finished, by hook point and result (passed or failed).",
+            ["namespace", "at", "result"],
+            registry=registry,
+        )
 
     def observe_run(self, _key: Key, seconds: float, result: Result) -> None:
         self.work_duration.observe(seconds)

@@ -18,6 +18,8 @@ from pydantic import AliasGenerator, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelrollout.redact import redact_uri
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -102,7 +104,12 @@ class TenantPolicy(BaseSettings):
     to the object's namespace (e.g. add `destination_workload_namespace` for Istio's metrics).
     The first is the one the built-in queries select on."""
 
-    @field_validator("model_hosts", "prometheus_urls", "namespace_labels")
+    hook_urls: list[str] = Field(default_factory=list)
+    """URLs a spec's HTTP hooks may call, as shell patterns over the whole URL
+    (`https://ci.example.com/hooks/*`). Empty: HTTP hooks are refused. The host's addresses
+    must also be public or inside `allowedNetworks`."""
+
+    @field_validator("model_hosts", "prometheus_urls", "namespace_labels", "hook_urls")
     @classmethod
     def _no_blank(cls, values: list[str]) -> list[str]:
         for v in values:
@@ -157,6 +164,18 @@ class TenantPolicy(BaseSettings):
                 raise PolicyError("prometheusUrls", "this operator allows no Prometheus override")
             raise PolicyError("prometheusUrls", f"{base} is not an allowed Prometheus")
         return base
+
+    def check_hook_url(self, url: str) -> None:
+        """An HTTP hook's URL must match one of `hookUrls` (whole URL, credentials refused)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PolicyError("hookUrls", "a hook URL must be http(s)://host...")
+        if parts.username is not None or parts.password is not None:
+            raise PolicyError("hookUrls", "credentials in a hook URL are refused")
+        if not self.hook_urls:
+            raise PolicyError("hookUrls", "this operator allows no HTTP hooks")
+        if not any(fnmatch.fnmatchcase(url, p) for p in self.hook_urls):
+            raise PolicyError("hookUrls", f"{redact_uri(url)} is not an allowed hook URL")
 
 
 def _address_kind(address: IPAddress) -> str:

@@ -182,7 +182,10 @@ def test_rbac_has_no_wildcards(helm_bin: Path, values: Path) -> None:
             assert all("*" not in item for item in rule[key]), rule
         # Verbs that hand out more rights than they name.
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
-        assert "secrets" not in rule["resources"], rule
+        if "secrets" in rule["resources"]:
+            # Only with rbac.hookHeaderSecrets, and only to read one by name.
+            assert rule["verbs"] == ["get"], rule
+            assert rule["resources"] == ["secrets"], rule
         assert "nonResourceURLs" not in rule, rule
 
 
@@ -208,6 +211,7 @@ def test_defaults(default: list[Obj]) -> None:
         "MODELROLLOUT_PROMETHEUS_URL": "http://prometheus-server.monitoring.svc:9090",
         "MODELROLLOUT_RESYNC_SECONDS": "300",
         "MODELROLLOUT_WORKERS": "8",
+        "MODELROLLOUT_HOOK_CONCURRENCY": "8",
         "MODELROLLOUT_METRICS_PORT": "8000",
         "MODELROLLOUT_HEALTH_PORT": "8081",
         "MODELROLLOUT_BIND_ADDRESS": "0.0.0.0",
@@ -362,6 +366,7 @@ NAMESPACED_GRANTS = {
     },
     ("", "pods"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create", "patch"},
+    ("batch", "jobs"): {"get", "create"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
     ("networking.istio.io", "virtualservices"): {"get", "patch"},
 }
@@ -387,6 +392,12 @@ def test_cluster_scope(default: list[Obj]) -> None:
         {"kind": "ServiceAccount", "name": "mr-modelrollout", "namespace": NAMESPACE}
     ]
     assert grants(role["rules"]) == NAMESPACED_GRANTS | CLUSTER_READS
+
+
+def test_hook_header_secrets_are_opt_in(helm_bin: Path) -> None:
+    objs = render(helm_bin, sets=("rbac.hookHeaderSecrets=true",))
+    role = one(objs, "ClusterRole")
+    assert grants(role["rules"]) == NAMESPACED_GRANTS | CLUSTER_READS | {("", "secrets"): {"get"}}
 
 
 def test_namespace_scope(helm_bin: Path) -> None:

@@ -92,6 +92,7 @@ def test_network_policies(helm_bin: Path) -> None:
     assert egress[(9090,)][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "monitoring"
     }
+    assert egress[(8443,)] == [{"ipBlock": {"cidr": "10.30.0.0/16"}}]
     servers = policies[("ml-team-a", "mr-modelrollout-model-servers")]["spec"]
     assert servers["podSelector"] == {
         "matchExpressions": [{"key": "modelrollout.io/deployment", "operator": "Exists"}]

@@ -173,6 +173,10 @@ def _status_schema() -> Schema:
 
 def crd() -> Schema:
     spec_schema = model_schema(ModelDeploymentSpec)
+    # Hooks are keyed by name: the API server refuses two of one name.
+    hooks = spec_schema["properties"]["rollout"]["properties"]["hooks"]
+    hooks["x-kubernetes-list-type"] = "map"
+    hooks["x-kubernetes-list-map-keys"] = ["name"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

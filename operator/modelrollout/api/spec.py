@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelrollout.api.hardware import HardwareMode as HardwareMode
 from modelrollout.api.hardware import HardwareSpec as HardwareSpec
 from modelrollout.api.hardware import Toleration as Toleration
+from modelrollout.api.hooks import MAX_HOOKS, HookSpec, unique_names
 from modelrollout.api.model import ModelFormat as ModelFormat
 from modelrollout.api.model import ModelSpec as ModelSpec
 from modelrollout.api.pod import PodSettings
@@ -247,6 +248,14 @@ class RolloutSpec(ApiModel):
 
     scale_down_delay: Duration = "30s"
     """How long an old revision keeps its pods after traffic left it."""
+
+    hooks: list[HookSpec] = Field(default_factory=list, max_length=MAX_HOOKS)
+    """The tenant's own checks at named points of the rollout (docs/rollouts.md, "Hooks")."""
+
+    @field_validator("hooks")
+    @classmethod
+    def _unique_hooks(cls, hooks: list[HookSpec]) -> list[HookSpec]:
+        return unique_names(hooks)
 
     @model_validator(mode="after")
     def _ascending(self) -> RolloutSpec:

@@ -14,6 +14,7 @@ from modelrollout.api.analysis_status import AnalysisVerdict as AnalysisVerdict
 from modelrollout.api.analysis_status import CounterReadStatus as CounterReadStatus
 from modelrollout.api.analysis_status import EvidenceStatus as EvidenceStatus
 from modelrollout.api.analysis_status import TrackTotalsStatus as TrackTotalsStatus
+from modelrollout.api.hooks import HookRunStatus
 from modelrollout.api.spec import Toleration
 from modelrollout.api.types import ApiModel
 
@@ -260,6 +261,9 @@ class ModelDeploymentStatus(ApiModel):
 
     history: list[HistoryEntry] = Field(default_factory=list)
     """Most recent revisions first."""
+
+    hooks: list[HookRunStatus] = Field(default_factory=list)
+    """Hook runs of the revisions in play (docs/rollouts.md, "Hooks")."""
 
     # Excluded from the status the planner writes (a merge patch): only placement sets and
     # clears it, around the read, so it survives a crash in between.

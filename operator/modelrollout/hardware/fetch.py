@@ -53,7 +53,7 @@ from .profiler import (
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["StoreAccess", "open_model", "profile_uri", "redact_uri"]
+__all__ = ["StoreAccess", "open_model", "pin", "profile_uri", "redact_uri"]
 
 Resolver = Callable[[str, int], list[IPAddress]]
 
@@ -231,7 +231,19 @@ def _pinned(url: str, policy: TenantPolicy, resolve: Resolver) -> tuple[str, str
             "modelUriSchemes", f"refused by policy.modelUriSchemes: cannot fetch {scheme}"
         )
     _policy(policy.check_host, host)
-    port = parts.port or (443 if scheme == "https" else 80)
+    return pin(url, policy, resolve)
+
+
+def pin(url: str, policy: TenantPolicy, resolve: Resolver = _resolve) -> tuple[str, str, str]:
+    """Every address `url`'s host resolves to must be public or in `allowedNetworks`; return
+    (URL to the checked address, Host header, TLS server name), so the connection goes where
+    the check looked. The caller checked the scheme and host against its own rule. Blocking
+    (name resolution)."""
+    import httpx
+
+    parts = httpx.URL(url)
+    host = parts.host
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:

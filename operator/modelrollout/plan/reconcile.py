@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelrollout.api.hooks import HookPoint
 from modelrollout.api.names import format_time
 from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus
 from modelrollout.plan import children
@@ -21,8 +22,9 @@ from modelrollout.plan.desired import (
     kept_revisions,
     split_for,
 )
+from modelrollout.plan.hooks import HookBook
 from modelrollout.plan.revision import recorded_spec, revision_of
-from modelrollout.plan.rollout import CanaryView, Decision, Stage, decide, seconds
+from modelrollout.plan.rollout import Action, CanaryView, Decision, Stage, decide, seconds
 from modelrollout.plan.types import ChildRef, Event, Inputs, ObservedDeployment, Plan
 from modelrollout.redact import redact_uri
 
@@ -60,7 +62,11 @@ def plan(inputs: Inputs) -> Plan:
     observed = {d.revision: d for d in inputs.deployments}
     status = _sanitise(inputs.status, observed, revision)
     split = split_for(spec)
-    decision = _decide(inputs, revision, status, observed, split)
+    book = HookBook.of(spec.rollout.hooks, status.hooks, inputs.hook_results, inputs.now)
+    if Action.RETRY in inputs.actions:
+        book.retry(revision)
+    decision = _decide(inputs, revision, status, observed, split, book)
+    _after_the_fact(book, decision)
 
     desired = desired_children(inputs, revision, decision, observed, split)
     keep = kept_revisions(inputs, revision, decision, status, observed)
@@ -74,8 +80,10 @@ def plan(inputs: Inputs) -> Plan:
     moving = decision.stage in (Stage.INITIAL, Stage.CANARY) or decision.bake is not None
     lingering = len(keep) > len({decision.stable, decision.canary} - {None})
     requeue = None
-    if moving or lingering or decision.stage == Stage.PROMOTED:
+    runs = book.running()
+    if moving or lingering or runs or decision.stage == Stage.PROMOTED:
         requeue = min(REQUEUE_PROGRESSING, max(1.0, seconds(spec.rollout.analysis.every) / 5))
+    in_play = {decision.stable, decision.canary, decision.failed_revision, *keep}
     tracks = {r: "stable" for r in keep}
     if decision.canary:
         tracks[decision.canary] = "canary"
@@ -90,8 +98,10 @@ def plan(inputs: Inputs) -> Plan:
         previous=status,
         history=tuple(history),
         keep=frozenset(keep),
-        events=[Event(*e) for e in decision.events],
+        events=[Event(*e) for e in (*book.events, *decision.events)],
         requeue_after=requeue,
+        hooks=tuple(book.kept({revision} | {r for r in in_play if r})),
+        hook_runs=runs,
     )
 
 
@@ -101,6 +111,7 @@ def _decide(
     status: ModelDeploymentStatus,
     observed: dict[str, ObservedDeployment],
     split: TrafficSplit,
+    book: HookBook,
 ) -> Decision:
     if inputs.blocked is not None and revision != status.stable_revision:
         return Decision.blocked(revision, status, *inputs.blocked)
@@ -121,7 +132,20 @@ def _decide(
         actions=inputs.actions,
         now=inputs.now,
         readings=inputs.readings,
+        hooks=book,
     )
+
+
+def _after_the_fact(book: HookBook, decision: Decision) -> None:
+    """postPromotion hooks when a canary was promoted, rollback hooks when one was rolled back
+    or aborted: once per revision, since the transition itself happens once."""
+    if decision.finished is None:
+        return
+    revision, outcome, _ = decision.finished
+    if outcome == "Promoted" and decision.bake is not None:
+        book.fire(HookPoint.POST_PROMOTION, revision)
+    elif outcome in ("RolledBack", "Aborted"):
+        book.fire(HookPoint.ROLLBACK, revision)
 
 
 def _history_entry(

@@ -22,6 +22,7 @@ Transitions, one function each (docs/rollouts.md, "The life of a revision"):
 | canary | rolled back (abort, failed Deployment, deadline) | `_stop_reason` |
 | canary | rolled back (failed analysis windows) | `_judge` |
 | canary | canary (held, paused, next steps) | `_hold`, `_walk_steps`, `_step_done` |
+| canary | canary (waiting for hooks), rolled back (a failed hook) | `_gated` (plan/hooks.py) |
 | canary | promoted, or shifted to 100% first | `_finish` |
 | rolled back | rolled back (the same revision is not retried) | `Decision.not_retried` |
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from modelrollout.api.hooks import HookPoint
 from modelrollout.api.names import format_time, parse_time
 from modelrollout.api.spec import RolloutSpec, RolloutStep
 from modelrollout.api.status import (
@@ -46,6 +48,7 @@ from modelrollout.plan.analysis import (
 )
 from modelrollout.plan.decision import Action, Decision, EventTuple, Stage
 from modelrollout.plan.evidence import Readings
+from modelrollout.plan.hooks import Gate, HookBook, canary_gate
 from modelrollout.plan.judging import Judged, judge_reading, step_counts
 from modelrollout.plan.share import ShareCheck, check_share
 from modelrollout.plan.steps import (
@@ -53,6 +56,7 @@ from modelrollout.plan.steps import (
     analysis_due,
     bake_seconds,
     current_step,
+    describe_step,
     seconds,
     step_weight,
 )
@@ -86,6 +90,7 @@ def decide(
     actions: frozenset[Action],
     now: datetime,
     readings: Readings | None = None,
+    hooks: HookBook | None = None,
 ) -> Decision:
     """Next rollout state. `canary` describes the Deployment of `revision` when it differs
     from the stable one (or, initially, the only one)."""
@@ -100,6 +105,7 @@ def decide(
     if revision == status.failed_revision and Action.RETRY not in actions:
         return Decision.not_retried(revision, stable, revision)
     walk = _start(revision, stable, status, rollout, canary, actions, now)
+    walk.hooks = hooks
     if readings is not None:
         walk.state, analysis = judge_reading(walk.state, rollout.analysis, readings)
     return _canary(walk, paused, stable_available, analysis)
@@ -185,6 +191,7 @@ class _Walk:
     finished: tuple[str, str, str] | None
     events: list[EventTuple]
     route_check: ShareCheck | None = None
+    hooks: HookBook | None = None
 
     @property
     def weight(self) -> int:
@@ -249,6 +256,10 @@ def _canary(walk: _Walk, paused: bool, stable_available: bool, analysis: Judged 
     if held is not None:
         return walk.at(walk.weight, held)
     if not promote_now:
+        step = current_step(list(walk.rollout.steps), walk.state.step)
+        gate = canary_gate(walk.hooks, walk.revision, walk.weight, step, walk.state.step)
+        if (gated := _gated(walk, gate)) is not None:
+            return gated
         _walk_steps(walk)
     return _finish(walk, promote_now)
 
@@ -312,6 +323,13 @@ def _hold(walk: _Walk, ready: bool, paused: bool) -> str | None:
     return None
 
 
+def _gated(walk: _Walk, gate: Gate | None) -> Decision | None:
+    """None when the gate's hooks passed; else the canary holds or rolls back."""
+    if gate is None or gate.passed:
+        return None
+    return walk.rollback(gate.message) if gate.rollback else walk.at(walk.weight, gate.message)
+
+
 def _route_share(walk: _Walk) -> ShareCheck | None:
     """The canary's share of the requests served since its weight was in place, against the
     weight; only for routes (replica counts split connections, not requests) and only once a
@@ -365,24 +383,13 @@ def _finish(walk: _Walk, promote_now: bool) -> Decision:
     step = current_step(steps, walk.state.step)
     if step is not None and not promote_now:
         target = step_weight(steps, walk.state.step)
-        return walk.at(target, _describe(step, walk.state, walk.weight, target))
+        return walk.at(target, describe_step(step, walk.state, walk.weight, target))
     if walk.weight < 100 and not promote_now:
         return walk.at(100, f"shifting all traffic to revision {walk.revision}")
+    if walk.hooks is not None and not promote_now:
+        gate = walk.hooks.gate(HookPoint.PRE_PROMOTION, walk.revision)
+        if (gated := _gated(walk, gate)) is not None:
+            return gated
     reason = "promoted by request" if promote_now else "all steps passed"
     until = format_time(walk.now + timedelta(seconds=bake_seconds(walk.rollout)))
     return Decision.promoted(walk.revision, walk.stable, until, reason, walk.events)
-
-
-def _describe(step: RolloutStep, state: RolloutStatus, weight: int, target: int) -> str:
-    where = f"step {state.step}"
-    if step.set_weight is not None:
-        return f"{where}: moving canary weight {weight}% -> {target}%"
-    if step.pause is not None:
-        until = f"for {step.pause.duration}" if step.pause.duration else "until resumed"
-        return f"{where}: paused {until} at {weight}%"
-    verdict = state.last_analysis.verdict if state.last_analysis else "pending"
-    intervals = step.analysis.intervals if step.analysis else 1
-    return (
-        f"{where}: analysing at {weight}% ({state.passes}/{intervals} windows passed, "
-        f"last {verdict})"
-    )

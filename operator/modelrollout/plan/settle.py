@@ -83,6 +83,7 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
         model_version=version,
         hardware=inputs.hardware or plan.previous.hardware,
         history=list(plan.history[:HISTORY_LIMIT]),
+        hooks=list(plan.hooks),
     )
 
 

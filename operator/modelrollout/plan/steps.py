@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from modelrollout.api.names import format_time, parse_time
 from modelrollout.api.spec import RolloutSpec, RolloutStep
-from modelrollout.api.status import ModelDeploymentStatus
+from modelrollout.api.status import ModelDeploymentStatus, RolloutStatus
 from modelrollout.api.types import parse_duration
 
 
@@ -55,3 +55,18 @@ def analysis_due(status: ModelDeploymentStatus, rollout: RolloutSpec, now: datet
 
 def bake_seconds(rollout: RolloutSpec) -> float:
     return max(seconds(rollout.bake_time), seconds(rollout.scale_down_delay))
+
+
+def describe_step(step: RolloutStep, state: RolloutStatus, weight: int, target: int) -> str:
+    where = f"step {state.step}"
+    if step.set_weight is not None:
+        return f"{where}: moving canary weight {weight}% -> {target}%"
+    if step.pause is not None:
+        until = f"for {step.pause.duration}" if step.pause.duration else "until resumed"
+        return f"{where}: paused {until} at {weight}%"
+    verdict = state.last_analysis.verdict if state.last_analysis else "pending"
+    intervals = step.analysis.intervals if step.analysis else 1
+    return (
+        f"{where}: analysing at {weight}% ({state.passes}/{intervals} windows passed, "
+        f"last {verdict})"
+    )

@@ -3,15 +3,18 @@ wants (Plan), and what acting on it did (Acted). Plain data, no behaviour."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from modelrollout.api.hooks import HookRunStatus
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, HistoryEntry, ModelDeploymentStatus
 from modelrollout.plan.analysis import AnalysisResult
 from modelrollout.plan.children import Manifest, Owner, Placement
 from modelrollout.plan.evidence import Readings
+from modelrollout.plan.hooks import HookResult, HookRun
 from modelrollout.plan.rollout import Action, Decision
 
 
@@ -68,6 +71,8 @@ class Inputs:
     # Why the spec's revision may not roll out: (condition reason, message).
     blocked: tuple[str, str] | None = None
     hardware: HardwareStatus | None = None
+    # Hook runs that finished since the last reconcile, by run key (plan/hooks.py).
+    hook_results: Mapping[str, HookResult] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class Plan:
     keep: frozenset[str]
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # The hook runs for status, and those the runner should be carrying out.
+    hooks: tuple[HookRunStatus, ...] = ()
+    hook_runs: tuple[HookRun, ...] = ()
 
 
 @dataclass(frozen=True)

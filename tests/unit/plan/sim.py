@@ -14,6 +14,7 @@ from modelrollout.api.status import ModelDeploymentStatus, Phase
 from modelrollout.plan.analysis import AnalysisResult, analyse
 from modelrollout.plan.children import Owner, Placement
 from modelrollout.plan.evidence import Readings
+from modelrollout.plan.hooks import HookResult
 from modelrollout.plan.reconcile import plan
 from modelrollout.plan.revision import revision_of
 from modelrollout.plan.rollout import Action, analysis_due
@@ -79,6 +80,7 @@ class Sim:
         seconds: float = 2,
         acted: Acted | None = None,
         readings: Readings | None = None,
+        hook_results: dict[str, HookResult] | None = None,
     ) -> Plan:
         # Pods become ready (or not) between cycles, as the sim is told.
         self.deployments = {
@@ -100,6 +102,7 @@ class Sim:
                 analysis=analysis,
                 readings=readings,
                 actions=actions,
+                hook_results=hook_results or {},
             )
         )
         for m in result.apply:
