@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from hack import demonode, localcluster
+from hack import demonode, localcluster, realnode, s3server
 from hack.loadgen import LoadStats, infer_payload, run_load
 from hack.models import write_mlp
 from hack.processes import free_port
@@ -124,30 +124,55 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 # --- the examples ------------------------------------------------------------------------------
 
 
-def localise(text: str, models: Path, real: bool = False) -> str:
-    """Point each example at a model generated here: nothing is downloaded, and the operator
-    profiles the real file (its size decides the hardware tier). On the real node, pods fetch
-    it over HTTP from the node address and are placed there."""
+def publish(text: str, models: Path, store: str, real: bool = False) -> str:
+    """Put a model generated here (nothing is downloaded) at each example's own s3:// URI in the
+    local S3-compatible store, and point the example at that store (`spec.model.endpoint`):
+    the URI, the Secret and auto mode stay as written, and the operator profiles the file
+    through the same S3 requests it makes on a real cluster. On the real node, the pods are
+    placed there."""
     docs = [d for d in yaml.safe_load_all(text) if d]
     for i, doc in enumerate(docs):
         path = models / f"{doc['metadata']['name']}.onnx"
-        sha = write_mlp(path, seed=i)
-        doc["spec"]["model"]["uri"] = _uri(models, path, real)
-        doc["spec"]["model"]["sha256"] = sha
+        write_mlp(path, seed=i)
+        s3server.put(store, doc["spec"]["model"]["uri"], path.read_bytes())
+        doc["spec"]["model"]["endpoint"] = store
         if real:
             demonode.place(doc)
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
-def _uri(models: Path, path: Path, real: bool) -> str:
-    return demonode.model_url(models.parent, path) if real else f"file://{path}"
+def start_store(directory: Path, real: bool) -> str:
+    """moto's S3-compatible server, at an address the operator (and on the real node, its
+    pods) can reach; the Secret `model-store` in the default namespace holds its keys."""
+    host = realnode.NODE_IP if real else "127.0.0.1"
+    port = free_port()
+    spawn(directory, "s3", ["moto.server", "-H", host, "-p", str(port)])
+    endpoint = f"http://{host}:{port}"
+    _wait_http(f"{endpoint}/moto-api/")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "model-store"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": s3server.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": s3server.SECRET_KEY,
+        },
+    }
+    _kubectl(directory, "apply", "-f", "-", stdin=json.dumps(secret))
+    return endpoint
 
 
 def show_manifest(
-    models: Path, prometheus: str, version: str, env: dict[str, str], real: bool = False
+    models: Path,
+    store: str,
+    prometheus: str,
+    version: str,
+    env: dict[str, str],
+    real: bool = False,
 ) -> str:
     path = models / f"{SHOW}.onnx"
     sha = write_mlp(path, seed=7)
+    uri = s3server.put(store, f"s3://demo-models/{SHOW}/model.onnx", path.read_bytes())
     route = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -162,7 +187,13 @@ def show_manifest(
         "kind": "ModelDeployment",
         "metadata": {"name": SHOW},
         "spec": {
-            "model": {"uri": _uri(models, path, real), "sha256": sha, "version": version},
+            "model": {
+                "uri": uri,
+                "endpoint": store,
+                "credentialsSecret": "model-store",
+                "sha256": sha,
+                "version": version,
+            },
             "serving": {"env": [{"name": k, "value": v} for k, v in env.items()]},
             "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
             "rollout": {
@@ -227,7 +258,8 @@ def run_show(directory: Path, gateway: str, prometheus: str, real: bool = False)
     models = directory / "models"
     behind = "its Service (kube-proxy)" if real else "an HTTPRoute"
     print(f"\n== Live rollout: model 'sentiment' behind {behind}, 30 requests/s of traffic ==")
-    manifest = functools.partial(show_manifest, models, prometheus, real=real)
+    store = (directory / "store.url").read_text().strip()
+    manifest = functools.partial(show_manifest, models, store, prometheus, real=real)
     _kubectl(directory, "apply", "-f", "-", stdin=manifest("v1", {}))
     _kubectl(directory, "wait", "--for=condition=Ready", f"mdep/{SHOW}", "--timeout=180s")
     stop = threading.Event()
@@ -331,8 +363,8 @@ def up(directory: Path, rollout: bool, kwok_only: bool = False) -> int:
             "MODELROLLOUT_METRICS_PORT": str(free_port()),
             "MODELROLLOUT_HEALTH_PORT": str(free_port()),
             "MODELROLLOUT_PROMETHEUS_URL": prometheus,
-            # Run outside a cluster: the demo's models are local files, or on the real node
-            # files served at the node address (the chart allows neither by default).
+            # The demo's models are in a local S3-compatible store, at a loopback or node
+            # address the chart's defaults would refuse; its Secret is read to profile them.
             "MODELROLLOUT_POLICY": json.dumps(demonode.policy(real, prometheus)),
             **operator_env,
         },
@@ -342,9 +374,14 @@ def up(directory: Path, rollout: bool, kwok_only: bool = False) -> int:
         _wait_http(f"{gateway}/_gateway/healthz")
     (directory / "endpoints.env").write_text(f"PROMETHEUS={prometheus}\nGATEWAY={gateway}\n")
 
+    print("Starting a local S3-compatible store (moto) with the examples' models ...")
+    store = start_store(directory, real)
+    (directory / "store.url").write_text(store)
     print(f"Applying {EXAMPLES.relative_to(REPO)} (models generated into {directory}/models) ...")
     manifest = directory / "quickstart.yaml"
-    manifest.write_text(localise(EXAMPLES.read_text(), directory / "models", real))
+    models = directory / "models"
+    models.mkdir(exist_ok=True)
+    manifest.write_text(publish(EXAMPLES.read_text(), models, store, real))
     print(_kubectl(directory, "apply", "-f", str(manifest)), end="")
     print("Waiting for every ModelDeployment to be Ready ...")
     _kubectl(directory, "wait", "--for=condition=Ready", "mdep", "--all", "--timeout=240s")

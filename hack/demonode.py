@@ -28,18 +28,10 @@ def mode_reason(kwok_only: bool) -> str | None:
 
 
 def start_helpers(directory: Path, spawn: Spawn) -> tuple[str, dict[str, str]]:
-    """Serve the generated models at the node address and start Prometheus with Kubernetes
-    service discovery. Returns the Prometheus URL and the operator's extra environment."""
+    """Start Prometheus with Kubernetes service discovery. Returns the Prometheus URL and the
+    operator's extra environment. (The models are in the demo's S3-compatible store, which
+    listens at the node address so the pods reach it.)"""
     images = Builder().all()  # built and imported by the node already: cache hits
-    models = directory / "models"
-    models.mkdir(exist_ok=True)
-    model_port = free_port()
-    spawn(
-        directory,
-        "models",
-        ["http.server", "--bind", realnode.NODE_IP, str(model_port), "--directory", str(models)],
-    )
-    (directory / "models.url").write_text(f"http://{realnode.NODE_IP}:{model_port}")
     prom_port = free_port()
     spawn(
         directory,
@@ -60,18 +52,15 @@ def start_helpers(directory: Path, spawn: Spawn) -> tuple[str, dict[str, str]]:
 
 
 def policy(real: bool, prometheus: str) -> dict[str, Any]:
-    """The operator's tenant policy for the demo: its model files and its Prometheus."""
-    if not real:
-        return {"modelUriSchemes": ["file"], "prometheusUrls": [prometheus]}
+    """The operator's tenant policy for the demo: its S3-compatible store (on loopback, or at
+    the node address), whose Secret the operator reads to profile the models, and its
+    Prometheus. Its endpoint speaks plain http, which the policy must allow too."""
     return {
-        "modelUriSchemes": ["http"],
-        "allowedNetworks": [f"{realnode.NODE_IP}/32"],
+        "modelUriSchemes": ["s3", "http"],
+        "allowedNetworks": [f"{realnode.NODE_IP}/32" if real else "127.0.0.0/8"],
+        "readModelCredentials": True,
         "prometheusUrls": [prometheus],
     }
-
-
-def model_url(directory: Path, path: Path) -> str:
-    return f"{(directory / 'models.url').read_text().strip()}/{path.name}"
 
 
 def place(doc: dict[str, Any]) -> None:

@@ -19,7 +19,9 @@ Library use (tests, `make demo`, hack/gateway.py):
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +40,7 @@ from typing import Any
 import httpx
 from lightkube import ALL_NS, ApiError, Client, KubeConfig
 from lightkube.models.core_v1 import Container
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Pod, Secret
 
 from hack.processes import die_with_parent, free_port
 from modelrollout.plan.children import CONTAINER, LABEL_DEPLOYMENT, LABEL_REVISION, MANAGED_BY
@@ -153,9 +155,21 @@ class _Proc:
     kill_at: float = 0.0
 
 
-def pod_env(container: Container) -> dict[str, str]:
-    """Literal env of a container. valueFrom (secrets, field refs) has no local source."""
+SecretReader = Callable[[str, str], dict[str, str]]
+
+
+def pod_env(
+    container: Container, secret: SecretReader | None = None, namespace: str = ""
+) -> dict[str, str]:
+    """The env of a container as a kubelet builds it: envFrom Secrets (read through `secret`,
+    the pod's namespace), then literal values, which win. valueFrom (field refs, single keys)
+    has no local source."""
     env: dict[str, str] = {}
+    for source in container.envFrom or []:
+        ref = source.secretRef
+        if ref is not None and ref.name and secret is not None:
+            prefix = source.prefix or ""
+            env |= {prefix + k: v for k, v in secret(namespace, ref.name).items()}
     for var in container.env or []:
         if var.value is not None:
             env[var.name] = var.value
@@ -164,7 +178,7 @@ def pod_env(container: Container) -> dict[str, str]:
     return env
 
 
-def _want(pod: Pod) -> _PodWant | None:
+def _want(pod: Pod, secret: SecretReader | None = None) -> _PodWant | None:
     meta, spec, status = pod.metadata, pod.spec, pod.status
     if meta is None or spec is None or meta.name is None or meta.namespace is None:
         return None
@@ -181,7 +195,7 @@ def _want(pod: Pod) -> _PodWant | None:
         name=meta.name,
         uid=meta.uid or "",
         labels=dict(meta.labels or {}),
-        env=pod_env(containers[0]),
+        env=pod_env(containers[0], secret, meta.namespace),
         grace_s=30.0 if grace is None else float(grace),
     )
 
@@ -355,8 +369,9 @@ class PodRunner:
         with self._lock:
             served = None if self.namespaces is None else frozenset(self.namespaces)
         wanted: dict[tuple[str, str], _PodWant] = {}
+        secret = functools.cache(functools.partial(_read_secret, client))
         for pod in pods:
-            want = _want(pod)
+            want = _want(pod, secret)
             if want is not None and (served is None or want.namespace in served):
                 wanted[(want.namespace, want.name)] = want
         return wanted
@@ -533,6 +548,15 @@ class PodRunner:
 
     def _log_path(self, want: _PodWant) -> Path:
         return self.workdir / "logs" / f"{want.namespace}_{want.name}.log"
+
+
+def _read_secret(client: Client, namespace: str, name: str) -> dict[str, str]:
+    """A Secret's values, as a kubelet gives them to envFrom; {} when it is missing."""
+    try:
+        found = client.get(Secret, name, namespace=namespace)
+    except ApiError:
+        return {}
+    return {k: base64.b64decode(v).decode(errors="replace") for k, v in (found.data or {}).items()}
 
 
 def file_sd(servers: Sequence[PodServer]) -> list[dict[str, Any]]:

@@ -79,25 +79,31 @@ class S3Server:
         self.popen = None
 
     def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-        )
+        return client(self.endpoint)
 
     def put(self, bucket: str, key: str, body: bytes) -> str:
         """Store `body` at s3://bucket/key (the bucket is created when missing); return the URI."""
-        client = self.client()
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-        if bucket not in existing:
-            client.create_bucket(Bucket=bucket)
-        client.put_object(Bucket=bucket, Key=key, Body=body)
-        return f"s3://{bucket}/{key}"
+        return put(self.endpoint, f"s3://{bucket}/{key}", body)
 
-    def make_private(self, bucket: str) -> None:
-        """No anonymous reads: moto allows them by default, a real bucket does not."""
-        self.client().put_bucket_acl(Bucket=bucket, ACL="private")
+
+def client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+def put(endpoint: str, uri: str, body: bytes) -> str:
+    """Store `body` at the s3:// `uri` on the server at `endpoint` (its bucket created when
+    missing); return the URI. Anonymous reads are refused, as by a real private bucket."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    s3 = client(endpoint)
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return uri

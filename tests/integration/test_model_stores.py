@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
+from hack.podrunner import PodRunner
 from hack.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
 from .conftest import Models
@@ -26,7 +28,11 @@ def _container(kube: Kube, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_s3_model_in_auto_mode_reaches_ready(
-    kube: Kube, operator: OperatorProcess, models: Models, s3_server: S3Server
+    kube: Kube,
+    operator: OperatorProcess,
+    models: Models,
+    s3_server: S3Server,
+    modelservers: PodRunner,
 ) -> None:
     uri = s3_server.put("fraud", "scorer/2026-11-01/model.onnx", models.small.path.read_bytes())
     kube.run(
@@ -53,6 +59,11 @@ def test_s3_model_in_auto_mode_reaches_ready(
     assert env["MODELSERVER_MODEL_URI"] == uri
     assert env["MODELSERVER_MODEL_ENDPOINT"] == s3_server.endpoint
     assert container["envFrom"] == [{"secretRef": {"name": "model-store"}}]
+    # The pod's model server (a local process given the pod's env, the Secret's keys through
+    # envFrom as a kubelet gives them) downloads the model from the store and verifies it.
+    (server,) = modelservers.wait_for_servers(kube.namespace, deployment="fraud-scorer")
+    metadata = httpx.get(f"{server.url}/v2/models/fraud-scorer").json()
+    assert metadata["versions"] == ["2026-11-01"]
 
     # Without the Secret the operator reads anonymously: the private bucket says no, and auto
     # mode has nothing to choose hardware from.
