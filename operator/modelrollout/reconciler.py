@@ -12,6 +12,7 @@ decides nothing either, it gathers inputs for the planner and carries out its re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,15 +27,18 @@ from modelrollout.api import GROUP
 from modelrollout.api.names import CANARY, STABLE, track_service_name
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus, Phase
+from modelrollout.hardware.reference import ReferenceCache, ReferenceError, read_reference
 from modelrollout.hooks.runner import HookRunner, Target
 from modelrollout.k8s.cluster import ChildSet, observe_deployment
 from modelrollout.metrics import registry as providers
 from modelrollout.metrics.analysis import analyse_window, read_counters
+from modelrollout.metrics.drift import read_drift
 from modelrollout.placement import Blocked, PlacementService, placement_of
 from modelrollout.plan import reconcile as planner
 from modelrollout.plan.children import Owner
 from modelrollout.plan.revision import revision_of
 from modelrollout.plan.rollout import Action, analysis_due
+from modelrollout.plan.samples import DriftReading
 from modelrollout.plan.settle import settle, settle_unplanned
 from modelrollout.plan.types import Acted, ChildRef, Failure, Inputs, Plan
 from modelrollout.routers import registry as routers
@@ -113,6 +117,12 @@ def _namespace_terminating(exc: ApiError) -> bool:
     return any(c.reason == "NamespaceTerminating" for c in causes)
 
 
+def _drifted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool | None:
+    if spec.model.reference is None:
+        return None
+    return any(c.type == "DataDrift" and c.status == "True" for c in status.conditions)
+
+
 def _previous_status(obj: dict[str, Any]) -> ModelDeploymentStatus:
     try:
         return ModelDeploymentStatus.model_validate(obj.get("status") or {})
@@ -143,6 +153,7 @@ class Reconciler:
         self.hooks = hooks or HookRunner(
             cluster.client, settings.policy, metrics, concurrency=settings.hook_concurrency
         )
+        self.references = ReferenceCache()
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
@@ -182,6 +193,7 @@ class Reconciler:
         self.hooks.consumed(namespace, name, seen.inputs.hook_results)
         await self.cluster.record_events(obj, [(e.type, e.reason, e.message) for e in plan.events])
         self._export_phase(namespace, name, status.phase)
+        self.metrics.export_drift(namespace, name, status.drift, _drifted(spec, status))
         return Outcome(status.phase, plan.requeue_after)
 
     # --- observe ---------------------------------------------------------------------------
@@ -243,8 +255,44 @@ class Reconciler:
             blocked=blocked,
             hardware=hardware,
             hook_results=self.hooks.results(namespace, name),
+            drift=await self._drift(spec, namespace, name, previous, now),
         )
+        if inputs.drift is not None and inputs.drift.error is not None:
+            log.info("input drift of %s/%s not scored: %s", namespace, name, inputs.drift.error)
         return Observed(obj, live, router, target, inputs)
+
+    async def _drift(
+        self,
+        spec: ModelDeploymentSpec,
+        namespace: str,
+        name: str,
+        previous: ModelDeploymentStatus,
+        now: datetime,
+    ) -> DriftReading | None:
+        """The stable's input counts over the drift window beside its reference profile."""
+        ref = spec.model.reference
+        if ref is None or not previous.stable_revision:
+            return None
+        features = self.references.get(ref.sha256)
+        if features is None:
+            try:
+                policy = self.settings.policy
+                features = await asyncio.to_thread(read_reference, ref.uri, ref.sha256, policy)
+            except ReferenceError as exc:
+                return DriftReading(threshold=ref.max_drift, error=str(exc))
+            self.references.put(ref.sha256, features)
+        return await read_drift(
+            self.provider_for,
+            spec,
+            namespace,
+            name,
+            previous.stable_revision,
+            now,
+            self.settings.prometheus_url,
+            self.settings.policy,
+            features,
+            self.settings.prometheus_token_file,
+        )
 
     async def _hardware(
         self,
@@ -344,3 +392,4 @@ class Reconciler:
         self.hooks.forget(namespace, name)
         for candidate in Phase:
             self.metrics.phase.remove(namespace, name, candidate.value)
+        self.metrics.export_drift(namespace, name, [])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modelrollout.api.status import FeatureDriftStatus
 
 if TYPE_CHECKING:
     from modelrollout.k8s.caches import Caches
@@ -87,6 +90,20 @@ class OperatorMetrics:
             ["namespace", "at", "result"],
             registry=registry,
         )
+        self.drift = Gauge(
+            "modelrollout_input_drift",
+            "Population stability index of each profiled input feature of a ModelDeployment's "
+            "stable against its reference profile (status.drift).",
+            ["namespace", "name", "input", "feature"],
+            registry=registry,
+        )
+        self.drifted = Gauge(
+            "modelrollout_input_drifted",
+            "1 while a ModelDeployment's DataDrift condition is True.",
+            ["namespace", "name"],
+            registry=registry,
+        )
+        self._drift_keys: dict[tuple[str, str], set[tuple[str, str]]] = {}
 
     def observe_run(self, _key: Key, seconds: float, result: Result) -> None:
         self.work_duration.observe(seconds)
@@ -99,3 +116,23 @@ class OperatorMetrics:
         self.queue_oldest.set_function(queue.oldest_age)
         self.queued.set_function(lambda: len(queue))
         self.cached.set_function(caches.size)
+
+    def export_drift(
+        self,
+        namespace: str,
+        name: str,
+        drift: Sequence[FeatureDriftStatus],
+        drifted: bool | None = None,
+    ) -> None:
+        """One series per scored feature (features no longer scored are removed), and whether
+        DataDrift is True (None: no profile, no series)."""
+        if drifted is None:
+            self.drifted.remove(namespace, name)  # no series is no error
+        else:
+            self.drifted.labels(namespace, name).set(1 if drifted else 0)
+        now = {(d.input, d.feature) for d in drift}
+        for key in self._drift_keys.get((namespace, name), set()) - now:
+            self.drift.remove(namespace, name, *key)
+        for d in drift:
+            self.drift.labels(namespace, name, d.input, d.feature).set(d.score)
+        self._drift_keys[(namespace, name)] = now

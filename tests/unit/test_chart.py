@@ -634,6 +634,7 @@ def test_prometheus_rule_passes_promtool(
     assert names == [
         "ModelDeploymentRolledBack",
         "ModelRolloutReconcileErrors",
+        "ModelInputDrift",
         "ModelRolloutOperatorDown",
         "ModelDeploymentDegraded",
         "modelrollout:reconcile_errors:rate5m",
@@ -643,6 +644,7 @@ def test_prometheus_rule_passes_promtool(
     assert "modelrollout_reconcile_errors_total" in by_name["ModelRolloutReconcileErrors"]["expr"]
     assert by_name["ModelRolloutReconcileErrors"]["expr"].endswith("> 0.1")
     assert by_name["ModelRolloutReconcileErrors"]["labels"]["severity"] == "critical"
+    assert "modelrollout_input_drifted" in by_name["ModelInputDrift"]["expr"]
     check_rules(promtool, tmp_path, rule["spec"]["groups"])
 
 
@@ -658,6 +660,7 @@ def test_alerts_switch_off_one_by_one(helm_bin: Path) -> None:
     assert [r["alert"] for r in rules] == [
         "ModelDeploymentRolledBack",
         "ModelRolloutReconcileErrors",
+        "ModelInputDrift",
     ]
 
 
@@ -671,6 +674,7 @@ DASHBOARD_METRICS = (
     "modelrollout_workqueue_oldest_seconds",
     "modelrollout_workqueue_work_duration_seconds",
     "modelrollout_workqueue_retries_total",
+    "modelrollout_input_drift",
     "modelserver_requests_total",
     "modelserver_request_duration_seconds",
     "modelserver_grpc_requests_total",

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
-from modelrollout.api.types import SHA256_PATTERN, ApiModel
+from modelrollout.api.types import SHA256_PATTERN, ApiModel, Duration
 
-__all__ = ["ReferenceSpec"]
+__all__ = [
+    "MAX_REFERENCE_BYTES",
+    "FeatureReference",
+    "ReferenceSpec",
+    "parse_reference",
+]
+
+# The profile format (docs/reference-profile.md); the model server reads the same file.
+FORMAT = "modelrollout.io/reference-profile"
+VERSION = 1
+MAX_REFERENCE_BYTES = 1 << 20
+_MAX_FEATURES = 16
+_MAX_BUCKETS = 32
 
 _SCHEMES = {"file", "http", "https", "s3"}
 _USERINFO = re.compile(r"^[A-Za-z0-9+.-]+://[^/?#]*@")
@@ -45,7 +61,16 @@ class ReferenceSpec(ApiModel):
     as the model's."""
 
     sha256: str = Field(pattern=SHA256_PATTERN)
-    """Lower-case hex SHA-256 of the profile: the model servers refuse another file."""
+    """Lower-case hex SHA-256 of the profile: the model servers and the operator refuse
+    another file."""
+
+    max_drift: float = Field(default=0.2, gt=0, le=100)
+    """Input drift: a feature whose population stability index against the profile is over
+    this has drifted (DataDrift=True). Under 0.1 is usually read as stable, over 0.25 as a
+    large shift."""
+
+    drift_window: Duration = "5m"
+    """Input drift: the span of traffic each score is computed over."""
 
     @model_validator(mode="after")
     def _uri(self) -> ReferenceSpec:
@@ -60,3 +85,69 @@ class ReferenceSpec(ApiModel):
                 "reference a Secret with spec.model.credentialsSecret"
             )
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureReference:
+    """One profiled input feature: its buckets (as the model servers label them) and the
+    reference sample's share in each."""
+
+    input: str
+    feature: str
+    buckets: tuple[str, ...]
+    frequencies: tuple[float, ...] | None
+
+
+def _edge_labels(edges: list[float]) -> tuple[str, ...]:
+    return (*(f"{float(e):g}" for e in edges), "+Inf")
+
+
+def parse_reference(raw: bytes) -> tuple[FeatureReference, ...]:
+    """The input features of a reference profile; ValueError naming what is wrong. Reads only
+    what drift needs: the model server validates the whole profile when it loads it."""
+    if len(raw) > MAX_REFERENCE_BYTES:
+        raise ValueError(f"reference profile is over {MAX_REFERENCE_BYTES} bytes")
+    try:
+        doc: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("reference profile is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"reference profile: format must be {FORMAT!r}")
+    if doc.get("version") != VERSION:
+        raise ValueError(f"reference profile: version {doc.get('version')!r} is not supported")
+    out: list[FeatureReference] = []
+    inputs = doc.get("inputs", [])
+    for i, item in enumerate(inputs if isinstance(inputs, list) else [None]):
+        name = item.get("name") if isinstance(item, dict) else None
+        features = item.get("features") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not isinstance(features, list):
+            raise ValueError(f"reference profile: inputs[{i}] needs a name and features")
+        for j, f in enumerate(features):
+            out.append(_feature(name, f, f"inputs[{i}].features[{j}]"))
+    if len(out) > _MAX_FEATURES:
+        raise ValueError(f"reference profile: {len(out)} features, over {_MAX_FEATURES}")
+    return tuple(out)
+
+
+def _feature(input_name: str, f: Any, where: str) -> FeatureReference:
+    edges = f.get("edges") if isinstance(f, dict) else None
+    if (
+        not isinstance(edges, list)
+        or not 1 <= len(edges) < _MAX_BUCKETS
+        or not all(isinstance(e, int | float) and math.isfinite(e) for e in edges)
+    ):
+        raise ValueError(f"reference profile: {where}.edges must be 1-31 finite numbers")
+    feature = f.get("name", str(f.get("index")))
+    freq = f.get("frequencies")
+    if freq is not None and (
+        not isinstance(freq, list)
+        or len(freq) != len(edges) + 1
+        or not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in freq)
+    ):
+        raise ValueError(f"reference profile: {where}.frequencies must be {len(edges) + 1} shares")
+    return FeatureReference(
+        input_name,
+        str(feature),
+        _edge_labels(edges),
+        tuple(float(v) for v in freq) if freq is not None else None,
+    )

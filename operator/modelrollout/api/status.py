@@ -210,6 +210,22 @@ class ProfilingMark(ApiModel):
     """When the latest read started."""
 
 
+class FeatureDriftStatus(ApiModel):
+    """How far one input feature's traffic moved from the reference profile."""
+
+    input: str
+    """The model input."""
+
+    feature: str
+    """The feature (its name in the profile, or its column)."""
+
+    score: float
+    """Population stability index of the window's values against the profile."""
+
+    values: int
+    """Values of the feature in the window."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a ModelDeployment."""
 
@@ -264,6 +280,9 @@ class ModelDeploymentStatus(ApiModel):
 
     hooks: list[HookRunStatus] = Field(default_factory=list)
     """Hook runs of the revisions in play (docs/rollouts.md, "Hooks")."""
+    drift: list[FeatureDriftStatus] = Field(default_factory=list)
+    """Input drift of the stable's traffic against spec.model.reference, per profiled feature,
+    worst first (the DataDrift condition says whether any is over maxDrift)."""
 
     # Excluded from the status the planner writes (a merge patch): only placement sets and
     # clears it, around the read, so it survives a crash in between.

@@ -25,6 +25,7 @@ from .queries import (
     DEFAULT_ERRORS_QUERY,
     DEFAULT_P99_QUERY,
     DEFAULT_REQUESTS_QUERY,
+    INPUT_WINDOW_QUERY,
     OUTPUT_COUNTERS_QUERY,
     OUTPUT_WINDOW_QUERY,
     PLACEHOLDERS,
@@ -183,6 +184,23 @@ class PrometheusProvider:
             tuple((le, round(n)) for le, n in buckets),
             outputs=_outputs(series["outputs"]) if "outputs" in series else None,
         )
+
+    async def inputs(self, query: WindowQuery) -> dict[tuple[str, str], dict[str, float]]:
+        """Input feature values per (input, feature) and bucket over the query's window."""
+        values = {"selector": self.selector(query), "window": promql_duration(query.window_seconds)}
+        promql = {"inputs": render_template(INPUT_WINDOW_QUERY, values)}
+        if self._client is not None:
+            series = await self._run_all(self._client, promql, query.at)
+        else:
+            async with httpx.AsyncClient() as client:
+                series = await self._run_all(client, promql, query.at)
+        out: dict[tuple[str, str], dict[str, float]] = {}
+        for labels, value in series["inputs"]:
+            key = (labels.get("input", ""), labels.get("feature", ""))
+            bucket = labels.get("bucket")
+            if all(key) and bucket and math.isfinite(value) and value >= 0:
+                out.setdefault(key, {})[bucket] = value
+        return out
 
     async def _run_all(
         self, client: httpx.AsyncClient, promql: Mapping[str, str], at: float | None

@@ -87,6 +87,12 @@ OUTPUT_WINDOW_QUERY: Final = (
     "sum by (output, bucket) (increase(modelserver_output_bucket_total{{selector}}[{window}]))"
 )
 
+# Input feature values per bin of the reference profile over a window (input drift).
+INPUT_WINDOW_QUERY: Final = (
+    "sum by (input, feature, bucket) "
+    "(increase(modelserver_input_bucket_total{{selector}}[{window}]))"
+)
+
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 # "{{ revision }}" inside a label value: Go-template habits would render to "{abc}", a valid
 # but never-matching value, and the analysis would sit Inconclusive without saying why.

@@ -22,6 +22,7 @@ from modelrollout.plan.desired import (
     kept_revisions,
     split_for,
 )
+from modelrollout.plan.drift import drift_events
 from modelrollout.plan.hooks import HookBook
 from modelrollout.plan.revision import recorded_spec, revision_of
 from modelrollout.plan.rollout import Action, CanaryView, Decision, Stage, decide, seconds
@@ -98,7 +99,7 @@ def plan(inputs: Inputs) -> Plan:
         previous=status,
         history=tuple(history),
         keep=frozenset(keep),
-        events=[Event(*e) for e in (*book.events, *decision.events)],
+        events=[Event(*e) for e in (*book.events, *decision.events)] + drift_events(inputs),
         requeue_after=requeue,
         hooks=tuple(book.kept({revision} | {r for r in in_play if r})),
         hook_runs=runs,

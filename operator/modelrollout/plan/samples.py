@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["TrackSample"]
+from modelrollout.api.reference import FeatureReference
+
+__all__ = ["DriftReading", "TrackSample"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +30,14 @@ class TrackSample:
     latency_buckets: tuple[tuple[float, float], ...] | None = None
     # Predictions in the window per output and bucket, when they were asked for.
     outputs: Mapping[str, Mapping[str, float]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReading:
+    """What observe read: the profile's features and the window's counts per (input, feature)
+    and bucket; or why there is nothing to judge."""
+
+    features: tuple[FeatureReference, ...] = ()
+    counts: Mapping[tuple[str, str], Mapping[str, float]] | None = None
+    threshold: float = 0.2
+    error: str | None = None

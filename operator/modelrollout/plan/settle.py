@@ -23,6 +23,7 @@ from modelrollout.plan.conditions import (
     Status,
     merge_conditions,
 )
+from modelrollout.plan.drift import drift_status
 from modelrollout.plan.rollout import Decision, Stage
 from modelrollout.plan.types import Acted, Failure, Inputs, ObservedDeployment, Plan
 
@@ -49,6 +50,9 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
     cause = acted.failures[0].reason if acted.failures else None
     updates += _kstatus_conditions(phase, decision.bake is not None, message, cause)
     updates += _hardware_conditions(inputs)
+    drift, drift_update = drift_status(inputs)
+    if drift_update is not None:
+        updates.append(drift_update)
     if decision.route_check is not None:
         check = decision.route_check
         status: Status = "False" if check.honoured else "True"
@@ -84,6 +88,7 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
         hardware=inputs.hardware or plan.previous.hardware,
         history=list(plan.history[:HISTORY_LIMIT]),
         hooks=list(plan.hooks),
+        drift=drift,
     )
 
 

@@ -16,6 +16,7 @@ from modelrollout.plan.children import Manifest, Owner, Placement
 from modelrollout.plan.evidence import Readings
 from modelrollout.plan.hooks import HookResult, HookRun
 from modelrollout.plan.rollout import Action, Decision
+from modelrollout.plan.samples import DriftReading
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Inputs:
     hardware: HardwareStatus | None = None
     # Hook runs that finished since the last reconcile, by run key (plan/hooks.py).
     hook_results: Mapping[str, HookResult] = field(default_factory=dict)
+    # The stable's input counts beside its reference profile (None: no profile).
+    drift: DriftReading | None = None
 
 
 @dataclass(frozen=True)
