@@ -93,6 +93,22 @@ def _owner(obj: Obj | None) -> tuple[str, str] | None:
     return (meta.get("namespace", ""), owner) if owner else None
 
 
+def _matters(old: Obj, new: Obj) -> bool:
+    """Whether a change to a child concerns its owner: its spec, labels or annotations (drift to
+    repair), or a Deployment's status (readiness). The status other controllers keep writing on
+    autoscalers and disruption budgets does not: waking owners for it would reconcile every
+    ModelDeployment every HPA sync period, for nothing."""
+    if new.get("kind") == "Deployment" and old.get("status") != new.get("status"):
+        return True
+    before, after = old["metadata"], new["metadata"]
+    return (
+        old.get("spec") != new.get("spec")
+        or before.get("labels") != after.get("labels")
+        or before.get("annotations") != after.get("annotations")
+        or before.get("deletionTimestamp") != after.get("deletionTimestamp")
+    )
+
+
 class Caches:
     """Every informer the operator runs, and reads across them."""
 
@@ -157,6 +173,8 @@ class Caches:
         self.wake(meta.get("namespace", ""), meta.get("name", ""))
 
     def _on_child(self, old: Obj | None, new: Obj | None) -> None:
+        if old is not None and new is not None and not _matters(old, new):
+            return
         for owner in {_owner(old), _owner(new)} - {None}:
             assert owner is not None
             self.wake(*owner)

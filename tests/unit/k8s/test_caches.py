@@ -1,0 +1,69 @@
+"""Which changes in the caches wake a ModelDeployment: its own, its children's specs, labels and
+annotations (drift), a Deployment's status (readiness), pods coming, going or relabelled; not
+the status other controllers keep writing on autoscalers, budgets and pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelrollout.k8s.caches import Caches
+
+OWNER = {"modelrollout.io/deployment": "iris"}
+
+
+def child(kind: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {"name": f"iris-{kind.lower()}", "namespace": "ns", "labels": dict(OWNER)},
+        "spec": {"replicas": 1},
+        "status": {},
+    } | fields
+
+
+def caches(capacity: bool = False) -> tuple[Caches, list[tuple[str, str]]]:
+    woken: list[tuple[str, str]] = []
+    made = Caches(
+        object(),  # type: ignore[arg-type]  # no request is made before start()
+        ["ns"],
+        lambda ns, name: woken.append((ns, name)),
+        capacity=capacity,
+    )
+    return made, woken
+
+
+def test_status_written_by_other_controllers_wakes_nobody() -> None:
+    made, woken = caches()
+    for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        made._on_child(child(kind), child(kind, status={"currentReplicas": 1}))
+    made._on_pod(child("Pod"), child("Pod", status={"phase": "Running"}))
+    assert woken == []
+
+
+def test_drift_readiness_and_pods_coming_wake_the_owner() -> None:
+    made, woken = caches()
+    made._on_child(child("Service"), child("Service", spec={"ports": []}))  # a hand edit
+    made._on_child(child("Deployment"), child("Deployment", status={"readyReplicas": 1}))
+    made._on_child(child("Deployment"), None)  # deleted
+    made._on_pod(None, child("Pod"))
+    relabelled = child("Pod")
+    relabelled["metadata"]["labels"] = OWNER | {"modelrollout.io/track": "canary"}
+    made._on_pod(child("Pod"), relabelled)
+    assert woken == [("ns", "iris")] * 5
+
+
+def test_one_informer_per_kind_and_namespace_and_cluster_wide_pods_for_capacity() -> None:
+    made, _ = caches()
+    assert sorted(i.name for i in made.informers) == sorted(
+        [
+            "ModelDeployment in ns",
+            "Deployment in ns",
+            "Service in ns",
+            "HorizontalPodAutoscaler in ns",
+            "PodDisruptionBudget in ns",
+            "Pod in ns",
+        ]
+    )
+    made, _ = caches(capacity=True)
+    assert {"Pod in *", "Node"} <= {i.name for i in made.informers}
+    assert "Pod in ns" not in {i.name for i in made.informers}
+    assert not made.synced()
