@@ -1,0 +1,15 @@
+# Scale benchmark (issue "The operator at fleet scale"): N ModelDeployments on the local control
+# plane with kwok nodes: time to all Ready against a floor measured in the same run, idle API
+# requests, operator CPU and RSS, and a 10% model-version change. Writes
+# bench/results/scale-<date>.md (one section per N). Heavy: run it under the heavy lock.
+# SCALE_BENCH_N=5000 for the large fleet; SCALE_BENCH_IDLE=60 for a quick run (the recorded
+# figure is the 5-minute window).
+
+SCALE_BENCH_N ?= 1000
+SCALE_BENCH_IDLE ?= 300
+SCALE_BENCH_WORKERS ?= 8
+
+.PHONY: bench-scale
+bench-scale: venv tools ## scale benchmark: N ModelDeployments, Ready vs floor, idle requests, CPU, RSS
+	$(PY) -m bench.scale.run --count $(SCALE_BENCH_N) --idle $(SCALE_BENCH_IDLE) \
+		--workers $(SCALE_BENCH_WORKERS) --out bench/results
