@@ -41,6 +41,11 @@ image: ## build the operator and model server images (needs docker or CONTAINER_
 	$(CONTAINER_ENGINE) build -f operator/Dockerfile -t $(OPERATOR_IMAGE) operator
 	$(CONTAINER_ENGINE) build -f serving-image/Dockerfile -t $(SERVING_IMAGE) serving-image
 
+.PHONY: image-gpu
+image-gpu: ## build the GPU model server image (onnxruntime-gpu, CUDA from the wheels: ~3 GB)
+	$(CONTAINER_ENGINE) build -f serving-image/Dockerfile --build-arg ONNXRUNTIME=onnxruntime-gpu \
+		-t $(SERVING_IMAGE)-gpu serving-image
+
 .PHONY: kind-up
 kind-up: ## create a kind cluster with a CPU worker and a labelled, tainted fake GPU worker
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || \

@@ -204,6 +204,9 @@ class Reconciler:
         previous = _previous_status(obj)
         now = _now()
         image = spec.serving.image or self.settings.serving_image
+        # The GPU tier's image is not part of the revision: a new one is applied to the GPU
+        # revisions' Deployments in place, as a rolling update (docs/hardware.md).
+        gpu_image = None if spec.serving.image else self.settings.serving_image_gpu
         hardware, blocked = await self._hardware(spec, revision_of(spec, image), obj, previous)
         annotations = meta.get("annotations") or {}
         actions = frozenset(a for a in Action if f"{GROUP}/{a.value}" in annotations)
@@ -241,7 +244,11 @@ class Reconciler:
             status=previous,
             image=image,
             placement=(
-                replace(placement_of(hardware), image_volumes=self.settings.image_volumes)
+                replace(
+                    placement_of(hardware),
+                    image_volumes=self.settings.image_volumes,
+                    image=gpu_image if hardware.provider == "cuda" else None,
+                )
                 if hardware
                 else None
             ),

@@ -23,6 +23,12 @@ class OperatorSettings(BaseSettings):
     serving_image: str = "ghcr.io/modelrollout/modelserver:0.1.0"
     """Model server image for ModelDeployments that don't name one."""
 
+    serving_image_gpu: str | None = None
+    """Model server image for the GPU tier (onnxruntime-gpu, CUDA from the wheels: the serving
+    image built with ONNXRUNTIME=onnxruntime-gpu), for ModelDeployments that don't name an
+    image. Unset: the GPU tier runs `serving_image`, whose server then stays unready for want
+    of CUDA."""
+
     image_volumes: bool = False
     """The cluster mounts OCI images as volumes (Kubernetes 1.33+ with the ImageVolume feature
     gate): oci:// models are mounted read-only instead of copied by an init container."""

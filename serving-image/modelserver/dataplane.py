@@ -31,7 +31,7 @@ from .loader import LoadError, fetch_model, fetch_reference
 from .metrics import Metrics
 from .redact import scrub
 from .reference import MAX_PROFILE_BYTES, ProfileError, parse_profile
-from .runtime import Runtime, UnsupportedModelError
+from .runtime import ProviderMissingError, Runtime, UnsupportedModelError
 from .settings import Settings
 from .tensors import InferRequest, Limits
 
@@ -116,7 +116,7 @@ class DataPlane:
             )
             if s.distribution:
                 self.distribution = await asyncio.to_thread(self._distribution, runtime)
-        except (LoadError, UnsupportedModelError, ProfileError) as exc:
+        except (LoadError, UnsupportedModelError, ProviderMissingError, ProfileError) as exc:
             self._fail(str(exc))
             return
         except Exception as exc:  # onnxruntime raises its own types for corrupt models

@@ -43,13 +43,35 @@ def _spec(arg: Any) -> TensorSpec | None:
     return TensorSpec(arg.name, datatype, _dims(arg.shape), OIP_TO_NUMPY[datatype])
 
 
+class ProviderMissingError(Exception):
+    """The pod asked for CUDA and cannot have it: serving on CPU while holding a GPU would be
+    slow and waste the GPU, so the server stays unready and says why."""
+
+
 def choose_providers(requested: str, available: list[str]) -> list[str]:
-    """CUDA only when asked for and present; CPU is always the fallback."""
-    if requested == "cuda" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if requested == "cuda":
-        log.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
-    return ["CPUExecutionProvider"]
+    """CUDA (with CPU for the operators CUDA lacks) when asked for; ProviderMissingError when
+    this onnxruntime has no CUDA provider (the CPU image on a GPU tier)."""
+    if requested != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise ProviderMissingError(
+            "the GPU tier asks for CUDA but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available) or 'none'}): run the GPU image "
+            "(serving-image/Dockerfile with ONNXRUNTIME=onnxruntime-gpu; the operator's "
+            "MODELROLLOUT_SERVING_IMAGE_GPU)"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _preload_cuda() -> None:
+    """onnxruntime-gpu finds the CUDA and cuDNN libraries of the nvidia-* wheels only once
+    preloaded (onnxruntime 1.21+); older builds rely on the system's libraries."""
+    preload = getattr(ort, "preload_dlls", None)
+    if callable(preload):
+        try:
+            preload()
+        except Exception as exc:  # a missing library shows again when the session starts
+            log.warning("preloading the CUDA libraries failed: %s", exc)
 
 
 class Runtime:
@@ -65,8 +87,17 @@ class Runtime:
         # Spinning workers burn a CPU-limited pod's quota while idle and get it throttled.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = choose_providers(provider, ort.get_available_providers())
+        if provider == "cuda":
+            _preload_cuda()
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         self.provider: str = self.session.get_providers()[0]
+        if provider == "cuda" and self.provider != "CUDAExecutionProvider":
+            # The provider exists but could not start (no driver, no device visible).
+            raise ProviderMissingError(
+                "the GPU tier asks for CUDA but onnxruntime could not start it (no GPU visible "
+                "to the pod, or no driver): it fell back to "
+                f"{self.provider}"
+            )
 
         inputs: list[TensorSpec] = []
         for arg in self.session.get_inputs():

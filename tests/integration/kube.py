@@ -88,6 +88,7 @@ class Kube:
 
 
 IMAGE = "modelrollout/modelserver:test"  # the serving image OperatorProcess configures
+GPU_IMAGE = "modelrollout/modelserver:test-gpu"  # and its GPU variant
 
 
 def model_deployment(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +155,7 @@ class OperatorProcess:
                 "MODELROLLOUT_HEALTH_PORT": str(self.health_port),
                 "MODELROLLOUT_BIND_ADDRESS": "127.0.0.1",
                 "MODELROLLOUT_SERVING_IMAGE": IMAGE,
+                "MODELROLLOUT_SERVING_IMAGE_GPU": GPU_IMAGE,
                 "MODELROLLOUT_POLICY": LOCAL_POLICY,
             }
             | self.env

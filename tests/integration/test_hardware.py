@@ -6,12 +6,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from hack.localcluster import GPU_NODES, LocalCluster
+from hack.podrunner import PodRunner
 
 from .conftest import ModelFile, Models
-from .kube import Kube, OperatorProcess, condition, model_deployment, revision, wait_for
+from .kube import (
+    GPU_IMAGE,
+    IMAGE,
+    Kube,
+    OperatorProcess,
+    condition,
+    model_deployment,
+    revision,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +73,7 @@ def test_small_model_runs_on_cpu_nodes(
     assert all(p["spec"]["nodeName"].startswith("kwok-cpu-") for p in pods)
     (container,) = pods[0]["spec"]["containers"]
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    assert container["image"] == IMAGE  # the GPU image is for the GPU tier only
     # The printer column shows the tier.
     assert "cpu-small" in kube.run("-n", kube.namespace, "get", "mdep", "tabular")
 
@@ -89,10 +101,31 @@ def test_large_model_is_scheduled_on_the_gpu_node(
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["MODELSERVER_EXECUTION_PROVIDER"] == "cuda"
+    assert container["image"] == GPU_IMAGE  # the GPU tier runs the GPU image
     dep = kube.must("deployment", f"transformer-{rev}")
     # Two of four GPUs taken: there is room for a surge pod, so no scale-down-first.
     assert hw["scaleDownFirst"] is False
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == "25%"
+
+
+def test_a_gpu_pod_without_cuda_never_becomes_ready(
+    kube: Kube, operator: OperatorProcess, models: Models, modelservers: PodRunner
+) -> None:
+    """The pod's server (a local process with the pod's env, onnxruntime without CUDA, as in the
+    CPU image) refuses readiness and says why, instead of serving on CPU beside a GPU."""
+    m = manifest("needs-cuda", models.small, hardware={"mode": "gpu"})
+    kube.apply(m)
+    (server,) = modelservers.wait_for_servers(kube.namespace, deployment="needs-cuda", ready=False)
+
+    def refusal() -> str | None:
+        try:
+            answer = httpx.get(f"{server.url}/v2/health/ready", timeout=2)
+        except httpx.HTTPError:
+            return None  # still starting
+        return str(answer.json().get("error")) if answer.status_code == 503 else None
+
+    reason = wait_for(lambda: "CUDA" in (refusal() or "") and refusal(), what="the refusal")
+    assert "no CUDAExecutionProvider" in str(reason)
 
 
 def test_without_gpu_capacity_auto_falls_back_to_cpu(

@@ -176,3 +176,16 @@ async def test_corrupt_model_fails_with_reason(serve: ServeFactory, tmp_path: Pa
     r = await s.client.get("/v2/health/ready")
     assert r.status_code == 503
     assert "onnxruntime cannot load the model" in r.json()["error"]
+
+
+async def test_a_gpu_tier_without_cuda_is_never_ready(serve: ServeFactory, models: Models) -> None:
+    """The CPU build on a GPU tier: the server stays unready and says why, rather than serving
+    on CPU while holding a GPU."""
+    s = await serve(model_uri=str(models.mlp), execution_provider="cuda")
+    assert s.plane.state == "failed"
+    r = await s.client.get("/v2/health/ready")
+    assert r.status_code == 503
+    assert (
+        "load failed: the GPU tier asks for CUDA but this onnxruntime has no" in r.json()["error"]
+    )
+    assert "MODELROLLOUT_SERVING_IMAGE_GPU" in r.json()["error"]

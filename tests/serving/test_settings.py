@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from modelserver.runtime import choose_providers
+from modelserver.runtime import ProviderMissingError, choose_providers
 from modelserver.settings import Settings, cgroup_cpu_count
 
 AFFINITY = len(os.sched_getaffinity(0))
@@ -61,4 +61,5 @@ def test_provider_choice() -> None:
     both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert choose_providers("cuda", both) == both
     assert choose_providers("cpu", both) == ["CPUExecutionProvider"]
-    assert choose_providers("cuda", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(ProviderMissingError, match="no CUDAExecutionProvider"):
+        choose_providers("cuda", ["CPUExecutionProvider"])

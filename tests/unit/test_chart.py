@@ -206,6 +206,7 @@ def test_defaults(default: list[Obj]) -> None:
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert env_of(dep) == {
         "MODELROLLOUT_NAMESPACES": "[]",
+        "MODELROLLOUT_SERVING_IMAGE_GPU": "ghcr.io/modelrollout/modelserver:0.1.0-gpu",
         "MODELROLLOUT_IMAGE_VOLUMES": "false",
         "MODELROLLOUT_SERVING_IMAGE": "ghcr.io/modelrollout/modelserver:0.1.0",
         "MODELROLLOUT_PROMETHEUS_URL": "http://prometheus-server.monitoring.svc:9090",

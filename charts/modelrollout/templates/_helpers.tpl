@@ -83,6 +83,12 @@ Operator image reference: the digest wins over the tag; the tag defaults to the 
 {{- end }}
 {{- end }}
 
+{{- define "modelrollout.servingImageGpu" -}}
+{{- with .Values.operator.servingImage }}
+{{- printf "%s:%s" .repository (default (printf "%s-gpu" (default $.Chart.AppVersion .tag)) .gpuTag) }}
+{{- end }}
+{{- end }}
+
 {{/*
 Namespaces the operator watches, as a JSON list; [] means the whole cluster. A namespaced install
 with no list watches its own namespace: it holds no rights anywhere else.

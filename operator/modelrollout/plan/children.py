@@ -83,6 +83,8 @@ class Placement:
     # The cluster mounts OCI images as volumes (Kubernetes 1.33+ ImageVolume): an oci://
     # model is mounted, not copied by an init container.
     image_volumes: bool = False
+    # The image for this tier (the GPU image on a CUDA tier); None: the spec's or the default.
+    image: str | None = None
 
 
 def common_labels(owner: Owner) -> dict[str, str]:
@@ -319,7 +321,7 @@ def deployment(
     selector = {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}
     # GPUs rarely have room for a surge pod: replace pods one at a time, old one first.
     surge = {"maxSurge": 0, "maxUnavailable": 1} if placement.scale_down_first else None
-    container = _server_container(owner, spec, revision, image, placement, track)
+    container = _server_container(owner, spec, revision, placement.image or image, placement, track)
     template = {
         "metadata": {
             "labels": labels,
