@@ -1,5 +1,6 @@
 """`make demo`: a real control plane, the operator, the examples converged, and then, live, a
-healthy new model promoted step by step and a bad one rolled back by itself.
+healthy new model promoted step by step, then one answering with errors and one predicting
+wrongly (its label map shuffled) each rolled back by itself.
 
     python -m hack.demo up [--no-rollout] [--kwok-only]   # start everything, run the show
     python -m hack.demo down                              # stop everything `up` started
@@ -169,10 +170,12 @@ def show_manifest(
     version: str,
     env: dict[str, str],
     real: bool = False,
+    shuffled: bool = False,
 ) -> str:
-    path = models / f"{SHOW}.onnx"
-    sha = write_mlp(path, seed=7)
-    uri = s3server.put(store, f"s3://demo-models/{SHOW}/model.onnx", path.read_bytes())
+    name = f"{SHOW}-shuffled" if shuffled else SHOW
+    path = models / f"{name}.onnx"
+    sha = write_mlp(path, seed=7, shuffled=shuffled)
+    uri = s3server.put(store, f"s3://demo-models/{name}/model.onnx", path.read_bytes())
     route = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -208,6 +211,8 @@ def show_manifest(
                     "minRequests": 20,
                     "maxLatencyRatio": 3,
                     "prometheusUrl": prometheus,
+                    # Also judge what each version predicts against the stable.
+                    "predictionShift": {"maxDivergence": 0.05},
                 },
                 "trafficRouter": {"type": "gatewayAPI", "httpRoute": SHOW},
                 "bakeTime": "10s",
@@ -298,11 +303,25 @@ def run_show(directory: Path, gateway: str, prometheus: str, real: bool = False)
         print("\n-- v3, answers 30% of requests with errors: rolled back by itself --")
         bad = {"MODELSERVER_FAULT_ERROR_RATIO": "0.3"}
         _kubectl(directory, "apply", "-f", "-", stdin=manifest("v3", bad))
-        final = follow(directory, lambda s: s.get("phase") == "RolledBack", timeout=180)
+        bad_errors = follow(directory, lambda s: s.get("phase") == "RolledBack", timeout=180)
+        print(
+            "\n-- v4, its label map shuffled (no errors, same speed, every answer wrong): "
+            "rolled back by what it predicts --"
+        )
+        _kubectl(directory, "apply", "-f", "-", stdin=manifest("v4", {}, shuffled=True))
+        final = follow(
+            directory,
+            lambda s: (
+                s.get("phase") == "RolledBack"
+                and s.get("failedRevision") != bad_errors.get("failedRevision")
+            ),
+            timeout=180,
+        )
     finally:
         stop.set()
         thread.join(timeout=15)
-    print(f"\nRolled back: {final['history'][0]['reason']}")
+    print(f"\nRolled back (v3): {final['history'][1]['reason']}")
+    print(f"Rolled back (v4): {final['history'][0]['reason']}")
     print("History (newest first):")
     for entry in final["history"]:
         print(

@@ -15,14 +15,26 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def write_mlp(
-    path: Path, features: int = 4, hidden: int = 16, classes: int = 3, seed: int = 0
+    path: Path,
+    features: int = 4,
+    hidden: int = 16,
+    classes: int = 3,
+    seed: int = 0,
+    shuffled: bool = False,
 ) -> str:
-    """A two-layer classifier with a dynamic batch axis; returns the file's sha256."""
+    """A two-layer classifier with a dynamic batch axis; returns the file's sha256.
+
+    `shuffled`: the same model with its label map rotated (class k answers as k + 1): as fast
+    and error-free as the original, and wrong on every request."""
     rng = np.random.default_rng(seed)
     w1 = numpy_helper.from_array(rng.standard_normal((features, hidden)).astype(np.float32), "w1")
     b1 = numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b1")
-    w2 = numpy_helper.from_array(rng.standard_normal((hidden, classes)).astype(np.float32), "w2")
-    b2 = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "b2")
+    w2_raw = rng.standard_normal((hidden, classes)).astype(np.float32)
+    b2_raw = rng.standard_normal(classes).astype(np.float32)
+    if shuffled:
+        w2_raw, b2_raw = np.roll(w2_raw, 1, axis=1), np.roll(b2_raw, 1)
+    w2 = numpy_helper.from_array(w2_raw, "w2")
+    b2 = numpy_helper.from_array(b2_raw, "b2")
     nodes = [
         helper.make_node("Gemm", ["input", "w1", "b1"], ["h"]),
         helper.make_node("Relu", ["h"], ["a"]),
