@@ -150,9 +150,12 @@ def _analysis_lines(
         extras.append(f"z {a.z:.2f}")
     if a.p_value is not None:
         extras.append(f"p-value {a.p_value:.2g}")
+    if a.prediction_divergence is not None:
+        extras.append(f"prediction divergence {a.prediction_divergence:.3g}")
     evidence = (
         ("error", a.error_evalue, a.error_threshold),
         ("latency", a.latency_evalue, a.latency_threshold),
+        ("prediction", a.prediction_evalue, a.prediction_threshold),
     )
     for kind, value, threshold in evidence:
         if value is not None and threshold is not None:
@@ -331,6 +334,10 @@ def status_view(obj: Obj, now: datetime, style: Style = PLAIN) -> str:
     lines += ["", *_steps_lines(status, spec, name or "NAME", now, style)]
     lines += _judging_lines(status, spec, now, style)
     lines += _condition_lines(status, now)
+    if status.drift:
+        rows = [[d.input, d.feature, f"{d.score:.3g}", number(d.values)] for d in status.drift]
+        headers = ["INPUT", "FEATURE", "PSI", "VALUES"]
+        lines += ["", "Input drift (worst first):", *table(headers, rows, indent=2)]
     history = _history_lines(status, now, style)
     if history:
         lines += ["", *history]

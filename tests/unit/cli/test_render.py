@@ -245,3 +245,30 @@ def test_deletion_is_shown() -> None:
     obj = o.ready()
     obj["metadata"]["deletionTimestamp"] = "2026-03-01T12:09:05Z"
     assert "Deleting:      since 60s ago\n" in render.status_view(obj, NOW)
+
+
+def test_status_shows_input_drift_worst_first_and_prediction_evidence() -> None:
+    from modelrollout.api.status import FeatureDriftStatus
+
+    obj = o.ready()
+    obj["status"]["drift"] = [
+        FeatureDriftStatus(input="x", feature="age", score=2.5, values=1200).model_dump(
+            by_alias=True
+        ),
+        FeatureDriftStatus(input="x", feature="income", score=0.04, values=1200).model_dump(
+            by_alias=True
+        ),
+    ]
+    text = render.status_view(obj, NOW)
+    drift = lines_after(text, "Input drift (worst first):")
+    assert drift[1].split() == ["INPUT", "FEATURE", "PSI", "VALUES"]
+    assert drift[2].split() == ["x", "age", "2.5", "1200"]
+    assert drift[3].split()[:3] == ["x", "income", "0.04"]
+
+    obj = o.canary(step=1, weight=10)
+    analysis = obj["status"]["rollout"]["lastAnalysis"]
+    analysis |= {"predictionDivergence": 0.8, "predictionEvalue": 1.2e4, "predictionThreshold": 100}
+    text = render.status_view(obj, NOW)
+    extras = lines_after(text, "Analysis:")[-1]
+    assert "prediction divergence 0.8" in extras
+    assert "prediction e-value 1.2e+04 (fails at 100)" in extras
