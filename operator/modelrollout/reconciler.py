@@ -30,9 +30,11 @@ from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus, Phase
 from modelrollout.hardware.reference import ReferenceCache, ReferenceError, read_reference
 from modelrollout.hooks.runner import HookRunner, Target
 from modelrollout.k8s.cluster import ChildSet, observe_deployment
+from modelrollout.k8s.errors import format_validation, namespace_terminating
 from modelrollout.metrics import registry as providers
 from modelrollout.metrics.analysis import analyse_window, read_counters
 from modelrollout.metrics.drift import read_drift
+from modelrollout.notifications.delivery import Notifier
 from modelrollout.placement import Blocked, PlacementService, placement_of
 from modelrollout.plan import reconcile as planner
 from modelrollout.plan.children import Owner
@@ -103,20 +105,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _format_validation(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{path}: {err['msg']}" if path else err["msg"])
-    return "; ".join(parts)
-
-
-def _namespace_terminating(exc: ApiError) -> bool:
-    details = exc.status.details
-    causes = (details.causes if details else None) or []
-    return any(c.reason == "NamespaceTerminating" for c in causes)
-
-
 def _drifted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool | None:
     if spec.model.reference is None:
         return None
@@ -143,6 +131,7 @@ class Reconciler:
         provider_for: providers.ProviderLookup = providers.get,
         placement: PlacementService | None = None,
         hooks: HookRunner | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
@@ -150,17 +139,16 @@ class Reconciler:
         self.router_for = router_for
         self.provider_for = provider_for
         self.placement = placement or PlacementService(settings.hardware, cluster, settings.policy)
-        self.hooks = hooks or HookRunner(
-            cluster.client, settings.policy, metrics, concurrency=settings.hook_concurrency
-        )
+        self.hooks = hooks or HookRunner.configured(cluster.client, settings, metrics)
         self.references = ReferenceCache()
+        self.notifier = notifier or Notifier.configured(settings, metrics)
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
         try:
             return await self._reconcile(namespace, name)
         except ApiError as exc:
-            if _namespace_terminating(exc):
+            if namespace_terminating(exc):
                 # The namespace is going away with everything in it; nothing to repair.
                 return Outcome(None, None)
             self.metrics.reconcile_errors.labels(namespace, "api").inc()
@@ -181,7 +169,7 @@ class Reconciler:
         except ValidationError as exc:
             # Admission refuses these; an object stored under an older schema can still get here.
             self.metrics.reconcile_errors.labels(namespace, "invalid_spec").inc()
-            failure = Failure("InvalidSpec", _format_validation(exc))
+            failure = Failure("InvalidSpec", format_validation(exc))
             await self._record_failure(namespace, name, failure, obj)
             return Outcome(Phase.FAILED, None)
 
@@ -191,6 +179,9 @@ class Reconciler:
         status = settle(plan, acted)
         await self._write_status(namespace, name, seen.inputs.status, status)
         self.hooks.consumed(namespace, name, seen.inputs.hook_results)
+        # Only once the outbox is in status: a delivery never precedes its record.
+        self.notifier.consumed(namespace, name, seen.inputs.notified)
+        self.notifier.enqueue(namespace, name, spec.notify, status.notifications)
         await self.cluster.record_events(obj, [(e.type, e.reason, e.message) for e in plan.events])
         self._export_phase(namespace, name, status.phase)
         self.metrics.export_drift(namespace, name, status.drift, _drifted(spec, status))
@@ -263,6 +254,7 @@ class Reconciler:
             hardware=hardware,
             hook_results=self.hooks.results(namespace, name),
             drift=await self._drift(spec, namespace, name, previous, now),
+            notified=self.notifier.delivered(namespace, name),
         )
         if inputs.drift is not None and inputs.drift.error is not None:
             log.info("input drift of %s/%s not scored: %s", namespace, name, inputs.drift.error)
@@ -397,6 +389,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.hooks.forget(namespace, name)
+        self.notifier.forget(namespace, name)
         for candidate in Phase:
             self.metrics.phase.remove(namespace, name, candidate.value)
         self.metrics.export_drift(namespace, name, [])

@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelrollout.hardware.thresholds import HardwareThresholds
 from modelrollout.tenancy import TenantPolicy
+
+
+class NotifierConfig(BaseModel):
+    """One notifier ModelDeployments may select by name (`spec.notify`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """The name specs select it by."""
+
+    type: Literal["webhook", "slack"] = "webhook"
+    """webhook: the documented JSON payload; slack: a Slack incoming-webhook message."""
+
+    url_file: Path | None = None
+    """File holding the URL (a mounted Secret), read at each delivery."""
+
+    url: str | None = None
+    """The URL itself, for an operator run outside a cluster; the chart always uses url_file."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    """Time one delivery attempt may take."""
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifierConfig:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError(f"notifier {self.name}: give exactly one of url and url_file")
+        return self
 
 
 class OperatorSettings(BaseSettings):
@@ -81,6 +109,13 @@ class OperatorSettings(BaseSettings):
     hook_concurrency: int = Field(default=8, ge=1, le=256)
     """Rollout hooks (HTTP calls, Jobs being waited for) run at once across every
     ModelDeployment; more wait their turn."""
+
+    notifiers: list[NotifierConfig] = Field(default_factory=list)
+    """Notifiers ModelDeployments may select by name, as JSON in MODELROLLOUT_NOTIFIERS, e.g.
+    [{"name": "ml-slack", "type": "slack", "url_file": "/var/run/secrets/slack/url"}]."""
+
+    notify_queue_size: int = Field(default=256, ge=1, le=100_000)
+    """Notifications waiting for delivery at most; past it they wait in status for later."""
 
     log_format: str = Field(default="plain", pattern="^(plain|json)$")
     """Log format: plain or json."""

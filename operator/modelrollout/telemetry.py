@@ -84,6 +84,23 @@ class OperatorMetrics:
             "Objects held by the watch-fed caches.",
             registry=registry,
         )
+        self.notifications = Counter(
+            "modelrollout_notifications_total",
+            "Notifications finished per notifier: delivered, or failed after every attempt.",
+            ["notifier", "result"],
+            registry=registry,
+        )
+        self.notification_attempt_failures = Counter(
+            "modelrollout_notification_attempt_failures_total",
+            "Notification delivery attempts that failed (each is retried with backoff).",
+            ["notifier"],
+            registry=registry,
+        )
+        self.notifications_deferred = Counter(
+            "modelrollout_notifications_deferred_total",
+            "Notifications left in status for a later reconcile because the queue was full.",
+            registry=registry,
+        )
         self.hook_runs = Counter(
             "modelrollout_hook_runs_total",
             "Rollout hook runs finished, by hook point and result (passed or failed).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -82,6 +83,17 @@ def router_crds(cluster: LocalCluster) -> LocalCluster:
     return cluster
 
 
+def notifiers(directory: Path) -> str:
+    """Two notifiers, a webhook and a Slack one, whose URLs are files a test writes (the
+    operator reads them at each delivery, as it reads a mounted Secret)."""
+    return json.dumps(
+        [
+            {"name": "test-webhook", "url_file": str(directory / "webhook-url")},
+            {"name": "test-slack", "type": "slack", "url_file": str(directory / "slack-url")},
+        ]
+    )
+
+
 @pytest.fixture(scope="session")
 def operator(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
@@ -90,7 +102,8 @@ def operator(
     # Per-cluster thresholds (a documented setting) scaled down so a few-MB test model counts
     # as GPU-sized: real GPU-sized files would not fit the test budget.
     hardware = '{"gpu_min_parameters": 1000000, "gpu_min_weight_bytes": 4000000}'
-    proc = OperatorProcess(cluster, log_path, env={"MODELROLLOUT_HARDWARE": hardware})
+    env = {"MODELROLLOUT_HARDWARE": hardware, "MODELROLLOUT_NOTIFIERS": notifiers(log_path.parent)}
+    proc = OperatorProcess(cluster, log_path, env=env)
     proc.start()
     yield proc
     proc.stop()

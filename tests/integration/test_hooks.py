@@ -218,3 +218,70 @@ def test_job_hooks_on_kwok(kube: Kube, operator: OperatorProcess, models: Models
     assert bad["history"][0]["reason"] == (
         f"hook suite (preRollout) failed: Job {names['jobs-bad']} failed (Test): the test says so"
     )
+
+
+def test_notifications_arrive_once_per_transition_across_a_restart(
+    kube: Kube, operator: OperatorProcess, models: Models, rx: Receiver
+) -> None:
+    ns = kube.namespace
+    directory = operator.log_path.parent
+    (directory / "webhook-url").write_text(rx.url(f"/status/200/{ns}/webhook"))
+    (directory / "slack-url").write_text(rx.url(f"/status/200/{ns}/slack"))
+
+    def arrived(path: str) -> list[dict[str, Any]]:
+        return [r.body for r in rx.requests_to(f"/status/200/{ns}/{path}")]
+
+    def events() -> list[str]:
+        return [b["event"] for b in arrived("webhook")]
+
+    notify = {"notify": ["test-webhook", "test-slack"]}
+    v1 = manifest(models, "told", "v1", [])
+    v1["spec"] |= notify
+    kube.apply(v1)
+    serving(kube, "told", v1)
+    wait_for(lambda: events() == ["Promoted"], what="first revision promoted")
+
+    v2 = manifest(models, "told", "v2", [])
+    v2["spec"] |= notify
+    v2["spec"]["rollout"]["steps"] = [
+        {"setWeight": 20},
+        {"pause": {"duration": "3s"}},
+        {"setWeight": 50},
+    ]
+    kube.apply(v2)
+    wait_for(lambda: "RolloutStarted" in events(), what="rollout started")
+    until(kube, "told", lambda s: "RolloutStarted" not in str(s.get("notifications")), "sent")
+    operator.kill()
+    operator.start()
+    serving(kube, "told", v2)
+    wait_for(lambda: events()[-1:] == ["Promoted"] and len(events()) > 2, what="v2 promoted")
+    until(kube, "told", lambda s: not s.get("notifications"), "outbox empty")
+
+    # A failing hook: rolled back, and told so once.
+    v3 = manifest(models, "told", "v3", [http("smoke", "preRollout", rx.url(f"/status/500/{ns}"))])
+    v3["spec"] |= notify
+    kube.apply(v3)
+    until(kube, "told", lambda s: s.get("phase") == "RolledBack", "v3 rolled back")
+    wait_for(lambda: events()[-1:] == ["RolledBack"], what="rolled back notification")
+    until(kube, "told", lambda s: not s.get("notifications"), "outbox empty again")
+    time.sleep(3)
+    sent = arrived("webhook")
+    # Delivered at least once under one id per transition; a repeat (an operator stopped
+    # between a delivery and the status write that records it) carries the same id.
+    bodies = list({b["id"]: b for b in sent}.values())
+    assert len(sent) - len(bodies) <= 1, sent
+    assert [b["event"] for b in bodies] == [
+        "Promoted",
+        "RolloutStarted",
+        "StepAdvanced",
+        "Promoted",
+        "RolloutStarted",
+        "RolledBack",
+    ], [(b["event"], b["revision"], b["message"]) for b in sent]
+    assert bodies[2]["canaryWeight"] == 50
+    assert bodies[3]["revision"] == revision(v2)
+    assert bodies[5]["revision"] == revision(v3)
+    assert "hook smoke (preRollout) failed" in bodies[5]["message"]
+    slack = arrived("slack")
+    assert len(bodies) <= len(slack) <= len(sent)
+    assert slack[5]["text"].startswith(f":rewind: rolled back: *{ns}/told*")

@@ -20,6 +20,7 @@ import yaml
 
 from hack.prometheus import INSTALL_HINT
 from modelrollout.hardware.thresholds import HardwareThresholds
+from modelrollout.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelrollout"
@@ -213,6 +214,7 @@ def test_defaults(default: list[Obj]) -> None:
         "MODELROLLOUT_RESYNC_SECONDS": "300",
         "MODELROLLOUT_WORKERS": "8",
         "MODELROLLOUT_HOOK_CONCURRENCY": "8",
+        "MODELROLLOUT_NOTIFY_QUEUE_SIZE": "256",
         "MODELROLLOUT_METRICS_PORT": "8000",
         "MODELROLLOUT_HEALTH_PORT": "8081",
         "MODELROLLOUT_BIND_ADDRESS": "0.0.0.0",
@@ -393,6 +395,39 @@ def test_cluster_scope(default: list[Obj]) -> None:
         {"kind": "ServiceAccount", "name": "mr-modelrollout", "namespace": NAMESPACE}
     ]
     assert grants(role["rules"]) == NAMESPACED_GRANTS | CLUSTER_READS
+
+
+def test_notifiers_come_from_secrets_as_files(helm_bin: Path) -> None:
+    sets = (
+        "notifications.notifiers[0].name=ml-slack",
+        "notifications.notifiers[0].type=slack",
+        "notifications.notifiers[0].urlSecret.name=slack-webhook",
+        "notifications.notifiers[1].name=audit",
+        "notifications.notifiers[1].urlSecret.name=audit-hook",
+        "notifications.notifiers[1].urlSecret.key=endpoint",
+    )
+    dep = one(render(helm_bin, sets=sets), "Deployment")
+    env = env_of(dep)
+    settings = OperatorSettings.model_validate(
+        {"notifiers": json.loads(env["MODELROLLOUT_NOTIFIERS"]), "notify_queue_size": 256}
+    )
+    assert [(n.name, n.type, n.timeout_seconds) for n in settings.notifiers] == [
+        ("ml-slack", "slack", 10),
+        ("audit", "webhook", 10),
+    ]
+    assert (
+        str(settings.notifiers[1].url_file) == "/var/run/secrets/modelrollout/notifiers/audit/url"
+    )
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["notifier-audit"]["secret"] == {
+        "secretName": "audit-hook",
+        "items": [{"key": "endpoint", "path": "url"}],
+    }
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["notifier-ml-slack"] == "/var/run/secrets/modelrollout/notifiers/ml-slack"
+    error = render_error(helm_bin, "notifications.notifiers[0].name=Bad_Name")
+    assert "name" in error
 
 
 def test_hook_header_secrets_are_opt_in(helm_bin: Path) -> None:

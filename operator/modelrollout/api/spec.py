@@ -17,6 +17,7 @@ from modelrollout.api.hardware import Toleration as Toleration
 from modelrollout.api.hooks import MAX_HOOKS, HookSpec, unique_names
 from modelrollout.api.model import ModelFormat as ModelFormat
 from modelrollout.api.model import ModelSpec as ModelSpec
+from modelrollout.api.notifications import MAX_NOTIFIERS, NotifierName
 from modelrollout.api.pod import PodSettings
 from modelrollout.api.predictions import PredictionShiftSpec as PredictionShiftSpec
 from modelrollout.api.reference import ReferenceSpec as ReferenceSpec
@@ -293,3 +294,8 @@ class ModelDeploymentSpec(ApiModel):
 
     paused: bool = False
     """Hold any rollout in progress at its current step."""
+
+    notify: list[NotifierName] = Field(default_factory=list, max_length=MAX_NOTIFIERS)
+    """Notifiers to tell about this ModelDeployment's rollouts (started, step advanced, paused,
+    promoted, rolled back, failed), by the names the operator is configured with
+    (docs/rollouts.md, "Notifications")."""

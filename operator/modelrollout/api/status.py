@@ -15,6 +15,7 @@ from modelrollout.api.analysis_status import CounterReadStatus as CounterReadSta
 from modelrollout.api.analysis_status import EvidenceStatus as EvidenceStatus
 from modelrollout.api.analysis_status import TrackTotalsStatus as TrackTotalsStatus
 from modelrollout.api.hooks import HookRunStatus
+from modelrollout.api.notifications import PendingNotification
 from modelrollout.api.spec import Toleration
 from modelrollout.api.types import ApiModel
 
@@ -283,6 +284,9 @@ class ModelDeploymentStatus(ApiModel):
     drift: list[FeatureDriftStatus] = Field(default_factory=list)
     """Input drift of the stable's traffic against spec.model.reference, per profiled feature,
     worst first (the DataDrift condition says whether any is over maxDrift)."""
+
+    notifications: list[PendingNotification] = Field(default_factory=list)
+    """Transitions not yet delivered to the notifiers `spec.notify` names (the outbox)."""
 
     # Excluded from the status the planner writes (a merge patch): only placement sets and
     # clears it, around the read, so it survives a crash in between.

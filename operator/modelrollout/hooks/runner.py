@@ -28,6 +28,7 @@ from modelrollout.hooks.http import call
 from modelrollout.hooks.job import job_manifest, run_job
 from modelrollout.plan.children import Owner
 from modelrollout.plan.hooks import HookResult, HookRun, job_name
+from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
 from modelrollout.tenancy import TenantPolicy
 
@@ -69,6 +70,12 @@ class HookRunner:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._results: dict[Key, dict[str, HookResult]] = {}
+
+    @classmethod
+    def configured(
+        cls, client: AsyncClient, settings: OperatorSettings, metrics: OperatorMetrics
+    ) -> HookRunner:
+        return cls(client, settings.policy, metrics, concurrency=settings.hook_concurrency)
 
     def results(self, namespace: str, name: str) -> dict[str, HookResult]:
         return dict(self._results.get((namespace, name), {}))

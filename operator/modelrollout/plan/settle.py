@@ -24,6 +24,7 @@ from modelrollout.plan.conditions import (
     merge_conditions,
 )
 from modelrollout.plan.drift import drift_status
+from modelrollout.plan.notify import outbox, transitions
 from modelrollout.plan.rollout import Decision, Stage
 from modelrollout.plan.types import Acted, Failure, Inputs, ObservedDeployment, Plan
 
@@ -65,7 +66,7 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
         if stable_obs and stable_obs.model_version
         else (inputs.spec.model.version if decision.stable else None)
     )
-    return ModelDeploymentStatus(
+    settled = ModelDeploymentStatus(
         observed_generation=inputs.generation,
         phase=phase,
         message=message,
@@ -90,6 +91,19 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
         hooks=list(plan.hooks),
         drift=drift,
     )
+    return _with_notifications(plan, settled)
+
+
+def _with_notifications(plan: Plan, status: ModelDeploymentStatus) -> ModelDeploymentStatus:
+    """The outbox (plan/notify.py): what the notifiers were not told yet, with this cycle's
+    transitions; empty when the spec selects no notifier."""
+    inputs = plan.inputs
+    if not inputs.spec.notify:
+        return status
+    events = [(e.reason, e.message) for e in plan.events]
+    new = transitions(inputs.owner.uid, plan.previous, status, events, format_time(inputs.now))
+    pending = outbox(plan.previous.notifications, inputs.notified, new)
+    return status.model_copy(update={"notifications": pending})
 
 
 def settle_unplanned(

@@ -76,6 +76,8 @@ class Inputs:
     hook_results: Mapping[str, HookResult] = field(default_factory=dict)
     # The stable's input counts beside its reference profile (None: no profile).
     drift: DriftReading | None = None
+    # Ids of outbox notifications delivered since the last reconcile (plan/notify.py).
+    notified: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

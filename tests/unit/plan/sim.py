@@ -81,6 +81,7 @@ class Sim:
         acted: Acted | None = None,
         readings: Readings | None = None,
         hook_results: dict[str, HookResult] | None = None,
+        notified: frozenset[str] = frozenset(),
     ) -> Plan:
         # Pods become ready (or not) between cycles, as the sim is told.
         self.deployments = {
@@ -103,6 +104,7 @@ class Sim:
                 readings=readings,
                 actions=actions,
                 hook_results=hook_results or {},
+                notified=notified,
             )
         )
         for m in result.apply:
