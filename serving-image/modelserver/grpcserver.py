@@ -151,7 +151,7 @@ class InferenceServicer:
         plane.check_model(request.model_name, request.model_version or None)
         runtime = plane.loaded()
         decoded = decode_request(request, runtime.inputs, runtime.outputs, plane.limits)
-        results = await plane.infer(decoded)
+        results = plane.infer_now(decoded) if plane.run_inline else await plane.infer(decoded)
         return encode_response(
             model_name=plane.settings.model_name,
             model_version=plane.settings.model_version,

@@ -147,6 +147,12 @@ class RestApp:
         }
         # /metrics lives on its own port; here only when that port is off, and behind the token.
         self._metrics_here = settings.metrics_port == 0
+        # The served model's infer paths, matched without the regular expression.
+        name, version = settings.model_name, settings.model_version
+        self._infer_paths: dict[str, tuple[str, str | None]] = {
+            f"/v2/models/{name}/infer": (name, None),
+            f"/v2/models/{name}/versions/{version}/infer": (name, version),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -181,9 +187,13 @@ class RestApp:
         path: str = scope["path"]
         method: str = scope["method"]
         headers = dict(scope["headers"])
+        served = self._infer_paths.get(path)
+        if served is not None:
+            await self._infer(scope, served, headers, receive, send)
+            return
         route = _MODEL_PATH.fullmatch(path)
         if route is not None and route[3] == "infer":
-            await self._infer(scope, route, headers, receive, send)
+            await self._infer(scope, (route[1], route[2]), headers, receive, send)
             return
         try:
             handler = self._open.get(path)
@@ -238,7 +248,7 @@ class RestApp:
     async def _infer(
         self,
         scope: Scope,
-        route: re.Match[str],
+        model: tuple[str, str | None],
         headers: dict[bytes, bytes],
         receive: Receive,
         send: Send,
@@ -255,7 +265,7 @@ class RestApp:
             metrics.count(status)
             return
         try:
-            status, body, extra = await self._infer_inner(scope, route, headers, receive)
+            status, body, extra = await self._infer_inner(scope, model, headers, receive)
             if extra is None:
                 await _respond(send, status, body)
             else:
@@ -273,7 +283,7 @@ class RestApp:
     async def _infer_inner(
         self,
         scope: Scope,
-        route: re.Match[str],
+        model: tuple[str, str | None],
         headers: dict[bytes, bytes],
         receive: Receive,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]] | None]:
@@ -282,7 +292,7 @@ class RestApp:
             self._authenticate(headers)
             if scope["method"] != "POST":
                 raise MethodNotAllowedError("method not allowed")
-            plane.check_model(route[1], route[2])
+            plane.check_model(*model)
             # Draining still serves: endpoints lag behind readiness and clients retry less
             # gracefully than a slightly later shutdown.
             runtime = plane.loaded()
@@ -294,7 +304,7 @@ class RestApp:
                 runtime.outputs,
                 plane.limits,
             )
-            results = await plane.infer(request)
+            results = plane.infer_now(request) if plane.run_inline else await plane.infer(request)
             payload, json_length = encode_infer_response(
                 model_name=plane.settings.model_name,
                 model_version=plane.settings.model_version,

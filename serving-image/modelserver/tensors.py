@@ -162,7 +162,10 @@ def from_list(
             arr = np.asarray(data)
         except (ValueError, TypeError):
             raise _bad(f"input '{name}': data is ragged or has mixed types") from None
-        arr = _convert(name, spec, arr, data) if arr.size else arr.astype(spec.dtype)
+        if arr.dtype.kind == "f" and spec.dtype.kind == "f":  # JSON numbers for a float input
+            arr = arr.astype(spec.dtype, copy=False)
+        else:
+            arr = _convert(name, spec, arr, data) if arr.size else arr.astype(spec.dtype)
     if arr.size != count:
         raise _bad(
             f"input '{name}': {arr.size} data elements do not match shape {list(shape)} "

@@ -55,6 +55,28 @@ def test_slow_headers_dropped(server: ServerProcess) -> None:
     assert reply == b"" or reply.startswith(b"HTTP/1.1 408"), reply
 
 
+def test_slow_body_after_a_request_on_the_same_connection(server: ServerProcess) -> None:
+    # The deadline timer outlives a request on a kept-alive connection: the next request's
+    # deadline must still count from that request, not from the first one or never.
+    body = httpx.Request("POST", "http://x", json=BODY).content
+    sock = _connect(server)
+    head = b"POST /v2/models/mlp/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    sock.sendall(head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    first = b""
+    while b"\r\n\r\n" not in first or not first.endswith(b"}"):  # one whole JSON response
+        first += sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    time.sleep(0.7)  # most of a deadline spent idle between the requests
+    sock.sendall(head + b"content-length: 1000\r\n\r\n" + b'{"inputs": [')
+    started = time.monotonic()
+    reply = _read_all(sock)
+    waited = time.monotonic() - started
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert b"body not received in 1 s" in reply
+    assert 0.8 < waited < 3, waited
+
+
 def test_silent_connection_dropped(server: ServerProcess) -> None:
     sock = _connect(server)
     started = time.monotonic()
