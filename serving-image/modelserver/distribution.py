@@ -42,8 +42,8 @@ DEFAULT_EDGES: tuple[float, ...] = (
 )  # fmt: skip
 _DEFAULT_CLASSES = MAX_BUCKETS - 1
 # Requests held before they are binned: numpy's cost is per call, so binning a few dozen
-# requests at once costs about what one does. A request whose output has more elements than
-# _BIG is binned at once, so what is held stays small.
+# requests at once costs about what one does. A request whose output (or profiled input) has
+# more elements than _BIG is binned at once, so what is held stays small.
 FLUSH_EVERY = 32
 _BIG = 1 << 14
 _NO_FEEDS: dict[str, np.ndarray[Any, Any]] = {}
@@ -126,6 +126,11 @@ class Distribution(Collector):
             return
         for value in outputs.values():
             if value.size > _BIG:
+                self.flush()
+                return
+        for inp in self._inputs:  # held only when profiled: a large one is binned at once too
+            held = feeds.get(inp.name)
+            if held is not None and held.size > _BIG:
                 self.flush()
                 return
 

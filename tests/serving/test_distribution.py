@@ -240,3 +240,15 @@ def test_held_requests_are_binned_together_whatever_their_shapes() -> None:
     big = np.zeros((1 << 15,))
     d.record({}, {"p": np.array([[1.0, 0.0]]), "y": big})
     assert not d._pending  # a large output is binned at once
+
+
+def test_a_large_profiled_input_is_binned_at_once() -> None:
+    profile = parse_profile(
+        _profile({"inputs": [{"name": "x", "features": [{"index": 0, "edges": [0]}]}]})
+    )
+    d = Distribution(IDENT, {"y": ("FP32", (-1,))}, {"x": ("FP32", (-1, 2))}, profile)
+    d.record({"x": np.ones((4, 2))}, {"y": np.ones(4)})
+    assert len(d._pending) == 1
+    d.record({"x": np.ones((1 << 14, 2))}, {"y": np.ones(1)})
+    assert not d._pending
+    assert _counts(d)[("x", "0", "+Inf")] == 4 + (1 << 14)
