@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ __all__ = [
     "MAX_REFERENCE_BYTES",
     "FeatureReference",
     "ReferenceSpec",
+    "draw_rows",
     "parse_reference",
 ]
 
@@ -96,6 +99,8 @@ class FeatureReference:
     feature: str
     buckets: tuple[str, ...]
     frequencies: tuple[float, ...] | None
+    index: int = 0  # the column in the input
+    edges: tuple[float, ...] = ()
 
 
 def _edge_labels(edges: list[float]) -> tuple[str, ...]:
@@ -145,9 +150,39 @@ def _feature(input_name: str, f: Any, where: str) -> FeatureReference:
         or not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in freq)
     ):
         raise ValueError(f"reference profile: {where}.frequencies must be {len(edges) + 1} shares")
+    index = f.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1 << 16:
+        raise ValueError(f"reference profile: {where}.index must be a non-negative integer")
     return FeatureReference(
         input_name,
         str(feature),
         _edge_labels(edges),
         tuple(float(v) for v in freq) if freq is not None else None,
+        index,
+        tuple(float(e) for e in edges),
     )
+
+
+def draw_rows(features: Sequence[FeatureReference], count: int, seed: int = 0) -> list[list[float]]:
+    """`count` rows for one model input that look like the reference sample: each profiled
+    column drawn from its frequencies (a bucket by its share, then uniformly inside it; the
+    open first and last buckets reach as far out as their neighbour is wide), the columns the
+    profile does not name 0. For synthetic traffic; the same seed gives the same rows."""
+    inputs = {f.input for f in features}
+    if len(inputs) > 1:
+        raise ValueError(f"draw_rows takes the features of one input, got {sorted(inputs)}")
+    usable = [f for f in features if f.frequencies is not None and f.edges]
+    if not usable or count < 0:
+        raise ValueError("draw_rows needs features with edges and frequencies, and count >= 0")
+    rng = random.Random(seed)
+    width = max(f.index for f in features) + 1
+    rows = [[0.0] * width for _ in range(count)]
+    for f in usable:
+        assert f.frequencies is not None
+        e = f.edges
+        step = (e[-1] - e[0]) / max(1, len(e) - 1) or 1.0
+        bounds = [e[0] - step, *e, e[-1] + step]
+        picks = rng.choices(range(len(f.frequencies)), weights=f.frequencies, k=count)
+        for row, b in zip(rows, picks, strict=True):
+            row[f.index] = rng.uniform(bounds[b], bounds[b + 1])
+    return rows

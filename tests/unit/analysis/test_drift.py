@@ -33,8 +33,8 @@ PROFILE = {
         }
     ],
 }
-AGE = FeatureReference("x", "age", ("30", "60", "+Inf"), (0.3, 0.5, 0.2))
-ONE = FeatureReference("x", "1", ("0.5", "+Inf"), (0.5, 0.5))
+AGE = FeatureReference("x", "age", ("30", "60", "+Inf"), (0.3, 0.5, 0.2), 0, (30.0, 60.0))
+ONE = FeatureReference("x", "1", ("0.5", "+Inf"), (0.5, 0.5), 1, (0.5,))
 
 
 def test_the_operator_reads_the_features_of_a_profile() -> None:
@@ -212,3 +212,27 @@ def test_settle_writes_drift_and_keeps_it_when_unreadable() -> None:
     assert update.status == "True"
     assert drift_status(inputs(DriftReading((AGE,), error="down"))) == (kept, None)
     assert drift_status(inputs(None)) == ([], None)
+
+
+def test_synthetic_rows_follow_the_reference() -> None:
+    from modelrollout.api.reference import draw_rows
+
+    rows = draw_rows((AGE, ONE), 4000, seed=1)
+    assert rows == draw_rows((AGE, ONE), 4000, seed=1)
+    assert all(len(r) == 2 for r in rows)
+    ages = [r[0] for r in rows]
+    shares = [
+        sum(a <= 30 for a in ages) / 4000,
+        sum(30 < a <= 60 for a in ages) / 4000,
+        sum(a > 60 for a in ages) / 4000,
+    ]
+    assert shares == pytest.approx([0.3, 0.5, 0.2], abs=0.03)
+    assert min(ages) >= 0
+    assert max(ages) <= 90
+    # Rows drawn this way score as no drift against the profile they came from.
+    counts = {"30": shares[0] * 4000, "60": shares[1] * 4000, "+Inf": shares[2] * 4000}
+    ones = [r[1] for r in rows]
+    one = {"0.5": sum(v <= 0.5 for v in ones), "+Inf": sum(v > 0.5 for v in ones)}
+    assert all(d.score < 0.01 for d in drift_scores(_reading(counts, one)))
+    with pytest.raises(ValueError, match="one input"):
+        draw_rows((AGE, FeatureReference("z", "q", ("1", "+Inf"), (0.5, 0.5), 0, (1.0,))), 3)
