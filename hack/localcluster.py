@@ -91,6 +91,7 @@ class _Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    args: tuple[str, ...] = ()
 
 
 def node_manifest(name: str, gpu: bool) -> dict[str, object]:
@@ -215,6 +216,37 @@ class LocalCluster:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def stop_component(self, name: str, timeout: float = 15.0) -> None:
+        """Stop one control-plane process (etcd, kube-apiserver, ...) as an outage would; its
+        data directory, port and flags stay, so `start_component` brings the same one back."""
+        proc = self._proc(name)
+        if proc.popen.poll() is None:
+            proc.popen.terminate()
+            try:
+                proc.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+
+    def start_component(self, name: str) -> None:
+        """Start a process stopped by `stop_component` again, with the same flags. Call it from
+        a thread that outlives the process: PR_SET_PDEATHSIG fires when the starting thread
+        ends, not only the process."""
+        proc = self._proc(name)
+        if proc.popen.poll() is None:
+            return
+        # Same place in the list: `stop` tears the control plane down in reverse start order.
+        index = self.procs.index(proc)
+        self.procs.remove(proc)
+        self.procs.insert(index, self._spawn(name, proc.args, append=True))
+        self.procs.pop()
+
+    def _proc(self, name: str) -> _Proc:
+        for proc in self.procs:
+            if proc.name == name:
+                return proc
+        raise KeyError(f"no control-plane process named {name!r}")
+
     def check_alive(self) -> None:
         for proc in self.procs:
             if proc.popen.poll() is not None:
@@ -222,17 +254,18 @@ class LocalCluster:
 
     # --- processes ---------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: Sequence[str | Path]) -> _Proc:
+    def _spawn(self, name: str, args: Sequence[str | Path], append: bool = False) -> _Proc:
         log_path = self.directory / "logs" / f"{name}.log"
-        with log_path.open("wb") as out:
+        argv = tuple(str(a) for a in args)
+        with log_path.open("ab" if append else "wb") as out:
             popen = subprocess.Popen(
-                [str(a) for a in args],
+                list(argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
             )
-        proc = _Proc(name, popen, log_path)
+        proc = _Proc(name, popen, log_path, argv)
         self.procs.append(proc)
         return proc
 

@@ -221,6 +221,9 @@ class PodRunner:
     # None serves every namespace; a set serves only those (tests opt their namespace in, so
     # pods of unrelated tests do not cost a process each).
     namespaces: set[str] | None = None
+    # Called with the new registry each time it changes (readiness included), on the runner's
+    # thread: the moment the gateway starts or stops routing to a pod.
+    on_publish: Callable[[tuple[PodServer, ...]], None] | None = None
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
@@ -542,6 +545,8 @@ class PodRunner:
             self._servers = servers
             self._published = doc
             self._changed.notify_all()
+        if self.on_publish is not None:
+            self.on_publish(servers)
 
     def _model_dir(self, want: _PodWant) -> Path:
         return self.workdir / "models" / f"{want.namespace}_{want.name}"

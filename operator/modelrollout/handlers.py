@@ -34,6 +34,7 @@ from modelrollout.telemetry import OperatorMetrics
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+API_BACKOFFS_S = (1.0, 2.0, 3.0, *(5.0,) * 18)
 
 
 def _configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
@@ -46,7 +47,10 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -
     # The reconciler records its own, meaningful events; kopf's per-handler ones are noise.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
-    settings.networking.error_backoffs = [1, 2, 5, 10]
+    # kopf gives up on a request after its last back-off, and a watch that gives up stops the
+    # operator: 18 s of retries ended it when kube-apiserver restarted. About 95 s now, in
+    # steps of at most 5 s so the operator is back within seconds of the API server.
+    settings.networking.error_backoffs = API_BACKOFFS_S
     if config.peering:
         # kopf pauses every operator that sees a peer of equal priority: distinct priorities
         # make exactly one replica active, and a standby takes over when its peer goes away.
@@ -55,6 +59,7 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -
             if config.peering_priority is not None
             else secrets.randbelow(2**31 - 1) + 1
         )
+        settings.peering.lifetime = config.peering_lifetime_seconds
 
 
 @kopf.on.startup()

@@ -117,6 +117,11 @@ class OperatorSettings(BaseSettings):
     notify_queue_size: int = Field(default=256, ge=1, le=100_000)
     """Notifications waiting for delivery at most; past it they wait in status for later."""
 
+    peering_lifetime_seconds: int = Field(default=20, ge=10, le=600)
+    """How long a replica's peering keep-alive stays valid; it is renewed 5-10 s before it ends.
+    A standby takes over within this long of the active replica dying without a clean exit
+    (a SIGKILL, a lost node): kopf's own default, 60 s, would hold rollouts that long."""
+
     log_format: str = Field(default="plain", pattern="^(plain|json)$")
     """Log format: plain or json."""
 
