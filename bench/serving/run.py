@@ -348,6 +348,15 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _free_name(folder: Path, stem: str) -> Path:
+    """``stem.md``, or ``stem-b.md``, ``stem-c.md``...: a recorded run is never overwritten."""
+    for suffix in ("", *(f"-{c}" for c in "bcdefghijklmnopqrstuvwxyz")):
+        path = folder / f"{stem}{suffix}.md"
+        if not path.exists():
+            return path
+    raise SystemExit(f"no free name for {stem} in {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each load")
@@ -361,7 +370,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         results = bench(args.seconds, Path(tmp))
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"serving-{results['date']}.md"
+    out = _free_name(args.out, f"serving-{results['date']}")
     out.write_text(report(results))
     print(out.read_text())
     print(f"written to {out}")
