@@ -38,6 +38,7 @@ from modelrollout.notifications.delivery import Notifier
 from modelrollout.placement import Blocked, PlacementService, placement_of
 from modelrollout.plan import reconcile as planner
 from modelrollout.plan.children import Owner
+from modelrollout.plan.oom import oom_kills
 from modelrollout.plan.revision import revision_of
 from modelrollout.plan.rollout import Action, analysis_due
 from modelrollout.plan.samples import DriftReading
@@ -72,6 +73,7 @@ class ClusterIO(Protocol):
         self, owner: dict[str, Any], events: list[tuple[str, str, str]]
     ) -> None: ...
     async def nodes_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    async def pods(self, namespace: str, owner: str) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ class Reconciler:
         annotations = meta.get("annotations") or {}
         actions = frozenset(a for a in Action if f"{GROUP}/{a.value}" in annotations)
         live = await self.cluster.children(namespace, name)
+        pods = await self.cluster.pods(namespace, name)
         router = self.router_for(spec.rollout.traffic_router, self.cluster.client)
         target = RouteTarget(
             namespace=namespace,
@@ -255,6 +258,7 @@ class Reconciler:
             hook_results=self.hooks.results(namespace, name),
             drift=await self._drift(spec, namespace, name, previous, now),
             notified=self.notifier.delivered(namespace, name),
+            oom_kills=oom_kills(pods),
         )
         if inputs.drift is not None and inputs.drift.error is not None:
             log.info("input drift of %s/%s not scored: %s", namespace, name, inputs.drift.error)

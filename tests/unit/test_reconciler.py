@@ -64,6 +64,7 @@ class FakeCluster:
     status_writes: int = 0
     events: list[tuple[str, str, str]] = field(default_factory=list)
     fail_apply: str | None = None
+    pod_list: list[dict[str, Any]] = field(default_factory=list)
 
     async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.obj)
@@ -101,6 +102,9 @@ class FakeCluster:
 
     async def nodes_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return [], []
+
+    async def pods(self, namespace: str, owner: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.pod_list)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -326,3 +330,45 @@ async def test_analysis_asks_the_registered_provider_for_both_tracks(rig: Rig) -
     # failureLimit 1: the failed analysis rolls the canary back at once.
     assert rig.cluster.status["phase"] == "RolledBack"
     assert rig.router.writes[-1] == 0
+
+
+def oom_killed_pod(restarts: int) -> dict[str, Any]:
+    terminated = {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "2026-11-30T08:00:00Z"}
+    return {
+        "metadata": {"name": "iris-r2-x", "labels": {"modelrollout.io/revision": "r2"}},
+        "spec": {"containers": [{"name": "server"}]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "restartCount": restarts,
+                    "state": {"running": {}},
+                    "lastState": {"terminated": terminated},
+                }
+            ]
+        },
+    }
+
+
+async def test_an_oom_killed_container_is_reported_once_per_kill(rig: Rig) -> None:
+    await rig.cycle()
+    await rig.cycle()
+    assert "OOMKilled" not in {c["type"] for c in rig.cluster.status["conditions"]}
+    rig.cluster.pod_list = [oom_killed_pod(restarts=1)]
+    await rig.cycle()
+    await rig.cycle()
+    assert rig.cluster.condition("OOMKilled") == ("True", "OOMKilled")
+    [message] = [m for _, reason, m in rig.cluster.events if reason == "OOMKilled"]
+    assert "pod iris-r2-x" in message
+    assert "container server" in message
+    assert "restarts 1" in message
+    # The kubelet restarts it and it is killed again: one more event.
+    rig.cluster.pod_list = [oom_killed_pod(restarts=2)]
+    await rig.cycle()
+    assert [m for _, r, m in rig.cluster.events if r == "OOMKilled"][-1].endswith("restarts 2")
+    # The pod is replaced: the condition clears; the stable served all along.
+    rig.cluster.pod_list = []
+    await rig.cycle()
+    assert rig.cluster.condition("OOMKilled") == ("False", "NoOOMKill")
+    assert rig.cluster.condition("Ready") == ("True", "Available")
+    assert len([r for _, r, _ in rig.cluster.events if r == "OOMKilled"]) == 2

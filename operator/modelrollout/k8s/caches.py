@@ -85,6 +85,11 @@ def source(
     return lister, watcher
 
 
+def _restarts(pod: Obj) -> list[int]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return [int(c.get("restartCount") or 0) for c in statuses]
+
+
 def _owner(obj: Obj | None) -> tuple[str, str] | None:
     if obj is None:
         return None
@@ -175,21 +180,25 @@ class Caches:
     def _on_child(self, old: Obj | None, new: Obj | None) -> None:
         if old is not None and new is not None and not _matters(old, new):
             return
+        self._wake_owners(old, new)
+
+    def _wake_owners(self, old: Obj | None, new: Obj | None) -> None:
         for owner in {_owner(old), _owner(new)} - {None}:
             assert owner is not None
             self.wake(*owner)
 
     def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
-        # A pod's owner cares when it comes, goes or is relabelled (the track label), not
-        # about every status change the kubelet reports.
-        relabelled = (
+        # A pod's owner cares when it comes, goes, is relabelled (the track label) or a
+        # container restarts (an OOM kill is reported), not about every status change the
+        # kubelet reports.
+        changed = (
             old is None
             or new is None
             or old["metadata"].get("labels") != new["metadata"].get("labels")
+            or _restarts(old) != _restarts(new)
         )
-        if not relabelled:
-            return
-        self._on_child(old, new)
+        if changed:
+            self._wake_owners(old, new)
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -198,6 +198,10 @@ class Cluster:
         requests; the capacity computation skips them by phase)."""
         return list(self.caches.nodes), list(self.caches.pods)
 
+    async def pods(self, namespace: str, owner: str) -> list[dict[str, Any]]:
+        """The ModelDeployment's pods, for what only they know (containers killed for memory)."""
+        return list(self.caches.pods.owned_by(namespace, owner))
+
     async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int:
         """Put each pod's live track on its modelrollout.io/track label (no restart: labels
         on a pod are not part of its template). Returns how many pods were relabelled."""

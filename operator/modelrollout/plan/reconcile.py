@@ -24,6 +24,7 @@ from modelrollout.plan.desired import (
 )
 from modelrollout.plan.drift import drift_events
 from modelrollout.plan.hooks import HookBook
+from modelrollout.plan.oom import oom_events
 from modelrollout.plan.revision import recorded_spec, revision_of
 from modelrollout.plan.rollout import Action, CanaryView, Decision, Stage, decide, seconds
 from modelrollout.plan.types import ChildRef, Event, Inputs, ObservedDeployment, Plan
@@ -99,7 +100,9 @@ def plan(inputs: Inputs) -> Plan:
         previous=status,
         history=tuple(history),
         keep=frozenset(keep),
-        events=[Event(*e) for e in (*book.events, *decision.events)] + drift_events(inputs),
+        events=[Event(*e) for e in (*book.events, *decision.events)]
+        + drift_events(inputs)
+        + oom_events(inputs.oom_kills, status.conditions),
         requeue_after=requeue,
         hooks=tuple(book.kept({revision} | {r for r in in_play if r})),
         hook_runs=runs,

@@ -25,6 +25,7 @@ from modelrollout.plan.conditions import (
 )
 from modelrollout.plan.drift import drift_status
 from modelrollout.plan.notify import outbox, transitions
+from modelrollout.plan.oom import oom_condition
 from modelrollout.plan.rollout import Decision, Stage
 from modelrollout.plan.types import Acted, Failure, Inputs, ObservedDeployment, Plan
 
@@ -54,6 +55,7 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
     drift, drift_update = drift_status(inputs)
     if drift_update is not None:
         updates.append(drift_update)
+    updates += oom_condition(inputs.oom_kills, plan.previous.conditions)
     if decision.route_check is not None:
         check = decision.route_check
         status: Status = "False" if check.honoured else "True"

@@ -37,6 +37,19 @@ class ObservedDeployment:
 
 
 @dataclass(frozen=True)
+class OomKill:
+    """A container whose latest termination was an out-of-memory kill (plan/oom.py)."""
+
+    pod: str
+    container: str
+    revision: str
+    restarts: int
+    exit_code: int
+    finished_at: str
+    memory_limit: str  # "" without a limit
+
+
+@dataclass(frozen=True)
 class Event:
     type: str  # Normal or Warning
     reason: str
@@ -78,6 +91,8 @@ class Inputs:
     drift: DriftReading | None = None
     # Ids of outbox notifications delivered since the last reconcile (plan/notify.py).
     notified: frozenset[str] = frozenset()
+    # Containers of the ModelDeployment's pods last terminated by the kernel's OOM killer.
+    oom_kills: tuple[OomKill, ...] = ()
 
 
 @dataclass(frozen=True)

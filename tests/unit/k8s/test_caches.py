@@ -1,6 +1,7 @@
 """Which changes in the caches wake a ModelDeployment: its own, its children's specs, labels and
-annotations (drift), a Deployment's status (readiness), pods coming, going or relabelled; not
-the status other controllers keep writing on autoscalers, budgets and pods."""
+annotations (drift), a Deployment's status (readiness), pods coming, going, relabelled or a
+container restarting; not the status other controllers keep writing on autoscalers, budgets
+and pods."""
 
 from __future__ import annotations
 
@@ -67,3 +68,17 @@ def test_one_informer_per_kind_and_namespace_and_cluster_wide_pods_for_capacity(
     assert {"Pod in *", "Node"} <= {i.name for i in made.informers}
     assert "Pod in ns" not in {i.name for i in made.informers}
     assert not made.synced()
+
+
+def test_a_container_restart_wakes_the_owner() -> None:
+    """A restart may be an OOM kill, which the ModelDeployment reports (plan/oom.py)."""
+    made, woken = caches()
+
+    def pod(restarts: int, ready: bool = True) -> dict[str, Any]:
+        statuses = [{"name": "modelserver", "restartCount": restarts, "ready": ready}]
+        return child("Pod", status={"phase": "Running", "containerStatuses": statuses})
+
+    made._on_pod(pod(0), pod(0, ready=False))
+    assert woken == []
+    made._on_pod(pod(0), pod(1))
+    assert woken == [("ns", "iris")]
