@@ -23,18 +23,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from hack import demonode, localcluster, realnode, s3server
-from hack.loadgen import LoadStats, infer_payload, run_load
+from hack.demoshow import SHOW, run_show
 from hack.models import write_mlp
 from hack.processes import free_port
 
@@ -42,7 +40,6 @@ REPO = localcluster.REPO
 CRD = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
 ROUTE_CRDS = REPO / "hack" / "crds"
 EXAMPLES = REPO / "examples" / "quickstart.yaml"
-SHOW = "sentiment"  # the ModelDeployment the live rollout show uses
 
 
 def _kubectl(directory: Path, *args: str, stdin: str | None = None) -> str:
@@ -163,183 +160,6 @@ def start_store(directory: Path, real: bool) -> str:
     return endpoint
 
 
-def show_manifest(
-    models: Path,
-    store: str,
-    prometheus: str,
-    version: str,
-    env: dict[str, str],
-    real: bool = False,
-    shuffled: bool = False,
-) -> str:
-    name = f"{SHOW}-shuffled" if shuffled else SHOW
-    path = models / f"{name}.onnx"
-    sha = write_mlp(path, seed=7, shuffled=shuffled)
-    uri = s3server.put(store, f"s3://demo-models/{name}/model.onnx", path.read_bytes())
-    route = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": SHOW},
-        "spec": {
-            "parentRefs": [{"name": "public-gateway"}],
-            "rules": [{"backendRefs": [{"name": f"{SHOW}-stable", "port": 8080, "weight": 100}]}],
-        },
-    }
-    mdep = {
-        "apiVersion": "modelrollout.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": SHOW},
-        "spec": {
-            "model": {
-                "uri": uri,
-                "endpoint": store,
-                "credentialsSecret": "model-store",
-                "sha256": sha,
-                "version": version,
-            },
-            "serving": {"env": [{"name": k, "value": v} for k, v in env.items()]},
-            "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
-            "rollout": {
-                "steps": [
-                    {"setWeight": 20},
-                    {"analysis": {}},
-                    {"setWeight": 50},
-                    {"analysis": {}},
-                ],
-                "analysis": {
-                    "interval": "2s",
-                    "minRequests": 20,
-                    "maxLatencyRatio": 3,
-                    "prometheusUrl": prometheus,
-                    # Also judge what each version predicts against the stable.
-                    "predictionShift": {"maxDivergence": 0.05},
-                },
-                "trafficRouter": {"type": "gatewayAPI", "httpRoute": SHOW},
-                "bakeTime": "10s",
-                "scaleDownDelay": "5s",
-            },
-        },
-    }
-    if real:
-        # kube-proxy splits the Service's traffic by the replica ratio: no route to steer.
-        del mdep["spec"]["rollout"]["trafficRouter"]  # type: ignore[index]
-        demonode.place(mdep)
-        return yaml.safe_dump(mdep, sort_keys=False)
-    return yaml.safe_dump_all([route, mdep], sort_keys=False)
-
-
-# --- the live show -----------------------------------------------------------------------------
-
-
-def _status(directory: Path) -> dict[str, Any]:
-    obj = json.loads(_kubectl(directory, "get", "mdep", SHOW, "-o", "json"))
-    return dict(obj.get("status") or {})
-
-
-def _line(status: dict[str, Any]) -> str:
-    analysis = (status.get("rollout") or {}).get("lastAnalysis") or {}
-    verdict = f" | last analysis {analysis['verdict']}" if analysis else ""
-    weight = status.get("canaryWeight", 0)
-    bar = "#" * (weight // 5) + "." * (20 - weight // 5)
-    return f"  {status.get('phase', '?'):<12} canary [{bar}] {weight:>3}%{verdict}"
-
-
-def follow(directory: Path, done: Any, timeout: float) -> dict[str, Any]:
-    last = ""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = _status(directory)
-        line = _line(status)
-        if line != last:
-            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-            last = line
-        if done(status):
-            return status
-        time.sleep(1)
-    raise SystemExit("the rollout did not finish in time; see .cluster/operator.log")
-
-
-def run_show(directory: Path, gateway: str, prometheus: str, real: bool = False) -> None:
-    models = directory / "models"
-    behind = "its Service (kube-proxy)" if real else "an HTTPRoute"
-    print(f"\n== Live rollout: model 'sentiment' behind {behind}, 30 requests/s of traffic ==")
-    store = (directory / "store.url").read_text().strip()
-    manifest = functools.partial(show_manifest, models, store, prometheus, real=real)
-    _kubectl(directory, "apply", "-f", "-", stdin=manifest("v1", {}))
-    _kubectl(directory, "wait", "--for=condition=Ready", f"mdep/{SHOW}", "--timeout=180s")
-    stop = threading.Event()
-    stats: list[LoadStats] = []
-    # On the real node the load goes to the Service itself; an empty namespace says so.
-    target, ns = (
-        (demonode.service_url(functools.partial(_kubectl, directory), SHOW), "")
-        if real
-        else (gateway, "default")
-    )
-
-    def load() -> None:
-        payload = infer_payload(4, input_name="input")
-        while not stop.is_set():
-            stats.append(run_load(target, ns, SHOW, 30, 2, payload, timeout_s=5))
-
-    # kwok marks pods Ready at once; the stand-in process needs a moment to load its model.
-    probe = infer_payload(4, input_name="input")
-    deadline = time.monotonic() + 60
-    while run_load(target, ns, SHOW, 5, 1, probe, timeout_s=5).by_status.get(200, 0) < 3:
-        if time.monotonic() > deadline:
-            raise SystemExit(
-                "the sentiment model server did not answer; see .cluster/podrunner.log"
-            )
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    try:
-        time.sleep(3)
-        print("\n-- v2, healthy: 20% -> analysis -> 50% -> analysis -> promoted --")
-        _kubectl(directory, "apply", "-f", "-", stdin=manifest("v2", {}))
-        follow(
-            directory,
-            lambda s: s.get("modelVersion") == "v2" and not s.get("canaryRevision"),
-            timeout=180,
-        )
-        print("\n-- v3, answers 30% of requests with errors: rolled back by itself --")
-        bad = {"MODELSERVER_FAULT_ERROR_RATIO": "0.3"}
-        _kubectl(directory, "apply", "-f", "-", stdin=manifest("v3", bad))
-        bad_errors = follow(directory, lambda s: s.get("phase") == "RolledBack", timeout=180)
-        print(
-            "\n-- v4, its label map shuffled (no errors, same speed, every answer wrong): "
-            "rolled back by what it predicts --"
-        )
-        _kubectl(directory, "apply", "-f", "-", stdin=manifest("v4", {}, shuffled=True))
-        final = follow(
-            directory,
-            lambda s: (
-                s.get("phase") == "RolledBack"
-                and s.get("failedRevision") != bad_errors.get("failedRevision")
-            ),
-            timeout=180,
-        )
-    finally:
-        stop.set()
-        thread.join(timeout=15)
-    print(f"\nRolled back (v3): {final['history'][1]['reason']}")
-    print(f"Rolled back (v4): {final['history'][0]['reason']}")
-    print("History (newest first):")
-    for entry in final["history"]:
-        print(
-            f"  {entry['revision']}  {entry['modelVersion']:<4} {entry['outcome']:<10} "
-            f"{entry['reason']}"
-        )
-    served: dict[str, int] = {}
-    for s in stats:
-        for code, n in s.by_status.items():
-            served[str(code)] = served.get(str(code), 0) + n
-    print(f"Requests answered during the show, by status code: {served}")
-    if served.get("503") and not real:
-        print(
-            "  (503: a canary's stand-in process was still loading its model after kwok had "
-            "reported the pod Ready; on a real node the readiness probe holds it back)"
-        )
-
-
 # --- up / down ---------------------------------------------------------------------------------
 
 
@@ -406,7 +226,9 @@ def up(directory: Path, rollout: bool, kwok_only: bool = False) -> int:
     _kubectl(directory, "wait", "--for=condition=Ready", "mdep", "--all", "--timeout=240s")
     print(_kubectl(directory, "get", "mdep,deployments,hpa,pods", "-o", "wide"))
     if rollout:
-        run_show(directory, gateway, prometheus, real)
+        kubectl = functools.partial(_kubectl, directory)
+        store = (directory / "store.url").read_text().strip()
+        run_show(kubectl, directory / "models", store, gateway, prometheus, real)
         print()
         print(_kubectl(directory, "get", "mdep"))
     gateway_hint = f"  curl -s {gateway}/_gateway/routes\n" if gateway else ""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hack import realnode
+from hack import kubeproxy, realnode
 from hack.images import Builder
 from hack.processes import free_port
 
@@ -76,5 +76,16 @@ def place(doc: dict[str, Any]) -> None:
 
 
 def service_url(kubectl: Callable[..., str], name: str) -> str:
+    """The model's Service, once kube-proxy sends it to the model's Ready pods (a request
+    before that would be refused)."""
     service = json.loads(kubectl("get", "service", name, "-o", "json"))
-    return f"http://{service['spec']['clusterIP']}:8080"
+    selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+
+    def ready() -> set[str]:
+        return kubeproxy.ready_ips(
+            json.loads(kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
+        )
+
+    cluster_ip = service["spec"]["clusterIP"]
+    kubeproxy.wait_routed(cluster_ip, 8080, ready)
+    return f"http://{cluster_ip}:8080"

@@ -3,8 +3,8 @@
 kubelet, kube-proxy, containerd and the CNI plugins change host-wide state: sysctls, iptables
 chains, cgroups in every hierarchy, mounts, network namespaces and links. `record` saves the
 sysctls they touch into the node's directory (so `cluster-down` can restore them even after a
-crash); `restore` removes what they left and writes the sysctls back. `snapshot` is what the
-"nothing left behind" test compares before and after.
+crash); `restore` writes them back. The readers here are what hack/nodestop.py removes, then
+checks for once the node has stopped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Sysctls kubelet and kube-proxy set (kubelet's protectKernelDefaults=false path, kube-proxy's
@@ -204,41 +203,14 @@ def delete_link(name: str) -> None:
         subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
 
 
-def restore(sysctl_record: Path) -> None:
-    """Write back the recorded sysctls and forget the record."""
+def restore(sysctl_record: Path) -> dict[str, str]:
+    """Write back the recorded sysctls and forget the record; return what it held."""
     try:
         saved: dict[str, str] = json.loads(sysctl_record.read_text())
     except (OSError, ValueError):
-        return
+        return {}
     for name, value in saved.items():
         if _sysctl_path(name).exists():
             write_sysctl(name, value)
     sysctl_record.unlink()
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Host state a real node may change; equal before start and after stop when nothing is
-    left behind."""
-
-    sysctls: dict[str, str]
-    chains: dict[str, list[str]]
-    netns: list[str]
-    cgroups: list[str]
-    links: list[str]
-    mounts: list[str]
-
-    @classmethod
-    def take(cls, *roots: Path) -> Snapshot:
-        return cls(
-            sysctls=read_sysctls(),
-            chains=iptables_chains(),
-            netns=netns_names(),
-            cgroups=cgroup_dirs(),
-            links=sorted(p.name for p in Path("/sys/class/net").iterdir()),
-            mounts=mounts_under(*roots),
-        )
-
-    def diff(self, other: Snapshot) -> dict[str, tuple[object, object]]:
-        mine, theirs = asdict(self), asdict(other)
-        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+    return saved

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hack import certs as certgen
-from hack import realnode
+from hack import nodestop, realnode
 from hack.processes import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,6 +132,8 @@ class LocalCluster:
     procs: list[_Proc] = field(default_factory=list)
     api_port: int = 0
     node: realnode.RealNode | None = None
+    # What the real node left on the host when it stopped (empty: nothing).
+    node_leftovers: dict[str, object] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -182,6 +184,7 @@ class LocalCluster:
             # While the API server runs, so kubelet can tear the pods down properly.
             self.node.drain(self.kubectl)
             self.node.stop()
+            self.node_leftovers = self.node.leftovers
             self.node = None
         for proc in reversed(self.procs):
             if proc.popen.poll() is None:
@@ -464,6 +467,10 @@ def _pid_file(directory: Path) -> Path:
     return directory / "supervisor.pid"
 
 
+def _leftovers_file(directory: Path) -> Path:
+    return directory / "node-leftovers.json"
+
+
 def _running_pid(directory: Path) -> int | None:
     try:
         pid = int(_pid_file(directory).read_text())
@@ -496,6 +503,8 @@ def cmd_run(directory: Path, real_node: bool = False) -> int:
     finally:
         ready.unlink(missing_ok=True)
         cluster.stop()
+        if cluster.node_leftovers:  # for `cluster-down` to report
+            _leftovers_file(directory).write_text(json.dumps(cluster.node_leftovers, indent=2))
         _pid_file(directory).unlink(missing_ok=True)
         log("control plane stopped")
     return 0
@@ -543,20 +552,29 @@ def cmd_down(directory: Path, real_node: bool = False) -> int:
     pid = _running_pid(directory)
     if pid is None:
         log("not running")
-        realnode.cleanup_after_crash(directory)
+        nodestop.cleanup_after_crash(directory)
         return 0
+    _leftovers_file(directory).unlink(missing_ok=True)
     os.kill(pid, signal.SIGTERM)
     # A real node first lets kubelet delete its pods (up to 20 s), then restores the host.
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except OSError:
-            log("stopped")
-            return 0
+            return _stopped(directory)
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
-    realnode.cleanup_after_crash(directory)
+    nodestop.cleanup_after_crash(directory)
+    return 0
+
+
+def _stopped(directory: Path) -> int:
+    leftovers = _leftovers_file(directory)
+    if leftovers.exists():
+        log(f"stopped, but the real node left host changes behind:\n{leftovers.read_text()}")
+        return 1
+    log("stopped")
     return 0
 
 

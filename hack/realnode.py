@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hack import certs as certgen
-from hack import hoststate
+from hack import hoststate, nodestop
 from hack.images import Builder, Image, import_into
 from hack.nodeconfig import (
     BRIDGE,
@@ -44,13 +44,13 @@ from hack.nodeconfig import (
     SERVICE_CIDR,
     STATE,
     cni_config,
-    containerd_address,
     containerd_config,
     corefile_text,
     kubelet_config,
     metrics_api,
     write_kubeconfig,
 )
+from hack.nodestop import SYSCTL_RECORD, cleanup, ctr, log
 from hack.processes import free_port
 
 __all__ = [
@@ -71,17 +71,10 @@ LOCK = Path("/run/modelrollout-node.lock")
 # Another test session's node usually stops within minutes; a demo left running does not.
 LOCK_WAIT_S = 900
 CONTAIN = "MRNODE-CONTAIN"
-# The node's processes, found by their configuration paths (containerd's shims outlive it).
-AGENTS = rf"^\S*(kubelet|kube-proxy|coredns|metrics-server) .*{STATE}"
-RUNTIME = rf"^\S*(containerd|containerd-shim-runc-v2) .*({RUN}|{STATE})"
 HOST_COMMANDS = ("containerd", "runc", "ctr", "iptables", "ip", "conntrack", "buildah", "umoci")
 INSTALL_HINT = "run `make node-packages` (Debian's containerd, runc, CNI plugins, iptables, ...)"
 
 Spawn = Callable[[str, Sequence[str | Path]], Any]
-
-
-def log(message: str) -> None:
-    print(f"[realnode] {message}", file=sys.stderr, flush=True)
 
 
 def unavailable() -> str | None:
@@ -110,10 +103,6 @@ class NodeBinaries:
     metrics_server: Path
 
 
-def ctr() -> list[str]:
-    return ["ctr", "--address", containerd_address()]
-
-
 class RealNode:
     """Host preparation before the API server starts (`prepare`), the node's processes after it
     is ready (`start`), and `stop`, which leaves the host as it was."""
@@ -126,6 +115,7 @@ class RealNode:
         self._lock: IO[str] | None = None
         self.node_certs: certgen.NodeCerts | None = None
         self.metrics_api: dict[str, Any] = {}
+        self.leftovers: dict[str, object] = {}
 
     # --- before the API server ---------------------------------------------------------------
 
@@ -136,7 +126,7 @@ class RealNode:
         self._acquire_lock()
         self.images = Builder().all()
         cleanup()  # what a crashed run may have left
-        hoststate.record(self.directory / "host-sysctls.json")
+        hoststate.record(self.directory / SYSCTL_RECORD)
         self.node_certs = certgen.generate_node(tls, self.directory / "pki-node", NODE, NODE_IP)
         for name, value in (
             ("net.ipv4.ip_forward", "1"),
@@ -325,17 +315,22 @@ class RealNode:
                 "--wait=false",
             )
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and _tasks():
+            while time.monotonic() < deadline and nodestop.tasks():
                 time.sleep(0.5)
 
     def stop(self) -> None:
+        """Stop the node and put the host back; `leftovers` then says what is still there (empty
+        when nothing is). Checked before the lock is released: after it, another cluster's node
+        may start changing the host."""
         if self._lock is None:
             return  # never started: another cluster's node may own the host state
-        cleanup(self.binaries.kube_proxy)
-        hoststate.restore(self.directory / "host-sysctls.json")
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        nodestop.cleanup(self.binaries.kube_proxy)
+        saved = hoststate.restore(self.directory / SYSCTL_RECORD)
+        self.leftovers = nodestop.leftovers(saved)
+        if self.leftovers:
+            log(f"the real node left host changes behind: {self.leftovers}")
+        self._lock.close()
+        self._lock = None
 
     def _acquire_lock(self) -> None:
         LOCK.parent.mkdir(parents=True, exist_ok=True)
@@ -360,70 +355,6 @@ class RealNode:
         handle.write(f"pid {os.getpid()}, {self.directory}\n")
         handle.flush()
         self._lock = handle
-
-
-def _tasks() -> list[str]:
-    out = subprocess.run(
-        [*ctr(), "-n", "k8s.io", "tasks", "ls", "-q"], capture_output=True, text=True
-    )
-    return out.stdout.split() if out.returncode == 0 else []
-
-
-def cleanup(kube_proxy: Path | None = None) -> None:
-    """Remove everything a real node leaves on the host. Idempotent; safe after a crash."""
-    _stop_processes(hoststate.processes_matching(AGENTS))  # kubelet would restart containers
-    for task in _tasks():
-        subprocess.run(
-            [*ctr(), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", task], capture_output=True
-        )
-    deadline = time.monotonic() + 10
-    while _tasks() and time.monotonic() < deadline:
-        for task in _tasks():
-            subprocess.run(
-                [*ctr(), "-n", "k8s.io", "tasks", "delete", "-f", task], capture_output=True
-            )
-        time.sleep(0.2)
-    containers = subprocess.run(
-        [*ctr(), "-n", "k8s.io", "containers", "ls", "-q"], capture_output=True, text=True
-    )
-    for container in containers.stdout.split() if containers.returncode == 0 else []:
-        subprocess.run(
-            [*ctr(), "-n", "k8s.io", "containers", "delete", container], capture_output=True
-        )
-    _stop_processes(hoststate.processes_matching(RUNTIME))
-    hoststate.remove_cgroups()
-    hoststate.unmount_under(STATE, RUN)
-    hoststate.remove_netns()
-    if kube_proxy is not None:
-        subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True)
-    hoststate.remove_chains()
-    hoststate.delete_link(BRIDGE)
-    shutil.rmtree(STATE, ignore_errors=True)
-    shutil.rmtree(RUN, ignore_errors=True)
-
-
-def cleanup_after_crash(directory: Path) -> None:
-    """`cluster-down` when the supervisor is gone: a host record left in `directory` means a real
-    node started there and was not stopped."""
-    record = directory / "host-sysctls.json"
-    if record.exists():
-        log("a real node was not stopped: removing what it left")
-        cleanup()
-        hoststate.restore(record)
-
-
-def _stop_processes(lines: list[str]) -> None:
-    own = os.getpid()
-    pids = [int(line.split()[0]) for line in lines if int(line.split()[0]) != own]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 15)
-    deadline = time.monotonic() + 10
-    for pid in pids:
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
 
 
 def _ip(*args: str) -> None:

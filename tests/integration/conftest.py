@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from hack import hoststate, realnode
 from hack.gateway import Gateway
 from hack.localcluster import LocalCluster, running
 from hack.models import write_mlp
 from hack.podrunner import PodRunner
 from hack.prometheus import INSTALL_HINT, Prometheus, find_binary
 
-from .kube import REPO, Kube, OperatorProcess
+from .kube import REPO, Kube, OperatorProcess, wait_established
 
 CRD = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
 _DESELECTED = pytest.StashKey[int]()
@@ -57,19 +56,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     directory = tmp_path_factory.mktemp("cluster")
     with_node = real_node_wanted()
-    before = hoststate.Snapshot.take(realnode.STATE, realnode.RUN) if with_node else None
     with running(directory, real_node=with_node) as c:
         c.kubectl("apply", "--server-side", "-f", str(CRD))
-        c.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modelrollout.io")
+        wait_established(c, "crd/modeldeployments.modelrollout.io")
         yield c
-    if before is not None:
-        # The real node leaves nothing behind: processes, mounts, network namespaces, links,
-        # iptables chains, cgroups and sysctls are as they were before it started.
-        leftovers = hoststate.processes_matching(realnode.AGENTS)
-        leftovers += hoststate.processes_matching(realnode.RUNTIME)
-        assert not leftovers, f"real node processes left running: {leftovers}"
-        after = hoststate.Snapshot.take(realnode.STATE, realnode.RUN)
-        assert not before.diff(after), f"the real node left host changes: {before.diff(after)}"
+    # The real node leaves nothing behind: no process, mount, pod network namespace, bridge,
+    # KUBE-/CNI-/MRNODE- chain, kubepods cgroup or changed sysctl. Its stop checks the host
+    # once it has finished, before another cluster's node may start.
+    assert not c.node_leftovers, f"the real node left host changes: {c.node_leftovers}"
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +73,7 @@ def router_crds(cluster: LocalCluster) -> LocalCluster:
     for crd in crds:
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
     names = [f"crd/{path.name.removesuffix('.yaml')}" for path in crds]
-    cluster.kubectl("wait", "--for=condition=Established", *names)
+    wait_established(cluster, *names)
     return cluster
 
 

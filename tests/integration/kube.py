@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,19 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")
+
+
+def wait_established(cluster: LocalCluster, *crds: str, timeout: float = 60) -> None:
+    """Wait until each CRD (`crd/NAME`) is Established. `kubectl wait` fails outright on a CRD
+    created a moment ago whose status has no conditions yet, so this reads them itself."""
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established(crd: str) -> bool:
+        out = cluster.kubectl("get", crd, "-o", f"jsonpath={path}", check=False)
+        return out.strip() == "True"
+
+    for crd in crds:
+        wait_for(functools.partial(established, crd), timeout=timeout, what=f"{crd} Established")
 
 
 @dataclass

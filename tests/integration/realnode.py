@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import sys
 import threading
 import time
 import urllib.request
@@ -14,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hack import realnode
+from hack import kubeproxy, realnode
 from hack.images import Image
 
 from .kube import Kube, wait_for
@@ -68,6 +69,27 @@ def spec(uri: str, sha256: str, image: Image, replicas: int = 2, **extra: Any) -
 def ready_pods(kube: Kube, selector: str) -> list[dict[str, Any]]:
     pods = kube.list("pods", selector)
     return [p for p in pods if _ready(p) and p["metadata"].get("deletionTimestamp") is None]
+
+
+def routed_service(kube: Kube, name: str, port: int = 8080) -> str:
+    """The Service's cluster IP, once kube-proxy sends it to exactly its Ready pods: a pod's
+    Ready condition reaches kube-proxy's rules through its EndpointSlice a moment later, and a
+    request in between is refused."""
+    service = kube.must("service", name)
+    selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+
+    cluster_ip: str = service["spec"]["clusterIP"]
+    started = time.monotonic()
+    first = kubeproxy.routed(cluster_ip, port)
+    routed = kubeproxy.wait_routed(
+        cluster_ip, port, lambda: kubeproxy.ready_ips(kube.list("pods", selector))
+    )
+    print(
+        f"service {name}: kube-proxy routed {len(first)} of the {len(routed)} ready pods when "
+        f"looked at, all {time.monotonic() - started:.1f}s later",
+        file=sys.stderr,
+    )
+    return cluster_ip
 
 
 def _ready(pod: dict[str, Any]) -> bool:

@@ -25,7 +25,15 @@ from hack.prometheus import Prometheus
 
 from .conftest import Models
 from .kube import Kube, OperatorProcess, condition, model_deployment, wait_for
-from .realnode import ModelHost, infer, ready_latency, ready_pods, run_pod, spec
+from .realnode import (
+    ModelHost,
+    infer,
+    ready_latency,
+    ready_pods,
+    routed_service,
+    run_pod,
+    spec,
+)
 from .test_helm import CHART, Helm, Release, adopt_crd, helm, operator_pods, release, sole_operator
 
 __all__ = ["helm", "release", "sole_operator"]  # fixtures shared with test_helm
@@ -98,8 +106,7 @@ def test_pods_ready_through_probes_answer_through_service_and_dns(
         )
 
     # Through the Service's ClusterIP: kube-proxy's iptables rules pick a pod.
-    service = kube.must("service", "iris")
-    url = f"http://{service['spec']['clusterIP']}:8080/v2/models/iris/infer"
+    url = f"http://{routed_service(kube, 'iris')}:8080/v2/models/iris/infer"
     for _ in range(10):
         status, body = infer(url)
         assert status == 200
@@ -161,7 +168,7 @@ def test_rolling_replacement_under_load_loses_no_request(
     [deployment] = kube.list("deployments", "modelrollout.io/deployment=drain")
     name = deployment["metadata"]["name"]
     old = {p["metadata"]["name"] for p in kube.list("pods", "modelrollout.io/deployment=drain")}
-    cluster_ip = kube.must("service", "drain")["spec"]["clusterIP"]
+    cluster_ip = routed_service(kube, "drain")
 
     with Load(f"http://{cluster_ip}:8080/v2/models/drain/infer") as load:
         time.sleep(2)
@@ -240,7 +247,7 @@ def test_chart_operator_runs_from_its_image_in_a_restricted_namespace(
         raise AssertionError(f"not Ready; operator log:\n{logs[-4000:]}") from None
     [server] = ready_pods(kube, "modelrollout.io/deployment=chart")
     assert server["spec"]["containers"][0]["image"] == serving.ref
-    cluster_ip = kube.must("service", "chart")["spec"]["clusterIP"]
+    cluster_ip = routed_service(kube, "chart")
     status, _ = infer(f"http://{cluster_ip}:8080/v2/models/chart/infer")
     assert status == 200
 
@@ -270,9 +277,11 @@ def test_hpa_scales_the_stable_from_real_cpu_use(
     model_host: ModelHost,
 ) -> None:
     """metrics-server reads the kubelet's CPU figures; the HorizontalPodAutoscaler the operator
-    made scales the Deployment up from them."""
+    made scales the Deployment up from them. A canary then holds the stable at that size while
+    the canary's own minimum follows the weight (plan/desired.py, the replica-ratio router)."""
     md = spec(model_host.url(models.small.path), models.small.sha256, serving_image(node))
-    md["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "targetCpuUtilization": 20}
+    # At most 2: the canary below gets as many pods, and CPU here is scarce.
+    md["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2, "targetCpuUtilization": 20}
     assert kube.apply(model_deployment("busy", md)).returncode == 0
     wait_md_ready(kube, "busy", operator)
     ready_replicas(kube, "busy", 1)
@@ -282,7 +291,7 @@ def test_hpa_scales_the_stable_from_real_cpu_use(
         timeout=90,
         what="pod metrics from metrics-server",
     )
-    cluster_ip = kube.must("service", "busy")["spec"]["clusterIP"]
+    cluster_ip = routed_service(kube, "busy")
 
     def scaled() -> dict[str, Any] | None:
         hpa = kube.must("hpa", "busy")
@@ -292,6 +301,41 @@ def test_hpa_scales_the_stable_from_real_cpu_use(
         hpa = wait_for(scaled, timeout=170, interval=2, what="the HPA to scale up under load")
     [cpu] = [m for m in hpa["status"]["currentMetrics"] if m["type"] == "Resource"]
     assert cpu["resource"]["current"]["averageUtilization"] > 20, hpa["status"]
+
+    # A canary starts while the stable runs scaled up: the stable's autoscaler is held at the
+    # pods it had (the traffic may come back to it), and the canary's minimum follows the
+    # weight: at 50% of the Service's pods, as many as the stable has.
+    [stable] = kube.list("deployments", "modelrollout.io/deployment=busy")
+    scaled_to = wait_for(
+        lambda: (
+            (n := kube.must("deployment", stable["metadata"]["name"])["spec"]["replicas"]) >= 2
+            and n
+        ),
+        timeout=60,
+        what="the stable Deployment scaled up by its HPA",
+    )
+    md["model"]["version"] = "v2"
+    md["rollout"] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    assert kube.apply(model_deployment("busy", md)).returncode == 0
+
+    held = wait_for(
+        lambda: (kube.must("mdep", "busy")["status"].get("rollout") or {}).get("stableMinReplicas"),
+        timeout=60,
+        what="status.rollout.stableMinReplicas",
+    )
+    assert held >= scaled_to, (held, scaled_to)
+    # spec.autoscaling says 1; the stable's autoscaler is raised to what it had.
+    wait_for(
+        lambda: kube.must("hpa", "busy")["spec"]["minReplicas"] == held,
+        timeout=60,
+        what=f"the stable's autoscaler held at {held}",
+    )
+    # The canary's autoscaler starts at 1 (weight 0) and follows the step to 50%.
+    wait_for(
+        lambda: (kube.get("hpa", "busy-canary") or {}).get("spec", {}).get("minReplicas") == held,
+        timeout=90,
+        what=f"the canary's autoscaler minimum at {held} (50% of the pods)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -340,7 +384,8 @@ def test_canary_promoted_then_rolled_back_on_real_pods(
 
     assert kube.apply(manifest("v1")).returncode == 0
     wait_md_ready(kube, "canary", operator)
-    cluster_ip = kube.must("service", "canary")["spec"]["clusterIP"]
+    ready_replicas(kube, "canary", 2)
+    cluster_ip = routed_service(kube, "canary")
     with Load(f"http://{cluster_ip}:8080/v2/models/canary/infer", rate=15, limit_s=300) as load:
         assert kube.apply(manifest("v2")).returncode == 0
         wait_for(
@@ -382,7 +427,7 @@ def test_model_over_its_memory_limit_is_oom_killed_and_the_stable_keeps_serving(
     assert kube.apply(model_deployment("oom", md)).returncode == 0
     wait_md_ready(kube, "oom", operator)
     stable = {p["metadata"]["name"] for p in ready_replicas(kube, "oom", 1)}
-    cluster_ip = kube.must("service", "oom")["spec"]["clusterIP"]
+    cluster_ip = routed_service(kube, "oom")
 
     md["model"]["version"] = "v2"
     md["serving"]["resources"] = {
@@ -394,11 +439,29 @@ def test_model_over_its_memory_limit_is_oom_killed_and_the_stable_keeps_serving(
 
         def killed() -> dict[str, Any] | None:
             for pod in kube.list("pods", "modelrollout.io/deployment=oom"):
-                if pod["metadata"]["name"] not in stable and (oom := oom_status(pod)):
-                    return oom if oom["restarts"] >= 1 else None
+                name = pod["metadata"]["name"]
+                if name not in stable and (oom := oom_status(pod)):
+                    return oom | {"pod": name} if oom["restarts"] >= 1 else None
             return None
 
         oom = wait_for(killed, timeout=120, interval=1, what="the canary OOM-killed, restarted")
+
+        # The ModelDeployment reports it: a condition and an event naming pod and container.
+        def reported() -> dict[str, Any] | None:
+            found = condition(kube.get("modeldeployment", "oom"), "OOMKilled")
+            return found if found.get("status") == "True" else None
+
+        message = wait_for(reported, timeout=60, what="the OOMKilled condition")["message"]
+        assert f"container modelserver of pod {oom['pod']}" in message, message
+        assert "exit code 137" in message
+        assert "memory limit 32Mi" in message
+        events = json.loads(
+            kube.run(
+                *("-n", kube.namespace, "get", "events", "-o", "json"),
+                "--field-selector=reason=OOMKilled,involvedObject.kind=ModelDeployment",
+            )
+        )["items"]
+        assert any(oom["pod"] in e["message"] for e in events), events
     assert oom["exitCode"] == 137
     assert {p["metadata"]["name"] for p in ready_pods(kube, "modelrollout.io/deployment=oom")} == (
         stable
