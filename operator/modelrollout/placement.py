@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from modelrollout.api.spec import ModelDeploymentSpec, Toleration
+from modelrollout.api.spec import CanaryCapacity, ModelDeploymentSpec, Toleration
 from modelrollout.api.status import HardwareStatus, ProfilingMark
 from modelrollout.hardware import capacity as cap
+from modelrollout.hardware.canary import CANARY_REPLICAS, plan_canary
 from modelrollout.hardware.errors import (
     ChecksumMismatchError,
     CorruptModelError,
@@ -85,6 +86,7 @@ def placement_of(status: HardwareStatus) -> Placement:
         provider=status.provider,
         scale_down_first=status.scale_down_first,
         model_sha256=status.model_sha256,
+        borrowed=status.borrowed,
     )
 
 
@@ -94,6 +96,7 @@ def _status(
     summary: ProfileSummary | None,
     note: str = "",
     sha256: str | None = None,
+    borrowed: bool = False,
 ) -> HardwareStatus:
     return HardwareStatus(
         revision=revision,
@@ -116,6 +119,7 @@ def _status(
         provider=decision.execution_provider,
         scale_down_first=decision.scale_down_first,
         model_sha256=sha256 or None,
+        borrowed=borrowed,
     )
 
 
@@ -256,24 +260,40 @@ class PlacementService:
         self.ledger.release(_bound(pods), time.monotonic())
         # Decisions whose pods are not bound yet hold their capacity (hardware/reservations).
         pod_infos = [pod_info(p) for p in pods] + list(self.ledger.held_pods(excluding=key))
-        # The stable revision's pods leave as the new one arrives: they count as free for
-        # whether the new revision fits, and as taken for whether it can surge beside them.
-        replacing = tuple(
-            f"{namespace}/{p['metadata']['name']}"
-            for p in pods
-            if p["metadata"].get("namespace") == namespace
-            and (p["metadata"].get("labels") or {}).get(LABEL_DEPLOYMENT) == owner
-            and (p["metadata"].get("labels") or {}).get(LABEL_REVISION) == stable_revision
-        )
-        replicas = spec.autoscaling.min_replicas
 
-        def capacity(shape: cap.PodShape) -> cap.CapacityReport:
-            return cap.compute_capacity(infos, pod_infos, shape, replicas, replacing=replacing)
+        def pods_of(rev: str | None) -> tuple[str, ...]:
+            return tuple(
+                f"{namespace}/{p['metadata']['name']}"
+                for p in pods
+                if p["metadata"].get("namespace") == namespace
+                and (p["metadata"].get("labels") or {}).get(LABEL_DEPLOYMENT) == owner
+                and (p["metadata"].get("labels") or {}).get(LABEL_REVISION) == rev
+            )
 
-        decision = plan_hardware(complexity, self.thresholds, request, capacity)
-        if not decision.insufficient_capacity:
-            report = capacity(decision.pod_shape())
-            self.ledger.hold(key, revision, report, decision.requests, time.monotonic())
+        stable_pods = pods_of(stable_revision)
+        # Pods of this very revision (a decision made again: status lost) are its own to reuse.
+        own = pods_of(revision)
+        canary = stable_revision is not None and stable_revision != revision
+        # A canary starts with one pod beside every stable pod (hardware/canary.py); a first
+        # revision (or the stable's own, re-decided) needs its full count, its own pods free.
+        replicas = CANARY_REPLICAS if canary else spec.autoscaling.min_replicas
+
+        def without(shape: cap.PodShape, gone: tuple[str, ...]) -> cap.CapacityReport:
+            return cap.compute_capacity(infos, pod_infos, shape, replicas, replacing=gone + own)
+
+        borrowed = False
+        if canary:
+            borrow = spec.rollout.capacity == CanaryCapacity.BORROW
+            placed = plan_canary(complexity, self.thresholds, request, without, stable_pods, borrow)
+            decision, borrowed = placed.decision, placed.borrowed
+        else:
+            decision = plan_hardware(
+                complexity, self.thresholds, request, lambda shape: without(shape, stable_pods)
+            )
         if decision.insufficient_capacity:
             return Blocked("InsufficientCapacity", decision.reason)
-        return _status(revision, decision, summary, note, sha256)
+        # Decisions whose pods are not bound yet hold their capacity (hardware/reservations).
+        gone = stable_pods if not canary else stable_pods[:1] if borrowed else ()
+        report = without(decision.pod_shape(), gone)
+        self.ledger.hold(key, revision, report, decision.requests, time.monotonic())
+        return _status(revision, decision, summary, note, sha256, borrowed)

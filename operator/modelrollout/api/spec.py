@@ -210,6 +210,11 @@ def _default_steps() -> list[RolloutStep]:
     return steps
 
 
+class CanaryCapacity(StrEnum):
+    FREE = "free"
+    BORROW = "borrow"
+
+
 class RolloutSpec(ApiModel):
     """How a new revision replaces the stable one."""
 
@@ -249,6 +254,14 @@ class RolloutSpec(ApiModel):
 
     scale_down_delay: Duration = "30s"
     """How long an old revision keeps its pods after traffic left it."""
+
+    capacity: CanaryCapacity = CanaryCapacity.FREE
+    """Where a canary's pods go when its tier has no room beside the stable's pods (which stay
+    through the analysis and bake). `free`: the canary needs capacity of its own, else the
+    revision is refused with InsufficientCapacity naming what is missing, before anything is
+    created. `borrow`: on a GPU tier, take one replica from the stable for the canary (the
+    stable's autoscaler lowered by one while the canary runs, restored on promotion or
+    rollback); the canary then runs one pod."""
 
     hooks: list[HookSpec] = Field(default_factory=list, max_length=MAX_HOOKS)
     """The tenant's own checks at named points of the rollout (docs/rollouts.md, "Hooks")."""

@@ -97,6 +97,10 @@ class HardwareStatus(ApiModel):
     scale_down_first: bool = False
     """No room for a surge pod: pods are replaced old-first."""
 
+    borrowed: bool = False
+    """The canary runs on a replica taken from the stable (rollout.capacity: borrow): the
+    stable's autoscaler is one lower while this revision is the canary."""
+
     model_sha256: str | None = None
     """sha256 of the model file as the operator read it for this revision. When
     spec.model.sha256 is omitted, every pod of the revision is given this one to verify, so

@@ -83,6 +83,8 @@ class Placement:
     # The cluster mounts OCI images as volumes (Kubernetes 1.33+ ImageVolume): an oci://
     # model is mounted, not copied by an init container.
     image_volumes: bool = False
+    # The canary runs on a replica borrowed from the stable (rollout.capacity: borrow).
+    borrowed: bool = False
     # The image for this tier (the GPU image on a CUDA tier); None: the spec's or the default.
     image: str | None = None
 

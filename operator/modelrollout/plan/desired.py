@@ -162,17 +162,27 @@ def desired_children(
     stable_min = scaling.min_replicas
     if canary and decision.rollout and decision.rollout.stable_min_replicas:
         stable_min = max(stable_min, decision.rollout.stable_min_replicas)
+    borrowed = bool(canary and inputs.placement and inputs.placement.borrowed)
+    stable_max: int | None = None
+    if borrowed:
+        # One of the stable's replicas is the canary's while it runs: the stable's autoscaler
+        # is held one lower (min and max, so the pod is really given back), and restored when
+        # the canary is promoted or rolled back.
+        stable_min = stable_max = max(1, stable_min - 1)
     manifests.append(
         autoscaler(
             owner,
             spec,
             children.deployment_name(owner, stable),
             min_replicas=min(stable_min, scaling.max_replicas),
+            max_replicas=stable_max,
         )
     )
     if canary:
         stable_replicas = observed[stable].replicas if stable in observed else 0
         low, high = split.canary_replicas(scaling, decision.weight, stable_min, stable_replicas)
+        if borrowed:
+            low = high = 1  # the borrowed replica, all a full pool has for the canary
         manifests.append(
             autoscaler(
                 owner,
