@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightkube import Client, KubeConfig
+import httpx2 as httpx
+from lightkube import ApiError, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
@@ -28,13 +29,32 @@ MDEP = create_namespaced_resource(
     "modelrollout.io", "v1alpha1", "ModelDeployment", "modeldeployments"
 )
 PODS_PER_NODE = 500
-POLL_S = 2.0
+POLL_S = 3.0
 # One line per request the operator's HTTP client sends (httpx logs them at INFO).
 REQUEST_LINE = re.compile(r"HTTP Request: (\w+) (\S+)")
 
 
 def client_for(cluster: LocalCluster) -> Client:
-    return Client(config=KubeConfig.from_file(cluster.kubeconfig), field_manager="bench-scale")
+    # A loaded 2-core machine can keep the API server from answering within lightkube's 10 s.
+    return Client(
+        config=KubeConfig.from_file(cluster.kubeconfig),
+        field_manager="bench-scale",
+        timeout=httpx.Timeout(120.0),
+    )
+
+
+def retried(call: Callable[[], Any], attempts: int = 5) -> Any:
+    """`call`, again after a timeout or a 429/5xx answer (the operator retries the same way)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except (httpx.TimeoutException, httpx.TransportError):
+            if attempt == attempts - 1:
+                raise
+        except ApiError as exc:
+            if exc.status.code not in (429, 500, 503, 504) or attempt == attempts - 1:
+                raise
+        time.sleep(1 + attempt)
 
 
 def add_nodes(cluster: LocalCluster, pods: int) -> list[str]:
@@ -70,14 +90,16 @@ def apply_all(client: Client, manifests: Iterable[dict[str, Any]], threads: int 
     def one(m: dict[str, Any]) -> None:
         res = _resource(m["apiVersion"], m["kind"])
         meta = m["metadata"]
-        client.patch(
-            res,
-            meta["name"],
-            m,
-            namespace=meta["namespace"],
-            patch_type=PatchType.APPLY,
-            field_manager="bench-scale",
-            force=True,
+        retried(
+            lambda: client.patch(
+                res,
+                meta["name"],
+                m,
+                namespace=meta["namespace"],
+                patch_type=PatchType.APPLY,
+                field_manager="bench-scale",
+                force=True,
+            )
         )
 
     with ThreadPoolExecutor(threads) as pool:

@@ -163,15 +163,16 @@ def rollout(client: Any, operator: Any, count: int, uri: str, sha: str) -> dict[
     new_rev = revision_of(ModelDeploymentSpec.model_validate(spec(uri, sha, "v2")), IMAGE)
     start = time.monotonic()
     patch = {"spec": {"model": {"version": "v2"}}}
-    with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(
-                lambda n: client.patch(
-                    rig.MDEP, n, patch, namespace="scale", patch_type=PatchType.MERGE
-                ),
-                sorted(changed),
+
+    def change(name: str) -> None:
+        rig.retried(
+            lambda: client.patch(
+                rig.MDEP, name, patch, namespace="scale", patch_type=PatchType.MERGE
             )
         )
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(change, sorted(changed)))
     seconds = rig.wait_until(lambda: all_ready(client, changed, new_rev), 3600, "promoted")
     seconds = time.monotonic() - start
     writes = [
