@@ -7,7 +7,7 @@
 
 SCALE_BENCH_N ?= 1000
 SCALE_BENCH_IDLE ?= 300
-SCALE_BENCH_WORKERS ?= 8
+SCALE_BENCH_WORKERS ?= 16
 
 .PHONY: bench-scale
 bench-scale: venv tools ## scale benchmark: N ModelDeployments, Ready vs floor, idle requests, CPU, RSS

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench-scale")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=300.0, help="idle window, seconds")
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))

@@ -322,10 +322,15 @@ class Reconciler:
         """Carry out the plan; an API error propagates (nothing of the plan reaches status),
         a router error is what happened (it reaches status through settle)."""
         namespace = seen.namespace
-        for manifest in plan.apply:
+
+        async def apply(manifest: dict[str, Any]) -> None:
             live = seen.live.get(manifest["kind"], manifest["metadata"]["name"])
             if await self.cluster.apply(manifest, live):
                 self.metrics.children_applied.labels(manifest["kind"]).inc()
+
+        # Side by side: a new ModelDeployment's children are several round trips, and the
+        # API server's latency, not the operator, is what a sequence of them would wait on.
+        await asyncio.gather(*(apply(m) for m in plan.apply))
         acted = await self._steer(seen, plan.route_weight)
         for ref in plan.delete:
             await self.cluster.delete(namespace, ref)

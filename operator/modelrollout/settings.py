@@ -72,7 +72,7 @@ class OperatorSettings(BaseSettings):
     """Period of the level-based resync of every ModelDeployment: a safety net. Changes to an
     object, its children and its pods reach the operator through watches within a second."""
 
-    workers: int = Field(default=8, ge=1, le=256)
+    workers: int = Field(default=16, ge=1, le=256)
     """ModelDeployments reconciled at the same time (the work queue's workers)."""
 
     shard_index: int = Field(default=0, ge=0)

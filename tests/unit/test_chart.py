@@ -212,7 +212,7 @@ def test_defaults(default: list[Obj]) -> None:
         "MODELROLLOUT_SERVING_IMAGE": "ghcr.io/modelrollout/modelserver:0.1.0",
         "MODELROLLOUT_PROMETHEUS_URL": "http://prometheus-server.monitoring.svc:9090",
         "MODELROLLOUT_RESYNC_SECONDS": "300",
-        "MODELROLLOUT_WORKERS": "8",
+        "MODELROLLOUT_WORKERS": "16",
         "MODELROLLOUT_HOOK_CONCURRENCY": "8",
         "MODELROLLOUT_NOTIFY_QUEUE_SIZE": "256",
         "MODELROLLOUT_METRICS_PORT": "8000",

@@ -4,6 +4,7 @@ nothing here decides anything."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -205,26 +206,30 @@ class Cluster:
     async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int:
         """Put each pod's live track on its modelrollout.io/track label (no restart: labels
         on a pod are not part of its template). Returns how many pods were relabelled."""
-        changed = 0
+        wrong = []
         for pod in list(self.caches.pods.owned_by(namespace, owner)):
             labels = pod["metadata"].get("labels") or {}
             track = tracks.get(labels.get(LABEL_REVISION, ""))
-            if track is None or labels.get(LABEL_TRACK) == track:
-                continue
-            try:
-                patched = await self.client.patch(
-                    Pod,
-                    pod["metadata"]["name"],
-                    {"metadata": {"labels": {LABEL_TRACK: track}}},
-                    namespace=namespace,
-                    patch_type=PatchType.MERGE,
-                )
-                self.caches.put(_as_dict(patched))
-                changed += 1
-            except ApiError as exc:
-                if exc.status.code != 404:  # the pod went away meanwhile
-                    raise
-        return changed
+            if track is not None and labels.get(LABEL_TRACK) != track:
+                wrong.append((pod["metadata"]["name"], track))
+        done = await asyncio.gather(*(self._label(namespace, n, t) for n, t in wrong))
+        return sum(done)
+
+    async def _label(self, namespace: str, name: str, track: str) -> bool:
+        try:
+            patched = await self.client.patch(
+                Pod,
+                name,
+                {"metadata": {"labels": {LABEL_TRACK: track}}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:  # the pod went away meanwhile
+                return False
+            raise
+        self.caches.put(_as_dict(patched))
+        return True
 
     async def remove_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
         patch = {"metadata": {"annotations": dict.fromkeys(keys)}}

@@ -49,7 +49,7 @@ def in_shard(namespace: str, name: str, index: int, count: int) -> bool:
 
 @dataclass(frozen=True)
 class QueueSettings:
-    workers: int = 8
+    workers: int = 16
     resync_seconds: float = 300.0
     backoff_base: float = 1.0
     backoff_max: float = 300.0
