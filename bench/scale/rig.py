@@ -206,3 +206,7 @@ def start_operator(cluster: LocalCluster, log: Path, workers: int) -> OperatorPr
     )
     operator.start()
     return operator
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]

@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     log = workdir / "operator.log"
+    loads: list[str] = []  # the machine's 1-minute load average as the phases start
     with running(workdir / "cluster") as cluster:
         crd = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             rig.delete_namespace(client, "probe")  # the operator removes its finalizer
             operator.stop()
             print(f"template: {len(tmpl)} children", flush=True)
+            loads.append(rig.load_average())
             result["floor_s"] = measure_floor(cluster, client, tmpl, args.count)
             print(f"floor: {result['floor_s']:.1f}s", flush=True)
 
@@ -251,14 +253,17 @@ def main(argv: list[str] | None = None) -> int:
             rig.apply_all(client, [manifest(n, "scale", spec(uri, sha)) for n in sorted(names)])
             rig.wait_until(lambda: all_ready(client, names), 3600, "all Ready")
             result["ready_s"] = time.monotonic() - start
+            loads.append(rig.load_average())
             print(f"ready: {result['ready_s']:.1f}s", flush=True)
             time.sleep(30)  # the last status writes and events settle
             result |= idle(cluster, operator, args.idle)
             print(f"idle: {json.dumps(result)}", flush=True)
+            loads.append(rig.load_average())
             result |= rollout(client, operator, args.count, uri, sha)
             print(f"rollout: {result['promoted_s']:.1f}s", flush=True)
         finally:
             operator.stop()
+    result["load"] = " / ".join(loads)
     report.write(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
