@@ -49,6 +49,21 @@ log = logging.getLogger(__name__)
 MAX_PROFILE_ATTEMPTS = 2
 
 
+# A revision held back for capacity is placed again this soon: freed capacity (a pod or node
+# elsewhere) wakes no ModelDeployment by itself, and the resync is a safety net of minutes.
+RETRY_BLOCKED = 30.0
+
+
+def requeue_after(
+    after: float | None, blocked: tuple[str, str] | None, resync: float
+) -> float | None:
+    """The planner's requeue; while the revision waits for capacity, at most RETRY_BLOCKED
+    (or the resync, if that is sooner)."""
+    if blocked is not None and blocked[0] == "InsufficientCapacity":
+        return min(after or RETRY_BLOCKED, RETRY_BLOCKED, resync)
+    return after
+
+
 @dataclass(frozen=True)
 class Blocked:
     """The revision must not roll out; the stable one keeps serving."""

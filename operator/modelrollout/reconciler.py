@@ -35,7 +35,7 @@ from modelrollout.metrics import registry as providers
 from modelrollout.metrics.analysis import analyse_window, read_counters
 from modelrollout.metrics.drift import read_drift
 from modelrollout.notifications.delivery import Notifier
-from modelrollout.placement import Blocked, PlacementService, placement_of
+from modelrollout.placement import Blocked, PlacementService, placement_of, requeue_after
 from modelrollout.plan import reconcile as planner
 from modelrollout.plan.children import Owner
 from modelrollout.plan.oom import oom_kills
@@ -187,7 +187,8 @@ class Reconciler:
         await self.cluster.record_events(obj, [(e.type, e.reason, e.message) for e in plan.events])
         self._export_phase(namespace, name, status.phase)
         self.metrics.export_drift(namespace, name, status.drift, _drifted(spec, status))
-        return Outcome(status.phase, plan.requeue_after)
+        after = requeue_after(plan.requeue_after, seen.inputs.blocked, self.settings.resync_seconds)
+        return Outcome(status.phase, after)
 
     # --- observe ---------------------------------------------------------------------------
 
@@ -323,13 +324,11 @@ class Reconciler:
         a router error is what happened (it reaches status through settle)."""
         namespace = seen.namespace
 
-        async def apply(manifest: dict[str, Any]) -> None:
-            live = seen.live.get(manifest["kind"], manifest["metadata"]["name"])
-            if await self.cluster.apply(manifest, live):
-                self.metrics.children_applied.labels(manifest["kind"]).inc()
+        async def apply(m: dict[str, Any]) -> None:
+            if await self.cluster.apply(m, seen.live.get(m["kind"], m["metadata"]["name"])):
+                self.metrics.children_applied.labels(m["kind"]).inc()
 
-        # Side by side: a new ModelDeployment's children are several round trips, and the
-        # API server's latency, not the operator, is what a sequence of them would wait on.
+        # Side by side: in sequence they would wait on the API server's latency, one by one.
         await asyncio.gather(*(apply(m) for m in plan.apply))
         acted = await self._steer(seen, plan.route_weight)
         for ref in plan.delete:

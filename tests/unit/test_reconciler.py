@@ -316,6 +316,19 @@ async def test_a_blocked_revision_is_degraded_with_the_stable_serving(rig: Rig) 
     assert revisions == {rig.cluster.status["stableRevision"]}
 
 
+async def test_a_revision_blocked_for_capacity_is_placed_again_within_half_a_minute(
+    rig: Rig,
+) -> None:
+    await rig.cycle()
+    await rig.cycle()
+    assert await rig.cycle() is None  # Ready: at the resync
+    rig.placement.blocked = Blocked("InsufficientCapacity", "0 of 1 replicas fit")
+    rig.cluster.obj["spec"] = body("v2")
+    assert await rig.cycle() == 30.0
+    rig.placement.blocked = Blocked("ChecksumMismatch", "sha256 differs")
+    assert await rig.cycle() is None  # a wrong file does not fix itself
+
+
 async def test_analysis_asks_the_registered_provider_for_both_tracks(rig: Rig) -> None:
     await routed(rig)
     await rig.cycle()
