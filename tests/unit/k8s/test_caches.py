@@ -5,9 +5,13 @@ and pods."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from modelrollout.k8s.caches import Caches
+from modelrollout.k8s.informer import Informer
+from modelrollout.k8s.workqueue import Key, QueueSettings, Result, WorkQueue
 
 OWNER = {"modelrollout.io/deployment": "iris"}
 
@@ -82,3 +86,48 @@ def test_a_container_restart_wakes_the_owner() -> None:
     assert woken == []
     made._on_pod(pod(0), pod(1))
     assert woken == [("ns", "iris")]
+
+
+async def test_no_reconcile_starts_before_every_cache_has_listed() -> None:
+    """The wiring handlers.py uses: the queue's workers wait for `Caches.wait_synced`, which
+    waits for the first LIST of every informer (here one of them is slow)."""
+    made, _ = caches()
+    slow = asyncio.Event()
+
+    def lister_for(informer: Informer) -> Callable[[], Awaitable[tuple[list[Any], str]]]:
+        async def lister() -> tuple[list[Any], str]:
+            if informer.name.startswith("Pod"):
+                await slow.wait()
+            return [], "1"
+
+        return lister
+
+    async def watcher(version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        await asyncio.Event().wait()
+        yield "ADDED", {}
+
+    for informer in made.informers:
+        informer.lister = lister_for(informer)
+        informer.watcher = watcher
+    reconciled: list[Key] = []
+    unsynced: list[Key] = []  # recorded, not raised: the queue would take a raise as a retry
+
+    async def reconcile(key: Key) -> Result:
+        (reconciled if made.synced() else unsynced).append(key)
+        return Result()
+
+    queue = WorkQueue(reconcile, QueueSettings(workers=2))
+    queue.own(("ns", "iris"))
+    made.start()
+    worker = asyncio.create_task(queue.run(made.wait_synced))
+    await asyncio.sleep(0.05)
+    assert not made.synced()
+    assert reconciled == unsynced == []
+    slow.set()
+    async with asyncio.timeout(2):
+        while not reconciled:  # noqa: ASYNC110 - polling what the worker records
+            await asyncio.sleep(0.01)
+    assert reconciled == [("ns", "iris")]
+    assert unsynced == [], "a reconcile started from an unsynced cache"
+    worker.cancel()
+    await made.stop()
