@@ -97,8 +97,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.reconciler = reconciler
     memo.worker = asyncio.create_task(queue.run(caches.wait_synced), name="workqueue")
     # A finished hook puts its ModelDeployment back on the queue instead of waiting for a requeue.
-    reconciler.hooks.wake = lambda namespace, name: queue.add((namespace, name))
-    reconciler.notifier.wake = reconciler.hooks.wake
+    reconciler.companions.set_wake(lambda namespace, name: queue.add((namespace, name)))
 
 
 @kopf.on.cleanup()
@@ -107,8 +106,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.gather(memo.worker, return_exceptions=True)
     await memo.caches.stop()
     reconciler: Reconciler = memo.reconciler
-    await reconciler.hooks.close()
-    await reconciler.notifier.close()
+    await reconciler.companions.close()
     await reconciler.cluster.client.close()
 
 

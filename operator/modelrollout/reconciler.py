@@ -27,14 +27,13 @@ from modelrollout.api import GROUP
 from modelrollout.api.names import CANARY, STABLE, track_service_name
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus, Phase
+from modelrollout.companions import Companions
 from modelrollout.hardware.reference import ReferenceCache, ReferenceError, read_reference
-from modelrollout.hooks.runner import HookRunner, Target
 from modelrollout.k8s.cluster import ChildSet, observe_deployment
 from modelrollout.k8s.errors import format_validation, namespace_terminating
 from modelrollout.metrics import registry as providers
 from modelrollout.metrics.analysis import analyse_window, read_counters
 from modelrollout.metrics.drift import read_drift
-from modelrollout.notifications.delivery import Notifier
 from modelrollout.placement import Blocked, PlacementService, placement_of, requeue_after
 from modelrollout.plan import reconcile as planner
 from modelrollout.plan.children import Owner
@@ -132,8 +131,7 @@ class Reconciler:
         router_for: RouterFor = routers.router_for,
         provider_for: providers.ProviderLookup = providers.get,
         placement: PlacementService | None = None,
-        hooks: HookRunner | None = None,
-        notifier: Notifier | None = None,
+        companions: Companions | None = None,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
@@ -141,9 +139,8 @@ class Reconciler:
         self.router_for = router_for
         self.provider_for = provider_for
         self.placement = placement or PlacementService(settings.hardware, cluster, settings.policy)
-        self.hooks = hooks or HookRunner.configured(cluster.client, settings, metrics)
+        self.companions = companions or Companions.configured(cluster.client, settings, metrics)
         self.references = ReferenceCache()
-        self.notifier = notifier or Notifier.configured(settings, metrics)
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
@@ -180,10 +177,7 @@ class Reconciler:
         acted = await self.act(seen, plan)
         status = settle(plan, acted)
         await self._write_status(namespace, name, seen.inputs.status, status)
-        self.hooks.consumed(namespace, name, seen.inputs.hook_results)
-        # Only once the outbox is in status: a delivery never precedes its record.
-        self.notifier.consumed(namespace, name, seen.inputs.notified)
-        self.notifier.enqueue(namespace, name, spec.notify, status.notifications)
+        self.companions.written(seen.inputs, spec, status)
         await self.cluster.record_events(obj, [(e.type, e.reason, e.message) for e in plan.events])
         self._export_phase(namespace, name, status.phase)
         self.metrics.export_drift(namespace, name, status.drift, _drifted(spec, status))
@@ -256,9 +250,8 @@ class Reconciler:
             actions=actions,
             blocked=blocked,
             hardware=hardware,
-            hook_results=self.hooks.results(namespace, name),
+            **self.companions.inputs(namespace, name),
             drift=await self._drift(spec, namespace, name, previous, now),
-            notified=self.notifier.delivered(namespace, name),
             oom_kills=oom_kills(pods),
         )
         if inputs.drift is not None and inputs.drift.error is not None:
@@ -337,8 +330,7 @@ class Reconciler:
         if seen.inputs.actions:
             keys = [f"{GROUP}/{a.value}" for a in seen.inputs.actions]
             await self.cluster.remove_annotations(namespace, seen.name, keys)
-        canary = f"http://{seen.target.canary_service}.{namespace}.svc:{seen.target.port}"
-        self.hooks.ensure(Target(seen.inputs.owner, canary), plan.hook_runs)
+        self.companions.act(plan, seen.target.canary_service, seen.target.port)
         return acted
 
     async def _steer(self, seen: Observed, weight: int | None) -> Acted:
@@ -396,8 +388,7 @@ class Reconciler:
             )
 
     def forget(self, namespace: str, name: str) -> None:
-        self.hooks.forget(namespace, name)
-        self.notifier.forget(namespace, name)
+        self.companions.forget(namespace, name)
         for candidate in Phase:
             self.metrics.phase.remove(namespace, name, candidate.value)
         self.metrics.export_drift(namespace, name, [])

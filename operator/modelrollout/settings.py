@@ -121,6 +121,9 @@ class OperatorSettings(BaseSettings):
     """How long a replica's peering keep-alive stays valid; it is renewed 5-10 s before it ends.
     A standby takes over within this long of the active replica dying without a clean exit
     (a SIGKILL, a lost node): kopf's own default, 60 s, would hold rollouts that long."""
+    canary_url_template: str = "http://{service}.{namespace}.svc:{port}"
+    """How the operator reaches a canary's Service for synthetic traffic. Inside the cluster the
+    default; an operator run outside it names a way in (a port-forward, a gateway)."""
 
     log_format: str = Field(default="plain", pattern="^(plain|json)$")
     """Log format: plain or json."""

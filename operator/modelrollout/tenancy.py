@@ -109,6 +109,13 @@ class TenantPolicy(BaseSettings):
     (`https://ci.example.com/hooks/*`). Empty: HTTP hooks are refused. The host's addresses
     must also be public or inside `allowedNetworks`."""
 
+    synthetic_max_rate: float = Field(default=5.0, ge=0)
+    """Synthetic requests per second one ModelDeployment may have the operator send to its
+    canary (`spec.rollout.syntheticTraffic`); 0 turns synthetic traffic off."""
+
+    synthetic_max_requests: int = Field(default=10_000, ge=0)
+    """Synthetic requests sent at most to one canary revision."""
+
     @field_validator("model_hosts", "prometheus_urls", "namespace_labels", "hook_urls")
     @classmethod
     def _no_blank(cls, values: list[str]) -> list[str]:

@@ -77,6 +77,8 @@ class Metrics(Collector):
         self._identity = [model, version, revision, track]
         self.identity = self._identity  # for the collectors beside this one (distribution.py)
         self.codes: dict[int, int] = {}
+        # Requests marked synthetic (x-modelrollout-synthetic), also counted in `codes`.
+        self.synthetic_codes: dict[int, int] = {}
         # gRPC requests in families of their own: the REST series keep their names and labels.
         self.grpc = grpc
         self.grpc_codes: dict[str, int] = {}
@@ -102,8 +104,10 @@ class Metrics(Collector):
 
     # Updates: event loop thread only.
 
-    def count(self, code: int) -> None:
+    def count(self, code: int, synthetic: bool = False) -> None:
         self.codes[code] = self.codes.get(code, 0) + 1
+        if synthetic:
+            self.synthetic_codes[code] = self.synthetic_codes.get(code, 0) + 1
 
     def count_grpc(self, code: str) -> None:
         self.grpc_codes[code] = self.grpc_codes.get(code, 0) + 1
@@ -128,6 +132,14 @@ class Metrics(Collector):
         for code, n in sorted(self.codes.items()):
             requests.add_metric([*ident, str(code)], n)
         yield requests
+        synthetic = CounterMetricFamily(
+            "modelserver_synthetic_requests",
+            "Of the REST inference requests, those the operator sent as synthetic traffic.",
+            labels=(*IDENTITY_LABELS, "code"),
+        )
+        for code, n in sorted(self.synthetic_codes.items()):
+            synthetic.add_metric([*ident, str(code)], n)
+        yield synthetic
         yield self.request_duration.family(
             "modelserver_request_duration_seconds",
             "REST inference request time from first byte read to response sent.",

@@ -41,6 +41,8 @@ Send = Callable[[Message], Awaitable[None]]
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 HEADER_LENGTH = b"inference-header-content-length"
+# Marks the operator's synthetic traffic (docs/rollouts.md, "Synthetic traffic").
+SYNTHETIC = b"x-modelrollout-synthetic"
 
 HTTP_STATUS: dict[type[ServingError], int] = {
     InvalidRequestError: 400,
@@ -257,12 +259,14 @@ class RestApp:
         metrics = plane.metrics
         started = time.perf_counter()
         status = 500
+        # The operator's synthetic traffic (a header of its own): counted apart as well.
+        synthetic = SYNTHETIC in headers
         try:
             plane.enter()
         except OverloadedError as exc:
             status = 429
             await _respond(send, status, _error_body(exc), extra=self._retry_after)
-            metrics.count(status)
+            metrics.count(status, synthetic)
             return
         try:
             status, body, extra = await self._infer_inner(scope, model, headers, receive)
@@ -277,7 +281,7 @@ class RestApp:
             raise
         finally:
             plane.leave()
-            metrics.count(status)
+            metrics.count(status, synthetic)
             metrics.request_duration.observe(time.perf_counter() - started)
 
     async def _infer_inner(

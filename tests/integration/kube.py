@@ -141,6 +141,7 @@ LOCAL_POLICY = json.dumps(
         "allowedNetworks": ["127.0.0.0/8", f"{realnode.NODE_IP}/32"],
         "prometheusUrls": ["http://127.0.0.1:*"],
         "hookUrls": ["http://127.0.0.1:*"],
+        "syntheticMaxRate": 20,
     }
 )
 

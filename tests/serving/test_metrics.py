@@ -21,7 +21,9 @@ async def test_metrics_exposition(serve: ServeFactory, models: Models) -> None:
     )
     for _ in range(3):
         assert (await s.client.post(s.infer_url(), json=BODY)).status_code == 200
-    assert (await s.client.post(s.infer_url(), json={"inputs": []})).status_code == 400
+    synthetic = {"x-modelrollout-synthetic": "1"}
+    response = await s.client.post(s.infer_url(), json={"inputs": []}, headers=synthetic)
+    assert response.status_code == 400
     assert (await s.client.post("/v2/models/mlp/versions/7/infer", json=BODY)).status_code == 404
 
     r = await s.client.get("/metrics")
@@ -40,6 +42,12 @@ async def test_metrics_exposition(serve: ServeFactory, models: Models) -> None:
     assert value("modelserver_requests_total", code="200") == 3
     assert value("modelserver_requests_total", code="400") == 1
     assert value("modelserver_requests_total", code="404") == 1
+    # The operator's synthetic requests are counted among all and apart.
+    assert value("modelserver_synthetic_requests_total", code="400") == 1
+    assert (
+        "modelserver_synthetic_requests_total",
+        tuple(sorted({**ident, "code": "200"}.items())),
+    ) not in samples
     assert value("modelserver_request_duration_seconds_count") == 5
     assert value("modelserver_request_duration_seconds_sum") > 0
     assert value("modelserver_inference_duration_seconds_count") == 3

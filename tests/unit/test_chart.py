@@ -370,6 +370,7 @@ NAMESPACED_GRANTS = {
     ("", "pods"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create", "patch"},
     ("batch", "jobs"): {"get", "create"},
+    ("", "configmaps"): {"get"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
     ("networking.istio.io", "virtualservices"): {"get", "patch"},
 }

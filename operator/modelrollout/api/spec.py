@@ -25,6 +25,7 @@ from modelrollout.api.serving import BatchingSpec as BatchingSpec
 from modelrollout.api.serving import EnvVar as EnvVar
 from modelrollout.api.serving import Resources as Resources
 from modelrollout.api.serving import ServingSpec as ServingSpec
+from modelrollout.api.synthetic import SYNTHETIC_NEEDS_ROUTE, SyntheticTrafficSpec
 from modelrollout.api.traffic import GatewayAPIRouter as GatewayAPIRouter
 from modelrollout.api.traffic import IstioRouter as IstioRouter
 from modelrollout.api.traffic import ReplicaRatioRouter as ReplicaRatioRouter
@@ -227,7 +228,14 @@ class RolloutSpec(ApiModel):
                     "message": "spec.rollout.steps setWeight values must be ascending",
                     "fieldPath": ".steps",
                     "reason": "FieldValueInvalid",
-                }
+                },
+                {
+                    "rule": "!has(self.syntheticTraffic) || "
+                    "(has(self.trafficRouter) && self.trafficRouter.type != 'replicas')",
+                    "message": SYNTHETIC_NEEDS_ROUTE,
+                    "fieldPath": ".syntheticTraffic",
+                    "reason": "FieldValueInvalid",
+                },
             ]
         }
     )
@@ -266,6 +274,10 @@ class RolloutSpec(ApiModel):
     hooks: list[HookSpec] = Field(default_factory=list, max_length=MAX_HOOKS)
     """The tenant's own checks at named points of the rollout (docs/rollouts.md, "Hooks")."""
 
+    synthetic_traffic: SyntheticTrafficSpec | None = None
+    """Requests the operator sends to the canary while it has traffic, so a model with little
+    traffic of its own is judged (docs/rollouts.md, "Synthetic traffic")."""
+
     @field_validator("hooks")
     @classmethod
     def _unique_hooks(cls, hooks: list[HookSpec]) -> list[HookSpec]:
@@ -276,6 +288,8 @@ class RolloutSpec(ApiModel):
         weights = [s.set_weight for s in self.steps if s.set_weight is not None]
         if weights != sorted(weights):
             raise ValueError("spec.rollout.steps setWeight values must be ascending")
+        if self.synthetic_traffic and isinstance(self.traffic_router, ReplicaRatioRouter):
+            raise ValueError(SYNTHETIC_NEEDS_ROUTE)
         return self
 
 

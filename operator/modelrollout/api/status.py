@@ -17,6 +17,7 @@ from modelrollout.api.analysis_status import TrackTotalsStatus as TrackTotalsSta
 from modelrollout.api.hooks import HookRunStatus
 from modelrollout.api.notifications import PendingNotification
 from modelrollout.api.spec import Toleration
+from modelrollout.api.synthetic import SyntheticStatus
 from modelrollout.api.types import ApiModel
 
 
@@ -291,6 +292,9 @@ class ModelDeploymentStatus(ApiModel):
 
     notifications: list[PendingNotification] = Field(default_factory=list)
     """Transitions not yet delivered to the notifiers `spec.notify` names (the outbox)."""
+
+    synthetic: SyntheticStatus | None = None
+    """Synthetic traffic sent to the current canary revision."""
 
     # Excluded from the status the planner writes (a merge patch): only placement sets and
     # clears it, around the read, so it survives a crash in between.

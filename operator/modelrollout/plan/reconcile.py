@@ -106,6 +106,7 @@ def plan(inputs: Inputs) -> Plan:
         requeue_after=requeue,
         hooks=tuple(book.kept({revision} | {r for r in in_play if r})),
         hook_runs=runs,
+        synthetic_revision=_synthetic_revision(inputs, decision),
     )
 
 
@@ -138,6 +139,14 @@ def _decide(
         readings=inputs.readings,
         hooks=book,
     )
+
+
+def _synthetic_revision(inputs: Inputs, decision: Decision) -> str | None:
+    """Synthetic traffic goes to a canary while it has traffic, that is while its analysis
+    runs (docs/rollouts.md, "Synthetic traffic")."""
+    wanted = inputs.spec.rollout.synthetic_traffic is not None
+    running = decision.stage == Stage.CANARY and decision.weight > 0
+    return decision.canary if wanted and running else None
 
 
 def _after_the_fact(book: HookBook, decision: Decision) -> None:

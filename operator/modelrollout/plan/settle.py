@@ -12,6 +12,7 @@ from datetime import datetime
 
 from modelrollout.api.names import format_time
 from modelrollout.api.status import ModelDeploymentStatus, Phase, RolloutStatus
+from modelrollout.api.synthetic import SyntheticStatus
 from modelrollout.plan.conditions import (
     DEGRADED,
     PROGRESSING,
@@ -91,9 +92,20 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
         hardware=inputs.hardware or plan.previous.hardware,
         history=list(plan.history[:HISTORY_LIMIT]),
         hooks=list(plan.hooks),
+        synthetic=_synthetic(plan),
         drift=drift,
     )
     return _with_notifications(plan, settled)
+
+
+def _synthetic(plan: Plan) -> SyntheticStatus | None:
+    """What synthetic traffic sent to the canary: the generator's count, else the last one
+    recorded while the same canary runs."""
+    canary = plan.decision.canary
+    for known in (plan.inputs.synthetic, plan.previous.synthetic):
+        if known is not None and canary is not None and known.revision == canary:
+            return known
+    return None
 
 
 def _with_notifications(plan: Plan, status: ModelDeploymentStatus) -> ModelDeploymentStatus:

@@ -11,6 +11,7 @@ from typing import Any
 from modelrollout.api.hooks import HookRunStatus
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import HardwareStatus, HistoryEntry, ModelDeploymentStatus
+from modelrollout.api.synthetic import SyntheticStatus
 from modelrollout.plan.analysis import AnalysisResult
 from modelrollout.plan.children import Manifest, Owner, Placement
 from modelrollout.plan.evidence import Readings
@@ -93,6 +94,8 @@ class Inputs:
     notified: frozenset[str] = frozenset()
     # Containers of the ModelDeployment's pods last terminated by the kernel's OOM killer.
     oom_kills: tuple[OomKill, ...] = ()
+    # What the synthetic traffic sent to the canary so far (None: none running).
+    synthetic: SyntheticStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class Plan:
     # The hook runs for status, and those the runner should be carrying out.
     hooks: tuple[HookRunStatus, ...] = ()
     hook_runs: tuple[HookRun, ...] = ()
+    # The canary revision synthetic traffic should go to now (None: none).
+    synthetic_revision: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 from modelrollout.api.names import LABEL_REVISION
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, Phase
+from modelrollout.api.synthetic import SyntheticStatus
 from modelrollout.plan.analysis import AnalysisResult, analyse
 from modelrollout.plan.children import Owner, Placement
 from modelrollout.plan.evidence import Readings
@@ -82,6 +83,7 @@ class Sim:
         readings: Readings | None = None,
         hook_results: dict[str, HookResult] | None = None,
         notified: frozenset[str] = frozenset(),
+        synthetic: SyntheticStatus | None = None,
     ) -> Plan:
         # Pods become ready (or not) between cycles, as the sim is told.
         self.deployments = {
@@ -105,6 +107,7 @@ class Sim:
                 actions=actions,
                 hook_results=hook_results or {},
                 notified=notified,
+                synthetic=synthetic,
             )
         )
         for m in result.apply:

@@ -1,0 +1,1 @@
+"""Synthetic traffic: the operator's own requests to a canary during its analysis."""
