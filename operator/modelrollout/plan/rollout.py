@@ -18,7 +18,7 @@ Transitions, one function each (docs/rollouts.md, "The life of a revision"):
 | from | to | function |
 | --- | --- | --- |
 | initial | initial, promoted | `_initial` |
-| steady | steady (bake judged, bake complete), bake rolled back | `_steady`, `_bake` |
+| steady | steady (bake judged, bake complete), bake rolled back | `steady` (plan/steady.py) |
 | canary | rolled back (abort, failed Deployment, deadline) | `_stop_reason` |
 | canary | rolled back (failed analysis windows) | `_judge` |
 | canary | canary (held, paused, next steps) | `_hold`, `_walk_steps`, `_step_done` |
@@ -36,8 +36,6 @@ from modelrollout.api.hooks import HookPoint
 from modelrollout.api.names import format_time, parse_time
 from modelrollout.api.spec import RolloutSpec, RolloutStep
 from modelrollout.api.status import (
-    AnalysisStatus,
-    BakeStatus,
     ModelDeploymentStatus,
     RolloutStatus,
 )
@@ -51,6 +49,7 @@ from modelrollout.plan.evidence import Readings
 from modelrollout.plan.hooks import Gate, HookBook, canary_gate
 from modelrollout.plan.judging import Judged, judge_reading, step_counts
 from modelrollout.plan.share import ShareCheck, check_share
+from modelrollout.plan.steady import analysis_status, steady
 from modelrollout.plan.steps import (
     CanaryView,
     analysis_due,
@@ -72,10 +71,6 @@ __all__ = [
     "seconds",
     "step_weight",
 ]
-
-
-def _analysis_status(result: Judged, now: datetime) -> AnalysisStatus:
-    return AnalysisStatus.model_validate(result.as_status() | {"time": format_time(now)})
 
 
 def decide(
@@ -101,7 +96,7 @@ def decide(
         if readings is not None and status.bake is not None:
             bake, analysis = judge_reading(status.bake, rollout.analysis, readings)
             status = status.model_copy(update={"bake": bake})
-        return _steady(revision, status, rollout, analysis, actions, now)
+        return steady(revision, status, rollout, analysis, actions, now)
     if revision == status.failed_revision and Action.RETRY not in actions:
         return Decision.not_retried(revision, stable, revision)
     walk = _start(revision, stable, status, rollout, canary, actions, now)
@@ -117,63 +112,6 @@ def _initial(
     if canary is not None and canary.available:
         return Decision.first_promoted(revision)
     return Decision.waiting(revision, status.rollout_started or format_time(now))
-
-
-def _steady(
-    revision: str,
-    status: ModelDeploymentStatus,
-    rollout: RolloutSpec,
-    analysis: Judged | None,
-    actions: frozenset[Action],
-    now: datetime,
-) -> Decision:
-    events: list[EventTuple] = []
-    finished = None
-    if status.canary_revision and status.canary_revision != revision:
-        # The spec went back to the stable revision mid-rollout.
-        finished = (status.canary_revision, "Aborted", "spec returned to the stable revision")
-        events.append(
-            ("Normal", "Aborted", f"canary {status.canary_revision} abandoned: spec is stable")
-        )
-    bake = status.bake
-    if bake is not None:
-        judged = _bake(revision, bake, rollout, analysis, actions, now)
-        if isinstance(judged, Decision):
-            return judged
-        bake = judged
-        if bake is not None and now >= parse_time(bake.until):
-            events.append(("Normal", "BakeComplete", f"revision {revision} passed its bake window"))
-            bake = None
-    return Decision.steady(
-        revision, failed=status.failed_revision, bake=bake, finished=finished, events=events
-    )
-
-
-def _bake(
-    revision: str,
-    bake: BakeStatus,
-    rollout: RolloutSpec,
-    analysis: Judged | None,
-    actions: frozenset[Action],
-    now: datetime,
-) -> BakeStatus | Decision:
-    """The bake window: an abort or `failureLimit` failed windows in a row roll back to the
-    previous stable; otherwise the window's verdict is counted."""
-    if Action.ABORT in actions:
-        return Decision.bake_rolled_back(
-            revision, bake.previous_revision, "aborted during the bake window"
-        )
-    if analysis is None:
-        return bake
-    failures = next_failure_count(bake.failures, analysis.verdict)
-    if analysis.verdict == Verdict.FAIL and should_rollback(
-        failures, rollout.analysis.failures_to_rollback
-    ):
-        reason = f"regressed during the bake window: {analysis.reason}"
-        return Decision.bake_rolled_back(revision, bake.previous_revision, reason)
-    return bake.model_copy(
-        update={"failures": failures, "last_analysis": _analysis_status(analysis, now)}
-    )
 
 
 @dataclass
@@ -301,7 +239,7 @@ def _judge(walk: _Walk, analysis: Judged) -> Decision | None:
         failures=failures,
         passes=passes,
         analysis_since=walk.now_s,
-        last_analysis=_analysis_status(analysis, walk.now),
+        last_analysis=analysis_status(analysis, walk.now),
     )
     limit = walk.rollout.analysis.failures_to_rollback
     if should_rollback(failures, limit):
