@@ -16,6 +16,11 @@ implementations, a backend that does not resolve gets 500, one with no ready pod
 Responses carry `x-modelrollout-revision` and `x-modelrollout-pod`; the gateway counts requests
 per route, revision and status code.
 
+A rule with a `RequestMirror` filter (a VirtualService entry with `mirror`) also sends a copy of
+every request to a ready pod of the mirror's Service, fire and forget: its answer is dropped and
+counted apart (`mirrored`, `/_gateway/mirrored`), never in the answers' counts. At most
+`MAX_MIRRORING` copies are in flight; more are dropped, as a proxy sheds mirrored load.
+
     python -m hack.gateway --kubeconfig .cluster/kubeconfig --registry .cluster/podrunner/pods.json
     curl -s localhost:PORT/_gateway/routes    # current weights
 """
@@ -69,6 +74,7 @@ HEADER_REVISION = "x-modelrollout-revision"
 HEADER_POD = "x-modelrollout-pod"
 NO_REVISION = "-"  # counted for requests the gateway answers itself (no backend, no pod)
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_MIRRORING = 64
 # Per RFC 9110 these describe one connection, not the message, so a proxy never forwards them.
 HOP_BY_HOP = frozenset(
     {
@@ -164,6 +170,8 @@ class Route:
     router: str
     backends: tuple[Backend, ...] = ()
     error: str = ""
+    # The Service every request is copied to (RequestMirror, Istio mirror), if any.
+    mirror: Backend | None = None
 
     @property
     def weighted(self) -> bool:
@@ -270,7 +278,12 @@ async def _from_http_route(
     backends = []
     for ref in rule.get("backendRefs") or []:
         backends.append(await _backend(client, namespace, ref))
-    return Route(namespace, name, f"httpRoute/{route_name}", tuple(backends))
+    mirror = None
+    for f in rule.get("filters") or []:
+        if f.get("type") == "RequestMirror":
+            ref = (f.get("requestMirror") or {}).get("backendRef") or {}
+            mirror = await _backend(client, namespace, {**ref, "weight": 0})
+    return Route(namespace, name, f"httpRoute/{route_name}", tuple(backends), mirror=mirror)
 
 
 async def _from_virtual_service(
@@ -300,7 +313,11 @@ async def _from_virtual_service(
             backends.append(Backend(host, weight, None, "host outside the namespace"))
         else:
             backends.append(await _backend(client, namespace, {"name": service, "weight": weight}))
-    return Route(namespace, name, f"virtualService/{vs_name}", tuple(backends))
+    mirror = None
+    mirror_host = service_of(str((entry.get("mirror") or {}).get("host", "")), namespace)
+    if mirror_host:
+        mirror = await _backend(client, namespace, {"name": mirror_host, "weight": 0})
+    return Route(namespace, name, f"virtualService/{vs_name}", tuple(backends), mirror=mirror)
 
 
 async def _backend(client: AsyncClient, namespace: str, ref: Mapping[str, Any]) -> Backend:
@@ -349,6 +366,8 @@ class Gateway:
         self.upstream_timeout_s = upstream_timeout_s
         self._tables: dict[tuple[str, str], _Table] = {}
         self._counts: Counter[tuple[str, str, str, int]] = Counter()
+        self._mirrored: Counter[tuple[str, str, str, int]] = Counter()
+        self._mirroring: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -446,6 +465,15 @@ class Gateway:
                     out[(revision, code)] += count
         return dict(out)
 
+    def mirrored(self, namespace: str, name: str) -> dict[tuple[str, int], int]:
+        """(revision, status code) -> mirrored copies answered (answers dropped)."""
+        out: Counter[tuple[str, int]] = Counter()
+        with self._lock:
+            for (ns, n, revision, code), count in self._mirrored.items():
+                if ns == namespace and n == name:
+                    out[(revision, code)] += count
+        return dict(out)
+
     def counts_by_revision(self, namespace: str, name: str) -> dict[str, int]:
         out: Counter[str] = Counter()
         for (revision, _code), count in self.counts(namespace, name).items():
@@ -455,6 +483,7 @@ class Gateway:
     def reset_counts(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._mirrored.clear()
 
     def route(self, namespace: str, name: str) -> Route | None:
         table = self._tables.get((namespace, name))
@@ -570,6 +599,7 @@ class Gateway:
             await _reply(send, 413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
             return
         await self._ensure(*key)
+        self._mirror(key, scope, rest, body)
         server, status, reason = self._choose(key)
         if server is None:
             self._count(key, NO_REVISION, status)
@@ -614,6 +644,34 @@ class Gateway:
         await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
         await send({"type": "http.response.body", "body": resp.content})
 
+    def _mirror(self, key: tuple[str, str], scope: Scope, rest: str, body: bytes) -> None:
+        """Copy the request to the route's mirror Service, if any; nobody waits for it."""
+        table = self._tables[key]
+        mirror = table.route.mirror
+        if mirror is None or len(self._mirroring) >= MAX_MIRRORING:
+            return
+        ready = table.route.endpoints(self.pods.servers(namespace=key[0], ready=True), mirror)
+        server, _, _ = _round_robin(table, f"mirror:{mirror.service}", ready, "")
+        if server is None:
+            return
+        task = asyncio.create_task(self._send_copy(key, server, scope, rest, body))
+        self._mirroring.add(task)
+        task.add_done_callback(self._mirroring.discard)
+
+    async def _send_copy(
+        self, key: tuple[str, str], server: PodServer, scope: Scope, rest: str, body: bytes
+    ) -> None:
+        assert self._http is not None
+        url = f"{server.url}/{rest}"
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+        try:
+            resp = await self._http.request(scope["method"], url, content=body, headers=headers)
+            code = resp.status_code
+        except httpx.HTTPError:
+            code = 502
+        with self._lock:
+            self._mirrored[(key[0], key[1], server.revision, code)] += 1
+
     def _count(self, key: tuple[str, str], revision: str, status: int) -> None:
         with self._lock:
             self._counts[(key[0], key[1], revision, status)] += 1
@@ -643,10 +701,17 @@ class Gateway:
                 {"namespace": ns, "name": n, "revision": rev, "code": code, "count": count}
                 for (ns, n, rev, code), count in items
             ]
+        elif what == "mirrored":
+            with self._lock:
+                items = list(self._mirrored.items())
+            doc = [
+                {"namespace": ns, "name": n, "revision": rev, "code": code, "count": count}
+                for (ns, n, rev, code), count in items
+            ]
         elif what == "healthz":
             doc = {"ok": True}
         else:
-            await _reply(send, 404, {"error": "try /_gateway/routes, counts or healthz"})
+            await _reply(send, 404, {"error": "try /_gateway/routes, counts, mirrored or healthz"})
             return
         await _reply(send, 200, doc)
 

@@ -44,7 +44,7 @@ from modelrollout.plan.samples import DriftReading
 from modelrollout.plan.settle import settle, settle_unplanned
 from modelrollout.plan.types import Acted, ChildRef, Failure, Inputs, Plan
 from modelrollout.routers import registry as routers
-from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
+from modelrollout.routers.base import RouterError, RouteState, RouteTarget, TrafficRouter
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
 
@@ -208,10 +208,10 @@ class Reconciler:
             canary_service=track_service_name(name, CANARY),
             port=spec.serving.port,
         )
-        route_weight: int | None = None
+        route = RouteState(None)
         if previous.stable_revision:
             try:
-                route_weight = await router.current_weight(target)
+                route = await router.current(target)
             except RouterError as exc:
                 # Steering tries again this cycle; its outcome is what status reports.
                 log.info("reading the route of %s/%s: %s", namespace, name, exc)
@@ -244,7 +244,8 @@ class Reconciler:
             deployments=tuple(observe_deployment(d) for d in live.deployments()),
             now=now,
             existing=live.keys(),
-            route_weight=route_weight,
+            route_weight=route.weight,
+            route_mirror=route.mirror,
             analysis=analysis,
             readings=readings,
             actions=actions,
@@ -323,7 +324,7 @@ class Reconciler:
 
         # Side by side: in sequence they would wait on the API server's latency, one by one.
         await asyncio.gather(*(apply(m) for m in plan.apply))
-        acted = await self._steer(seen, plan.route_weight)
+        acted = await self._steer(seen, plan.route_weight, plan.route_mirror)
         for ref in plan.delete:
             await self.cluster.delete(namespace, ref)
         await self.cluster.label_tracks(namespace, seen.name, plan.tracks)
@@ -333,19 +334,19 @@ class Reconciler:
         self.companions.act(plan, seen.target.canary_service, seen.target.port)
         return acted
 
-    async def _steer(self, seen: Observed, weight: int | None) -> Acted:
-        """Set the route's weight and read back what it holds (a webhook or a person may
-        differ). `weight` None: replica counts carry the weight, nothing to steer."""
-        current = seen.inputs.route_weight
-        if weight is None or current == weight:
-            return Acted(route_weight=current)
-        try:
-            await seen.router.set_weight(seen.target, weight)
-            return Acted(route_weight=await seen.router.current_weight(seen.target))
-        except RouterError as exc:
-            self.metrics.reconcile_errors.labels(seen.namespace, "router").inc()
-            failure = Failure("RouterError", f"traffic router: {exc}")
-            return Acted(route_weight=current, failures=(failure,))
+    async def _steer(self, seen: Observed, weight: int | None, mirror: bool) -> Acted:
+        """Set the route's weight and mirroring and read back what it holds (a webhook or a
+        person may differ). `weight` None: replica counts carry the weight, nothing to steer."""
+        held = RouteState(seen.inputs.route_weight, seen.inputs.route_mirror)
+        failures: tuple[Failure, ...] = ()
+        if weight is not None and held != RouteState(weight, mirror):
+            try:
+                await seen.router.set_weight(seen.target, weight, mirror)
+                held = await seen.router.current(seen.target)
+            except RouterError as exc:
+                self.metrics.reconcile_errors.labels(seen.namespace, "router").inc()
+                failures = (Failure("RouterError", f"traffic router: {exc}"),)
+        return Acted(route_weight=held.weight, route_mirror=held.mirror, failures=failures)
 
     # --- write -----------------------------------------------------------------------------
 

@@ -201,3 +201,35 @@ def test_traffic_from_a_shifted_distribution_raises_data_drift_without_rollback(
 
 def _condition(status: dict[str, Any], kind: str) -> str | None:
     return next((c["status"] for c in status.get("conditions", []) if c["type"] == kind), None)
+
+
+def test_shifted_canary_is_rolled_back_in_its_shadow_step_with_no_user_answer_from_it(
+    rig: PredictionRig, scorers: dict[str, ModelFile]
+) -> None:
+    stable = _stable(rig, scorers["v1"])
+    # Long enough that only the analysis can end the step.
+    steps: list[dict[str, Any]] = [{"shadow": {"duration": "5m"}}, {"setWeight": 50}]
+    with rig.steady_load() as slices:
+        bad = rig.deploy(rig.model(rig.manifest("v2", steps=steps), scorers["shifted"], "v2"))
+        seen = watch(rig, lambda s: s.get("phase") == "RolledBack", timeout=120, what="rollback")
+    status = rig.status()
+    assert (status["stableRevision"], status["failedRevision"]) == (stable, bad)
+    entry = status["history"][0]
+    assert (entry["revision"], entry["outcome"]) == (bad, "RolledBack")
+    assert "output score: divergence" in entry["reason"]
+    assert all(s.get("canaryWeight", 0) == 0 for s in seen)
+    # The canary answered mirrored copies, which the gateway dropped ...
+    mirrored = rig.gateway.mirrored(rig.kube.namespace, "iris")
+    assert sum(n for (rev, code), n in mirrored.items() if rev == bad and code == 200) >= 20
+    # ... and no user got an answer from it: every answer came from the stable.
+    answered = {rev for st in slices for rev in st.by_revision} - {NO_REVISION}
+    assert answered == {stable}
+    # After the rollback the route mirrors no more.
+
+    def unmirrored() -> bool:
+        rules = rig.kube.must("httproute", ROUTE)["spec"]["rules"]
+        return not any(
+            f.get("type") == "RequestMirror" for r in rules for f in r.get("filters", [])
+        )
+
+    wait_for(unmirrored, what="mirror removed", timeout=30)

@@ -334,6 +334,7 @@ def test_deleting_the_model_deployment_collects_children(
     wait_for(lambda: not kube.list("pods", "modelrollout.io/deployment=gone"), what="pods gone")
 
 
+SHADOW = {"shadow": {"duration": "1m"}}
 INVALID = [
     ({"model": {"uri": "/m.onnx", "version": "v1", "sha256": "abc"}}, "spec.model.sha256"),
     (
@@ -367,6 +368,18 @@ INVALID = [
         "spec.rollout.trafficRouter.type",
     ),
     ({"model": {"uri": "/m.onnx"}}, "spec.model.version"),
+    (
+        # The replica ratio (the default router) cannot mirror requests.
+        {"model": {"uri": "/m.onnx", "version": "v1"}, "rollout": {"steps": [SHADOW]}},
+        "spec.rollout.steps: a shadow step needs a router that can mirror",
+    ),
+    (
+        {
+            "model": {"uri": "/m.onnx", "version": "v1"},
+            "rollout": {"steps": [SHADOW], "trafficRouter": {"type": "replicas"}},
+        },
+        "trafficRouter.type gatewayAPI or istio); type replicas cannot",
+    ),
 ]
 
 

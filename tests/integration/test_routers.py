@@ -19,7 +19,7 @@ from lightkube.types import PatchType
 from hack.localcluster import LocalCluster
 from modelrollout.api import spec
 from modelrollout.api.names import FIELD_MANAGER
-from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
+from modelrollout.routers.base import RouterError, RouteState, RouteTarget, TrafficRouter
 from modelrollout.routers.gateway_api import HTTPRouteRouter
 from modelrollout.routers.istio import VirtualServiceRouter
 from modelrollout.routers.registry import router_for
@@ -389,3 +389,23 @@ async def test_a_rule_with_another_backend_is_refused_not_rewritten(
         await HTTPRouteRouter(client).set_weight(target(routes, "iris"), 10)
     refs = routes.must(HTTPROUTES, "iris")["spec"]["rules"][0]["backendRefs"]
     assert [r["name"] for r in refs] == ["iris-stable", "legacy"]
+
+
+# --- shadow steps -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "factory"),
+    [(http_route, HTTPRouteRouter), (virtual_service, VirtualServiceRouter)],
+    ids=["httproute", "virtualservice"],
+)
+async def test_mirroring_is_written_read_back_and_removed(
+    routes: Kube, client: AsyncClient, make: Callable[[str], dict[str, Any]], factory: Any
+) -> None:
+    created(routes, make("iris"))
+    router = factory(client)
+    t = target(routes, "iris")
+    await router.set_weight(t, 0, mirror=True)
+    assert await router.current(t) == RouteState(0, True)
+    await router.set_weight(t, 20)
+    assert await router.current(t) == RouteState(20, False)

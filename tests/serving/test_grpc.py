@@ -187,7 +187,10 @@ def test_auth_and_unknown_model(client: Any) -> None:
 
 
 def test_metrics_by_protocol(client: Any, server: ServerProcess) -> None:
+    # Both outcomes from this test itself, so it holds when run alone.
     client.infer("mlp", [_grpc_input(_features(1))], headers=AUTH)
+    with pytest.raises(InferenceServerException):
+        client.infer("mlp", [_grpc_input(np.zeros((1, 5), np.float32))], headers=AUTH)
     text = httpx.get(f"{server.metrics}/metrics", timeout=5).text
     assert 'modelserver_grpc_requests_total{code="OK"' in text
     assert 'modelserver_grpc_requests_total{code="INVALID_ARGUMENT"' in text

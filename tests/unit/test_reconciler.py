@@ -24,7 +24,7 @@ from modelrollout.plan.evidence import Reading
 from modelrollout.plan.samples import TrackSample
 from modelrollout.plan.types import ChildRef
 from modelrollout.reconciler import RETRY_AFTER_ERROR, Reconciler
-from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
+from modelrollout.routers.base import RouterError, RouteState, RouteTarget, TrafficRouter
 from modelrollout.routers.registry import SpecRouter
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
@@ -121,16 +121,23 @@ class FakeRouter:
     error: str | None = None
     writes: list[int] = field(default_factory=list)
 
-    async def set_weight(self, target: RouteTarget, canary_weight: int) -> None:
+    mirror: bool = False
+
+    async def set_weight(
+        self, target: RouteTarget, canary_weight: int, mirror: bool = False
+    ) -> None:
         if self.error:
             raise RouterError(self.error)
         self.writes.append(canary_weight)
-        self.weight = canary_weight
+        self.weight, self.mirror = canary_weight, mirror
 
     async def current_weight(self, target: RouteTarget) -> int | None:
+        return (await self.current(target)).weight
+
+    async def current(self, target: RouteTarget) -> RouteState:
         if self.error:
             raise RouterError(self.error)
-        return self.weight
+        return RouteState(self.weight, self.mirror)
 
 
 class FakePlacement:

@@ -87,6 +87,13 @@ class PauseStep(ApiModel):
     """How long to pause. Absent: pause until resumed."""
 
 
+class ShadowStep(ApiModel):
+    """Mirror live requests to the canary, whose answers are dropped, and judge it meanwhile."""
+
+    duration: Duration
+    """How long to mirror before the next step. The canary's weight is 0 during it."""
+
+
 class AnalysisStep(ApiModel):
     """Run the analysis for this many intervals before moving on."""
 
@@ -94,16 +101,23 @@ class AnalysisStep(ApiModel):
     """Consecutive passing analysis intervals required."""
 
 
+_ONE_STEP = "each rollout step sets exactly one of setWeight, pause, analysis or shadow"
+_NO_MIRROR = (
+    "spec.rollout.steps: a shadow step needs a router that can mirror requests "
+    "(spec.rollout.trafficRouter.type gatewayAPI or istio); type replicas cannot"
+)
+
+
 class RolloutStep(ApiModel):
-    """One step of a canary rollout: exactly one of setWeight, pause or analysis."""
+    """One step of a canary rollout: exactly one of setWeight, pause, analysis or shadow."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "[has(self.setWeight), has(self.pause), has(self.analysis)]"
-                    ".filter(x, x).size() == 1",
-                    "message": "each rollout step sets exactly one of setWeight, pause or analysis",
+                    "rule": "[has(self.setWeight), has(self.pause), has(self.analysis), "
+                    "has(self.shadow)].filter(x, x).size() == 1",
+                    "message": _ONE_STEP,
                 }
             ]
         }
@@ -118,11 +132,15 @@ class RolloutStep(ApiModel):
     analysis: AnalysisStep | None = None
     """Judge the new revision against the stable one before the next step."""
 
+    shadow: ShadowStep | None = None
+    """Mirror live requests to the new revision with no user seeing its answers, judging it
+    against the stable one meanwhile (needs a route: trafficRouter gatewayAPI or istio)."""
+
     @model_validator(mode="after")
     def _exactly_one(self) -> RolloutStep:
-        chosen = [x for x in (self.set_weight, self.pause, self.analysis) if x is not None]
-        if len(chosen) != 1:
-            raise ValueError("each rollout step sets exactly one of setWeight, pause or analysis")
+        chosen = [self.set_weight, self.pause, self.analysis, self.shadow]
+        if len([x for x in chosen if x is not None]) != 1:
+            raise ValueError(_ONE_STEP)
         return self
 
 
@@ -236,6 +254,14 @@ class RolloutSpec(ApiModel):
                     "fieldPath": ".syntheticTraffic",
                     "reason": "FieldValueInvalid",
                 },
+                {
+                    # An absent router is the replica ratio (the default).
+                    "rule": "!has(self.steps) || !self.steps.exists(s, has(s.shadow)) || "
+                    "(has(self.trafficRouter) && self.trafficRouter.type != 'replicas')",
+                    "message": _NO_MIRROR,
+                    "fieldPath": ".steps",
+                    "reason": "FieldValueInvalid",
+                },
             ]
         }
     )
@@ -290,6 +316,9 @@ class RolloutSpec(ApiModel):
             raise ValueError("spec.rollout.steps setWeight values must be ascending")
         if self.synthetic_traffic and isinstance(self.traffic_router, ReplicaRatioRouter):
             raise ValueError(SYNTHETIC_NEEDS_ROUTE)
+        shadow = any(s.shadow is not None for s in self.steps)
+        if shadow and isinstance(self.traffic_router, ReplicaRatioRouter):
+            raise ValueError(_NO_MIRROR)
         return self
 
 

@@ -55,6 +55,8 @@ class Decision:
     events: list[EventTuple] = field(default_factory=list)
     # The traffic share check of this cycle, when it ran (routed canaries, sequential method).
     route_check: ShareCheck | None = None
+    # Copy every request to the canary, its answers dropped (a shadow step; weight is 0).
+    mirror: bool = False
 
     @classmethod
     def waiting(cls, revision: str, started: str) -> Decision:
@@ -158,9 +160,12 @@ class Decision:
         message: str,
         events: list[EventTuple],
         route_check: ShareCheck | None = None,
+        mirror: bool = False,
     ) -> Decision:
-        """The canary runs on, `weight` percent of the traffic wanted on it."""
+        """The canary runs on, `weight` percent of the traffic wanted on it, and with `mirror`
+        a copy of every request."""
         return cls(
             Stage.CANARY, stable, revision, weight, state, None, None, started,
             finished=finished, message=message, events=events, route_check=route_check,
+            mirror=mirror,
         )  # fmt: skip

@@ -97,6 +97,7 @@ def plan(inputs: Inputs) -> Plan:
         apply=desired,
         delete=delete,
         route_weight=split.route_weight(decision.weight),
+        route_mirror=decision.mirror,
         previous=status,
         history=tuple(history),
         keep=frozenset(keep),
@@ -125,7 +126,8 @@ def _decide(
     canary_view = None
     if new is not None and revision != status.stable_revision:
         realised = split.weight_in_place(status, new, inputs.route_weight)
-        canary_view = CanaryView(new.available, new.failed_reason, realised)
+        mirror = inputs.route_mirror and realised == 0
+        canary_view = CanaryView(new.available, new.failed_reason, realised, mirror)
     return decide(
         revision=revision,
         status=status,

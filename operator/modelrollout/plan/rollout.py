@@ -5,9 +5,10 @@ States, all kept in status so a restarted operator resumes where the last one st
 - **initial**: no stable yet; the first revision is promoted as soon as it is available.
 - **canary**: a new revision runs beside the stable one and walks `spec.rollout.steps`:
   `setWeight` moves traffic and completes once the weight is in place, `pause` waits (for its
-  duration, or for a resume), `analysis` needs passing windows. Analysis also runs in the
-  background at every interval while the canary has traffic; `failureLimit` consecutive Fail
-  verdicts roll it back. After the last step it is promoted.
+  duration, or for a resume), `analysis` needs passing windows, `shadow` takes the canary's
+  weight to 0 and mirrors every request to it for its duration. Analysis also runs in the
+  background at every interval while the canary has traffic or mirrored requests;
+  `failureLimit` consecutive Fail verdicts roll it back. After the last step it is promoted.
 - **bake**: after promotion the new stable is judged on its own (absolute limits) until the bake
   window ends; a regression rolls back to the previous stable, which is kept until then.
 - **rolled back**: the failed revision is recorded and never retried in a loop; a new spec
@@ -35,15 +36,8 @@ from datetime import datetime, timedelta
 from modelrollout.api.hooks import HookPoint
 from modelrollout.api.names import format_time, parse_time
 from modelrollout.api.spec import RolloutSpec, RolloutStep
-from modelrollout.api.status import (
-    ModelDeploymentStatus,
-    RolloutStatus,
-)
-from modelrollout.plan.analysis import (
-    Verdict,
-    next_failure_count,
-    should_rollback,
-)
+from modelrollout.api.status import ModelDeploymentStatus, RolloutStatus
+from modelrollout.plan.analysis import Verdict, next_failure_count, should_rollback
 from modelrollout.plan.decision import Action, Decision, EventTuple, Stage
 from modelrollout.plan.evidence import Readings
 from modelrollout.plan.hooks import Gate, HookBook, canary_gate
@@ -57,6 +51,7 @@ from modelrollout.plan.steps import (
     current_step,
     describe_step,
     seconds,
+    shadowing,
     step_weight,
 )
 
@@ -137,6 +132,11 @@ class _Walk:
         return self.canary.weight if self.canary else 0
 
     @property
+    def exposed(self) -> bool:
+        """Does the canary answer requests now: a share of them, or mirrored copies?"""
+        return self.weight > 0 or (self.canary is not None and self.canary.mirror)
+
+    @property
     def now_s(self) -> str:
         return format_time(self.now)
 
@@ -147,9 +147,12 @@ class _Walk:
         return Decision.rolled_back(self.revision, self.stable, reason, outcome, self.events)
 
     def at(self, weight: int, message: str) -> Decision:
+        # No copies before the canary is up, as no traffic is.
+        up = self.canary is not None and self.canary.available
+        mirror = up and shadowing(list(self.rollout.steps), self.state.step)
         return Decision.canary_at(
             self.revision, self.stable, weight, self.state, self.started, self.finished,
-            message, self.events, self.route_check,
+            message, self.events, self.route_check, mirror,
         )  # fmt: skip
 
 
@@ -183,9 +186,9 @@ def _canary(walk: _Walk, paused: bool, stable_available: bool, analysis: Judged 
         return walk.rollback(*stopped)
     if analysis is not None and (failed := _judge(walk, analysis)) is not None:
         return failed
-    if walk.weight > 0 and walk.state.analysis_since is None:
+    if walk.exposed and walk.state.analysis_since is None:
         walk.update(analysis_since=walk.now_s)
-    if walk.weight == 0 and walk.state.analysis_since is not None and walk.state.step == 0:
+    if not walk.exposed and walk.state.analysis_since is not None and walk.state.step == 0:
         walk.update(analysis_since=None)
     promote_now = Action.PROMOTE in walk.actions
     ready = walk.canary is not None and walk.canary.available and stable_available
@@ -278,6 +281,8 @@ def _route_share(walk: _Walk) -> ShareCheck | None:
     step = current_step(list(walk.rollout.steps), state.step)
     if step is None or step.set_weight is not None or state.step_canary_requests is None:
         return None
+    if step.shadow is not None:
+        return None  # mirrored copies, not a share of the users' requests
     canary = state.evidence.canary.requests - state.step_canary_requests
     stable = state.evidence.stable.requests - (state.step_stable_requests or 0)
     return check_share(max(0, canary), max(0, stable), walk.weight)
@@ -301,6 +306,9 @@ def _walk_steps(walk: _Walk) -> None:
         step = current_step(steps, walk.state.step)
         if step is not None and step.set_weight is not None:
             walk.events.append(("Normal", "StepAdvanced", f"canary weight to {step.set_weight}%"))
+        if step is not None and step.shadow is not None:
+            message = f"requests mirrored to the canary for {step.shadow.duration}"
+            walk.events.append(("Normal", "StepAdvanced", message))
 
 
 def _step_done(walk: _Walk, step: RolloutStep) -> bool:
@@ -311,7 +319,17 @@ def _step_done(walk: _Walk, step: RolloutStep) -> bool:
             waited = (walk.now - parse_time(walk.state.step_started)).total_seconds()
             return waited >= seconds(step.pause.duration)
         return Action.RESUME in walk.actions
+    if step.shadow is not None:
+        # The window runs from the step's start; the mirror is in place a reconcile later.
+        mirrored = walk.canary is not None and walk.canary.mirror
+        return mirrored and _waited(walk) >= seconds(step.shadow.duration)
     return step.analysis is not None and walk.state.passes >= step.analysis.intervals
+
+
+def _waited(walk: _Walk) -> float:
+    if walk.state.step_started is None:
+        return 0.0
+    return (walk.now - parse_time(walk.state.step_started)).total_seconds()
 
 
 def _finish(walk: _Walk, promote_now: bool) -> Decision:

@@ -49,6 +49,8 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
         if not acted.failures:
             # A webhook or a person changed it after us: the step waits until it holds.
             message += f"; route holds {acted.route_weight}% instead of {plan.route_weight}%"
+    if plan.route_mirror and not acted.route_mirror and not acted.failures:
+        message += "; route does not mirror requests to the canary yet"
     phase, updates, message = _with_failures(phase, updates, message, acted.failures)
     cause = acted.failures[0].reason if acted.failures else None
     updates += _kstatus_conditions(phase, decision.bake is not None, message, cause)

@@ -24,14 +24,25 @@ class CanaryView:
     failed_reason: str | None
     # The weight actually in place: read back from the route, or realised by replica counts.
     weight: int
+    # The route copies every request to the canary (read back; shadow steps).
+    mirror: bool = False
 
 
 def current_step(steps: list[RolloutStep], index: int) -> RolloutStep | None:
     return steps[index] if index < len(steps) else None
 
 
+def shadowing(steps: list[RolloutStep], index: int) -> bool:
+    """Is step `index` a shadow step (requests mirrored to the canary, weight 0)?"""
+    step = current_step(steps, index)
+    return step is not None and step.shadow is not None
+
+
 def step_weight(steps: list[RolloutStep], index: int) -> int:
-    """The weight in force at step `index`: the last setWeight at or before it."""
+    """The weight in force at step `index`: the last setWeight at or before it, 0 during a
+    shadow step (no user sees the canary's answers)."""
+    if shadowing(steps, index):
+        return 0
     weight = 0
     for step in steps[: index + 1]:
         if step.set_weight is not None:
@@ -40,10 +51,15 @@ def step_weight(steps: list[RolloutStep], index: int) -> int:
 
 
 def analysis_due(status: ModelDeploymentStatus, rollout: RolloutSpec, now: datetime) -> bool:
-    """Is a window of metrics ready to judge? Only while a canary has traffic or a bake runs."""
+    """Is a window of metrics ready to judge? Only while a canary has traffic (its share, or
+    mirrored requests in a shadow step) or a bake runs."""
     interval = seconds(rollout.analysis.every)
     since: str | None = None
-    if status.canary_revision and status.rollout and status.canary_weight > 0:
+    if (
+        status.canary_revision
+        and status.rollout
+        and (status.canary_weight > 0 or shadowing(list(rollout.steps), status.rollout.step))
+    ):
         since = status.rollout.analysis_since
     elif status.bake is not None:
         since = status.bake.last_analysis.time if status.bake.last_analysis else None
@@ -64,6 +80,12 @@ def describe_step(step: RolloutStep, state: RolloutStatus, weight: int, target: 
     if step.pause is not None:
         until = f"for {step.pause.duration}" if step.pause.duration else "until resumed"
         return f"{where}: paused {until} at {weight}%"
+    if step.shadow is not None:
+        verdict = state.last_analysis.verdict if state.last_analysis else "pending"
+        return (
+            f"{where}: shadowing for {step.shadow.duration}, requests mirrored to the canary "
+            f"with its answers dropped (last analysis {verdict})"
+        )
     verdict = state.last_analysis.verdict if state.last_analysis else "pending"
     intervals = step.analysis.intervals if step.analysis else 1
     return (

@@ -79,6 +79,8 @@ class Inputs:
     existing: frozenset[tuple[str, str, str]] = frozenset()
     # Canary weight read back from the route this cycle (routed traffic only).
     route_weight: int | None = None
+    # Whether the route mirrors requests to the canary Service this cycle (shadow steps).
+    route_mirror: bool = False
     analysis: AnalysisResult | None = None
     # The sequential analysis' read of both tracks' counters, when one was due.
     readings: Readings | None = None
@@ -109,6 +111,8 @@ class Plan:
     delete: list[ChildRef]
     # The canary weight the route should hold; None when replica counts carry the weight.
     route_weight: int | None
+    # Whether the route should copy every request to the canary (a shadow step).
+    route_mirror: bool
     # The status the cycle started from, after forgetting revisions whose Deployment is gone.
     previous: ModelDeploymentStatus
     # History with this cycle's entry first.
@@ -139,4 +143,5 @@ class Acted:
     # The canary weight the route holds after steering (None: no route, or it could not be
     # read).
     route_weight: int | None = None
+    route_mirror: bool = False
     failures: tuple[Failure, ...] = ()

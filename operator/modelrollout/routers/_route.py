@@ -20,7 +20,7 @@ from lightkube.generic_resource import GenericNamespacedResource, create_namespa
 from lightkube.types import PatchType
 
 from modelrollout.api.names import CANARY, FIELD_MANAGER, STABLE
-from modelrollout.routers.base import RouterError, RouteTarget
+from modelrollout.routers.base import RouterError, RouteState, RouteTarget
 
 Spec = dict[str, Any]
 
@@ -286,38 +286,46 @@ def check_target(target: RouteTarget) -> None:
 class WeightedRouteRouter:
     """A TrafficRouter over one kind of route object, given that kind's pure functions.
 
-    `with_weight(spec, target, weight)` steers a spec; `read_weight(spec, target)` reads the
-    canary share back. Every write is verified by reading the weight from the object the API
-    server answered with, so a webhook or controller that rewrites weights is reported rather
-    than assumed away.
+    `with_weight(spec, target, weight, mirror)` steers a spec; `read_weight(spec, target)` and
+    `read_mirror(spec, target)` read the canary share and the mirroring back. Every write is
+    verified by reading both from the object the API server answered with, so a webhook or
+    controller that rewrites them is reported rather than assumed away.
     """
 
     def __init__(
         self,
         routes: RouteClient,
-        with_weight: Callable[[Spec, RouteTarget, int], SpecUpdate],
+        with_weight: Callable[[Spec, RouteTarget, int, bool], SpecUpdate],
         read_weight: Callable[[Spec, RouteTarget], int | None],
+        read_mirror: Callable[[Spec, RouteTarget], bool],
     ) -> None:
         self.routes = routes
         self._with_weight = with_weight
         self._read_weight = read_weight
+        self._read_mirror = read_mirror
 
-    async def set_weight(self, target: RouteTarget, canary_weight: int) -> None:
+    async def set_weight(
+        self, target: RouteTarget, canary_weight: int, mirror: bool = False
+    ) -> None:
         check_weight(canary_weight)
         check_target(target)
         held = await self.routes.update(
-            target, lambda spec: self._with_weight(spec, target, canary_weight)
+            target, lambda spec: self._with_weight(spec, target, canary_weight, mirror)
         )
-        got = self._read_weight(held, target)
-        if got != canary_weight:
+        got = RouteState(self._read_weight(held, target), self._read_mirror(held, target))
+        if got != RouteState(canary_weight, mirror):
             raise RouterError(
-                f"{where(self.routes.api.kind, target)} holds canary weight {got} after the "
-                f"operator set {canary_weight}: something else rewrites its weights (an "
-                "admission webhook or another controller)"
+                f"{where(self.routes.api.kind, target)} holds canary weight {got.weight}"
+                f"{' mirrored' if got.mirror else ''} after the operator set {canary_weight}"
+                f"{' mirrored' if mirror else ''}: something else rewrites it (an admission "
+                "webhook or another controller)"
             )
 
     async def current_weight(self, target: RouteTarget) -> int | None:
+        return (await self.current(target)).weight
+
+    async def current(self, target: RouteTarget) -> RouteState:
         check_target(target)
         obj = await self.routes.get(target)
         spec = as_object(obj.get("spec") or {}, "spec", self.routes.api.kind, target)
-        return self._read_weight(spec, target)
+        return RouteState(self._read_weight(spec, target), self._read_mirror(spec, target))

@@ -22,6 +22,15 @@ class RouteTarget:
     port: int
 
 
+@dataclass(frozen=True)
+class RouteState:
+    """What a route holds: the canary's weight (None when it does not split between the two
+    Services) and whether it mirrors requests to the canary Service."""
+
+    weight: int | None
+    mirror: bool = False
+
+
 class RouterError(Exception):
     """The route cannot be steered (missing, malformed, not referencing our Services); the
     message says which and why, for status."""
@@ -29,9 +38,16 @@ class RouterError(Exception):
 
 @runtime_checkable
 class TrafficRouter(Protocol):
-    async def set_weight(self, target: RouteTarget, canary_weight: int) -> None:
-        """Send `canary_weight` percent to the canary Service and the rest to the stable one."""
+    async def set_weight(
+        self, target: RouteTarget, canary_weight: int, mirror: bool = False
+    ) -> None:
+        """Send `canary_weight` percent to the canary Service and the rest to the stable one;
+        with `mirror`, also send a copy of every request to the canary Service, whose answers
+        are dropped (a shadow step). A router that cannot mirror raises RouterError."""
 
     async def current_weight(self, target: RouteTarget) -> int | None:
         """The canary weight the route holds now; None when the route does not split between
         the two Services (e.g. nobody has set it yet)."""
+
+    async def current(self, target: RouteTarget) -> RouteState:
+        """The weight and the mirroring the route holds now, from one read."""

@@ -12,7 +12,10 @@ operator only rewrites backendRefs weights:
   Services (a route created with a placeholder backend gets taken over there); a route without
   rules gets one rule holding just the two backendRefs, which matches every request;
 - a steered rule that also sends traffic to some other backend, or names one of our Services
-  twice, is an error: the operator could not promise the canary its share.
+  twice, is an error: the operator could not promise the canary its share;
+- during a shadow step every steered rule also gets a `RequestMirror` filter whose backendRef
+  is the canary Service (the gateway copies each request there and drops the answer); the
+  filter is removed again after it, and the user's other filters are kept.
 
 A backendRef is "ours" when it is a core Service (group "" and kind Service, the defaults) in
 the route's own namespace with the stable or canary name.
@@ -110,9 +113,32 @@ def _redirects(rule: dict[str, Any]) -> bool:
     )
 
 
-def with_weight(spec: Spec, target: RouteTarget, canary_weight: int) -> SpecUpdate:
-    """The HTTPRoute spec with `canary_weight` percent on the canary Service (see the module
-    docstring for which rules change). Pure: `spec` is not modified."""
+def _is_our_mirror(f: Any, target: RouteTarget) -> bool:
+    if not isinstance(f, dict) or f.get("type") != "RequestMirror":
+        return False
+    mirror = f.get("requestMirror")
+    ref = mirror.get("backendRef") if isinstance(mirror, dict) else None
+    return isinstance(ref, dict) and _track(ref, target) == CANARY
+
+
+def _mirror_filter(rule: dict[str, Any], target: RouteTarget, mirror: bool) -> None:
+    """Add or remove the filter that copies the rule's requests to the canary Service."""
+    filters = [f for f in (rule.get("filters") or []) if not _is_our_mirror(f, target)]
+    if mirror:
+        ref = {"name": target.canary_service, "port": target.port}
+        filters.append({"type": "RequestMirror", "requestMirror": {"backendRef": ref}})
+    if filters:
+        rule["filters"] = filters
+    else:
+        rule.pop("filters", None)
+
+
+def with_weight(
+    spec: Spec, target: RouteTarget, canary_weight: int, mirror: bool = False
+) -> SpecUpdate:
+    """The HTTPRoute spec with `canary_weight` percent on the canary Service, and with `mirror`
+    every request copied to it (see the module docstring for which rules change). Pure: `spec`
+    is not modified."""
     check_weight(canary_weight)
     rules = as_list(spec.get("rules"), "spec.rules", KIND, target)
     new_rules: list[Any] = copy.deepcopy(rules)
@@ -121,6 +147,7 @@ def with_weight(spec: Spec, target: RouteTarget, canary_weight: int) -> SpecUpda
         refs = _refs(rule, i, target)
         if any(ref.track is not None for ref in refs):
             new_rules[i]["backendRefs"] = _steered(refs, i, target, canary_weight)
+            _mirror_filter(new_rules[i], target, mirror)
             steered = True
     if not steered:
         fresh = _steered([], 0, target, canary_weight)
@@ -134,6 +161,7 @@ def with_weight(spec: Spec, target: RouteTarget, canary_weight: int) -> SpecUpda
             )
         else:
             new_rules[0]["backendRefs"] = fresh
+        _mirror_filter(new_rules[0], target, mirror)
     new_spec = {**copy.deepcopy(spec), "rules": new_rules}
     return SpecUpdate(new_spec, new_spec != spec)
 
@@ -143,6 +171,22 @@ def read_weight(spec: Spec, target: RouteTarget) -> int | None:
     such a rule does not reference both, none references either, or the steered rules disagree."""
     rules = as_list(spec.get("rules"), "spec.rules", KIND, target)
     return canary_share(_refs(rule, i, target) for i, rule in enumerate(rules))
+
+
+def read_mirror(spec: Spec, target: RouteTarget) -> bool:
+    """Whether every rule that references our Services mirrors its requests to the canary."""
+    rules = as_list(spec.get("rules"), "spec.rules", KIND, target)
+    steered = [
+        rule
+        for i, rule in enumerate(rules)
+        if any(ref.track is not None for ref in _refs(rule, i, target))
+    ]
+    return bool(steered) and all(
+        any(
+            _is_our_mirror(f, target) for f in as_list(rule.get("filters"), "filters", KIND, target)
+        )
+        for rule in steered
+    )
 
 
 GATEWAY_API = RouteAPI(
@@ -170,5 +214,8 @@ class HTTPRouteRouter(WeightedRouteRouter):
     ) -> None:
         api = dataclasses.replace(GATEWAY_API, version=api_version)
         super().__init__(
-            RouteClient(client, api, conflict_retries=conflict_retries), with_weight, read_weight
+            RouteClient(client, api, conflict_retries=conflict_retries),
+            with_weight,
+            read_weight,
+            read_mirror,
         )

@@ -13,7 +13,11 @@ only rewrites the weighted destinations of its `http` routes:
   two Services; a VirtualService without `http` entries gets one that holds just the two
   destinations, which matches every request;
 - a steered entry that also sends traffic to some other host, or names one of our Services
-  twice, is an error: the operator could not promise the canary its share.
+  twice, is an error: the operator could not promise the canary its share;
+- during a shadow step every steered entry also gets `mirror` (the canary Service) and
+  `mirrorPercentage` 100: Envoy copies each request there and drops the answer. They are
+  removed after it; an entry that already mirrors to some other host is an error then (one
+  `mirror` per entry).
 
 A destination host is "ours" when it is the stable or canary Service in the VirtualService's
 namespace, written short (`svc`), as `svc.ns`, or as `svc.ns.svc[.cluster-domain]`.
@@ -119,9 +123,36 @@ def _steered(
     return out
 
 
-def with_weight(spec: Spec, target: RouteTarget, canary_weight: int) -> SpecUpdate:
-    """The VirtualService spec with `canary_weight` percent on the canary Service (see the module
-    docstring for which entries change). Pure: `spec` is not modified."""
+def _ours(entry: dict[str, Any], target: RouteTarget) -> bool:
+    mirror = entry.get("mirror")
+    host = mirror.get("host") if isinstance(mirror, dict) else None
+    return isinstance(host, str) and _track(host, target) == CANARY
+
+
+def _mirror(entry: dict[str, Any], index: int, target: RouteTarget, mirror: bool) -> None:
+    """Set or clear the entry's mirror to the canary Service; another host's mirror is kept
+    unless a shadow step needs the field."""
+    if entry.get("mirror") is not None and not _ours(entry, target):
+        if mirror:
+            raise RouterError(
+                f"{where(KIND, target)}: spec.http[{index}].mirror already mirrors to another "
+                f"host; a shadow step needs it for {target.canary_service}"
+            )
+        return
+    if mirror:
+        entry["mirror"] = {"host": target.canary_service, "port": {"number": target.port}}
+        entry["mirrorPercentage"] = {"value": 100.0}
+    elif entry.get("mirror") is not None:
+        entry.pop("mirror")
+        entry.pop("mirrorPercentage", None)
+
+
+def with_weight(
+    spec: Spec, target: RouteTarget, canary_weight: int, mirror: bool = False
+) -> SpecUpdate:
+    """The VirtualService spec with `canary_weight` percent on the canary Service, and with
+    `mirror` every request copied to it (see the module docstring for which entries change).
+    Pure: `spec` is not modified."""
     check_weight(canary_weight)
     entries = as_list(spec.get("http"), "spec.http", KIND, target)
     new_entries: list[Any] = copy.deepcopy(entries)
@@ -130,6 +161,7 @@ def with_weight(spec: Spec, target: RouteTarget, canary_weight: int) -> SpecUpda
         dests = _destinations(entry, i, target)
         if any(d.track is not None for d in dests):
             new_entries[i]["route"] = _steered(dests, i, target, canary_weight)
+            _mirror(new_entries[i], i, target, mirror)
             steered = True
     if not steered:
         fresh = _steered([], 0, target, canary_weight)
@@ -144,6 +176,7 @@ def with_weight(spec: Spec, target: RouteTarget, canary_weight: int) -> SpecUpda
                     "cannot take destinations; add an http route to either Service"
                 )
             new_entries[0]["route"] = fresh
+        _mirror(new_entries[0], 0, target, mirror)
     new_spec = {**copy.deepcopy(spec), "http": new_entries}
     return SpecUpdate(new_spec, new_spec != spec)
 
@@ -154,6 +187,24 @@ def read_weight(spec: Spec, target: RouteTarget) -> int | None:
     routes disagree."""
     entries = as_list(spec.get("http"), "spec.http", KIND, target)
     return canary_share(_destinations(entry, i, target) for i, entry in enumerate(entries))
+
+
+def read_mirror(spec: Spec, target: RouteTarget) -> bool:
+    """Whether every http route that references our Services mirrors all of its requests to
+    the canary."""
+    entries = as_list(spec.get("http"), "spec.http", KIND, target)
+    steered = [
+        e
+        for i, e in enumerate(entries)
+        if any(d.track is not None for d in _destinations(e, i, target))
+    ]
+    return bool(steered) and all(_ours(e, target) and _full(e) for e in steered)
+
+
+def _full(entry: dict[str, Any]) -> bool:
+    """Istio mirrors all requests when mirrorPercentage is absent."""
+    share = entry.get("mirrorPercentage")
+    return share is None or (isinstance(share, dict) and share.get("value") == 100)
 
 
 ISTIO = RouteAPI(
@@ -180,5 +231,8 @@ class VirtualServiceRouter(WeightedRouteRouter):
     ) -> None:
         api = dataclasses.replace(ISTIO, version=api_version)
         super().__init__(
-            RouteClient(client, api, conflict_retries=conflict_retries), with_weight, read_weight
+            RouteClient(client, api, conflict_retries=conflict_retries),
+            with_weight,
+            read_weight,
+            read_mirror,
         )

@@ -55,6 +55,15 @@ def test_camel_case_round_trip() -> None:
             "setWeight values must be ascending",
         ),
         ({"rollout": {"steps": [{"setWeight": 50, "pause": {}}]}}, "exactly one"),
+        (
+            {"rollout": {"steps": [{"shadow": {"duration": "1m"}, "pause": {}}]}},
+            "exactly one of setWeight, pause, analysis or shadow",
+        ),
+        ({"rollout": {"steps": [{"shadow": {}}]}}, "duration"),
+        (
+            {"rollout": {"steps": [{"shadow": {"duration": "1m"}}]}},
+            "a shadow step needs a router that can mirror",
+        ),
         ({"rollout": {"trafficRouter": {"type": "linkerd"}}}, "linkerd"),
         ({"rollout": {"analysis": {"interval": "ten seconds"}}}, "interval"),
         ({"unknownField": 1}, "unknownField"),

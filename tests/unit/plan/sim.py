@@ -62,6 +62,7 @@ class Sim:
     deployments: dict[str, ObservedDeployment] = field(default_factory=dict)
     existing: set[tuple[str, str, str]] = field(default_factory=set)
     route_weight: int | None = None
+    route_mirror: bool = False
     now: datetime = START
     available: bool = True
     last: Plan | None = None
@@ -102,6 +103,7 @@ class Sim:
                 now=self.now,
                 existing=frozenset(self.existing),
                 route_weight=self.route_weight,
+                route_mirror=self.route_mirror,
                 analysis=analysis,
                 readings=readings,
                 actions=actions,
@@ -133,8 +135,9 @@ class Sim:
             if ref.kind == "Deployment":
                 self.deployments = {r: d for r, d in self.deployments.items() if d.name != ref.name}
         # Unless told otherwise, the route holds what was asked of it.
-        acted = acted or Acted(route_weight=result.route_weight)
+        acted = acted or Acted(route_weight=result.route_weight, route_mirror=result.route_mirror)
         self.route_weight = acted.route_weight
+        self.route_mirror = acted.route_mirror
         status = settle(result, acted)
         # Status goes through its wire form, as it does through the API server.
         self.status = ModelDeploymentStatus.model_validate(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelrollout.routers.base import RouterError, RouteTarget
-from modelrollout.routers.gateway_api import read_weight, with_weight
+from modelrollout.routers.gateway_api import read_mirror, read_weight, with_weight
 
 T = RouteTarget("ml", "iris", "iris-stable", "iris-canary", 8080)
 
@@ -273,3 +273,61 @@ def test_a_redirecting_first_rule_cannot_take_the_backends() -> None:
 def test_a_weight_outside_0_to_100_is_a_caller_bug(weight: Any) -> None:
     with pytest.raises(ValueError, match="canary weight must be"):
         with_weight({"rules": []}, T, weight)
+
+
+MIRROR = {"type": "RequestMirror", "requestMirror": {"backendRef": ref("iris-canary")}}
+HEADER = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "a"}]}}
+
+
+def test_a_shadow_step_adds_the_mirror_filter_and_keeps_the_users() -> None:
+    spec = {"rules": [{"matches": V2, "filters": [HEADER], "backendRefs": ours(10)}, DOCS]}
+    mirrored = with_weight(spec, T, 0, mirror=True)
+    assert mirrored.changed
+    rule = mirrored.spec["rules"][0]
+    assert rule["filters"] == [HEADER, MIRROR]
+    assert rule["backendRefs"] == ours(0)
+    assert mirrored.spec["rules"][1] == DOCS
+    assert (read_weight(mirrored.spec, T), read_mirror(mirrored.spec, T)) == (0, True)
+    assert not with_weight(mirrored.spec, T, 0, mirror=True).changed
+    # After the step: the mirror goes, the user's filter stays.
+    after = with_weight(mirrored.spec, T, 50).spec
+    assert after["rules"][0]["filters"] == [HEADER]
+    assert (read_weight(after, T), read_mirror(after, T)) == (50, False)
+
+
+def test_mirror_on_a_taken_over_first_rule_and_its_removal() -> None:
+    mirrored = with_weight({"rules": [{"backendRefs": [ref("placeholder")]}]}, T, 0, True).spec
+    assert mirrored["rules"][0]["filters"] == [MIRROR]
+    assert "filters" not in with_weight(mirrored, T, 0).spec["rules"][0]
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        pytest.param([], False, id="no-rules"),
+        pytest.param([{"backendRefs": ours(0)}], False, id="no-filter"),
+        pytest.param([{"filters": [MIRROR], "backendRefs": ours(0)}], True, id="mirrored"),
+        pytest.param(
+            [
+                {"filters": [MIRROR], "backendRefs": ours(0)},
+                {"matches": V2, "backendRefs": ours(0)},
+            ],
+            False,
+            id="one-steered-rule-not-mirrored",
+        ),
+        pytest.param(
+            [
+                {
+                    "filters": [
+                        {"type": "RequestMirror", "requestMirror": {"backendRef": ref("other")}}
+                    ],
+                    "backendRefs": ours(0),
+                }
+            ],
+            False,
+            id="mirror-to-someone-else",
+        ),
+    ],
+)
+def test_read_mirror(rules: list[dict[str, Any]], expected: bool) -> None:
+    assert read_mirror({"rules": rules}, T) is expected

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelrollout.routers.base import RouterError, RouteTarget
-from modelrollout.routers.istio import read_weight, service_of, with_weight
+from modelrollout.routers.istio import read_mirror, read_weight, service_of, with_weight
 
 T = RouteTarget("ml", "iris", "iris-stable", "iris-canary", 8080)
 
@@ -261,3 +261,38 @@ def test_a_service_named_twice_is_refused() -> None:
 def test_a_non_routing_first_entry_cannot_take_the_destinations(entry: dict[str, Any]) -> None:
     with pytest.raises(RouterError, match=rf"spec.http\[0\] has {next(iter(entry))}"):
         with_weight({"http": [entry, DOCS]}, T, 10)
+
+
+OUR_MIRROR = {"host": "iris-canary", "port": {"number": 8080}}
+
+
+def test_a_shadow_step_mirrors_every_request_to_the_canary() -> None:
+    spec = {"http": [{"match": MATCH, "route": ours(10), "timeout": "5s"}, DOCS]}
+    mirrored = with_weight(spec, T, 0, mirror=True)
+    entry = mirrored.spec["http"][0]
+    assert entry["mirror"] == OUR_MIRROR
+    assert entry["mirrorPercentage"] == {"value": 100.0}
+    assert (entry["timeout"], entry["route"]) == ("5s", ours(0))
+    assert mirrored.spec["http"][1] == DOCS
+    assert (read_weight(mirrored.spec, T), read_mirror(mirrored.spec, T)) == (0, True)
+    assert not with_weight(mirrored.spec, T, 0, mirror=True).changed
+    after = with_weight(mirrored.spec, T, 50).spec["http"][0]
+    assert "mirror" not in after
+    assert "mirrorPercentage" not in after
+    assert read_mirror({"http": [after]}, T) is False
+
+
+def test_another_hosts_mirror_is_kept_but_cannot_take_a_shadow_step() -> None:
+    theirs = {"match": MATCH, "route": ours(0), "mirror": {"host": "audit"}}
+    assert with_weight({"http": [theirs]}, T, 10).spec["http"][0]["mirror"] == {"host": "audit"}
+    assert read_mirror({"http": [theirs]}, T) is False
+    with pytest.raises(RouterError, match=r"spec.http\[0\].mirror already mirrors"):
+        with_weight({"http": [theirs]}, T, 0, mirror=True)
+
+
+def test_a_partial_mirror_is_not_a_shadow_step() -> None:
+    half = {"route": ours(0), "mirror": OUR_MIRROR, "mirrorPercentage": {"value": 50.0}}
+    assert read_mirror({"http": [half]}, T) is False
+    assert with_weight({"http": [half]}, T, 0, mirror=True).spec["http"][0]["mirrorPercentage"] == {
+        "value": 100.0
+    }

@@ -16,7 +16,7 @@ from modelrollout.api.spec import (
     RolloutSpec,
 )
 from modelrollout.routers import registry
-from modelrollout.routers.base import RouteTarget, TrafficRouter
+from modelrollout.routers.base import RouterError, RouteTarget, TrafficRouter
 from modelrollout.routers.gateway_api import HTTPRouteRouter
 from modelrollout.routers.istio import VirtualServiceRouter
 from modelrollout.routers.registry import route_name, router_for
@@ -49,6 +49,9 @@ async def test_replica_ratio_is_a_null_router() -> None:
     await router.set_weight(target, 30)
     assert await router.current_weight(target) is None
     assert route_name(ReplicaRatioRouter()) is None
+    # Pods behind one Service cannot copy requests to each other.
+    with pytest.raises(RouterError, match="cannot mirror"):
+        await router.set_weight(target, 0, mirror=True)
 
 
 def test_registering_a_taken_type_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,7 +89,9 @@ def gateway(server: FakeServer, retries: int = 3) -> WeightedRouteRouter:
         conflict_retries=retries,
         backoff_seconds=0,
     )
-    return WeightedRouteRouter(routes, gateway_api.with_weight, gateway_api.read_weight)
+    return WeightedRouteRouter(
+        routes, gateway_api.with_weight, gateway_api.read_weight, gateway_api.read_mirror
+    )
 
 
 def user_route() -> dict[str, Any]:
