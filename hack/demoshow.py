@@ -205,7 +205,7 @@ def run_show(
         print("\n-- v3, answers 30% of requests with errors: rolled back by itself --")
         kubectl("apply", "-f", "-", stdin=manifest("v3", {"MODELSERVER_FAULT_ERROR_RATIO": "0.3"}))
         bad_errors = follow(kubectl, lambda s: s.get("phase") == "RolledBack", timeout=180)
-        # v3's pods stay behind the Service for the scale-down delay; their 500s count as v3's.
+        # v3's pods answer through the one Service until they are gone; their 500s count as v3's.
         wait_gone(kubectl, str(bad_errors.get("failedRevision")))
         load.switch("shuffled")
         print(

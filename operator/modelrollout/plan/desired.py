@@ -39,6 +39,10 @@ def canary_replicas_for_ratio(base: int, weight: int) -> int:
 class ReplicaSplit:
     """The canary's share is its share of the pods behind the one Service."""
 
+    # A finished canary's pods would keep answering through the one Service: they go at once
+    # and drain on SIGTERM, instead of lingering for the scale-down delay.
+    lingers_after_rollback = False
+
     def weight_in_place(
         self, status: ModelDeploymentStatus, canary: ObservedDeployment, route_weight: int | None
     ) -> int:
@@ -63,6 +67,9 @@ class ReplicaSplit:
 @dataclass(frozen=True)
 class RouteSplit:
     """A route (HTTPRoute, VirtualService) splits requests between two track Services."""
+
+    # At weight 0 a finished canary gets no new requests; it stays so those in flight finish.
+    lingers_after_rollback = True
 
     def weight_in_place(
         self, status: ModelDeploymentStatus, canary: ObservedDeployment, route_weight: int | None
@@ -104,10 +111,11 @@ def kept_revisions(
     decision: Decision,
     status: ModelDeploymentStatus,
     observed: dict[str, ObservedDeployment],
+    split: TrafficSplit,
 ) -> set[str]:
-    """Revisions whose Deployments stay: stable, canary, the bake's previous stable, and a
-    rolled-back or aborted canary for the scale-down delay (in-flight requests finish after its
-    weight went to 0)."""
+    """Revisions whose Deployments stay: stable, canary, the bake's previous stable, and (behind
+    a route) a rolled-back or aborted canary for the scale-down delay (in-flight requests finish
+    after its weight went to 0)."""
     if decision.stage == Stage.BLOCKED and decision.stable is None:
         return set()
     keep = {decision.stable or revision}
@@ -115,6 +123,8 @@ def kept_revisions(
         keep.add(decision.canary)
     if decision.bake is not None:
         keep.add(decision.bake.previous_revision)
+    if not split.lingers_after_rollback:
+        return keep
     delay = timedelta(seconds=seconds(inputs.spec.rollout.scale_down_delay))
     candidates: list[tuple[str, str, datetime]] = []
     if decision.finished is not None:

@@ -71,7 +71,7 @@ def plan(inputs: Inputs) -> Plan:
     _after_the_fact(book, decision)
 
     desired = desired_children(inputs, revision, decision, observed, split)
-    keep = kept_revisions(inputs, revision, decision, status, observed)
+    keep = kept_revisions(inputs, revision, decision, status, observed, split)
     wanted = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in desired}
     wanted |= {("apps/v1", "Deployment", children.deployment_name(owner, r)) for r in keep}
     delete = [ChildRef(*key) for key in sorted(inputs.existing - wanted)]

@@ -96,6 +96,36 @@ def test_failing_canary_is_rolled_back_and_not_retried() -> None:
     assert sim.status.phase == Phase.PROGRESSING
 
 
+@pytest.mark.parametrize(
+    ("router", "lingers"),
+    [
+        pytest.param({"type": "gatewayAPI", "httpRoute": "web"}, True, id="route-at-weight-0"),
+        pytest.param({"type": "replicas"}, False, id="replicas-share-one-service"),
+    ],
+)
+def test_rolled_back_canary_lingers_only_where_it_no_longer_gets_requests(
+    router: dict[str, str], lingers: bool
+) -> None:
+    """Behind a route the rolled-back canary keeps its pods for the scale-down delay (it gets
+    no new requests at weight 0). With the replica ratio its pods sit behind the one Service,
+    so they would keep answering: its Deployment goes at once."""
+    body = spec("v1", trafficRouter=router)
+    sim = Sim(body)
+    sim.cycle()
+    sim.cycle()
+    sim.body = spec("v2", trafficRouter=router)
+    bad = sim.revision
+    for _ in range(40):
+        due = analysis_due(sim.status, sim.spec.rollout, sim.now)
+        sim.cycle(BROKEN if due else None)
+        if sim.status.phase == Phase.ROLLED_BACK:
+            break
+    assert sim.status.phase == Phase.ROLLED_BACK
+    assert (bad in sim.deployments) is lingers
+    sim.run(HEALTHY, 15)  # past the 20 s scale-down delay
+    assert bad not in sim.deployments
+
+
 def test_rollback_emits_a_warning_event_with_the_numbers() -> None:
     sim = deployed()
     sim.body = spec("v2")
