@@ -118,6 +118,7 @@ def render(
     elapsed_s: float,
     argv: Sequence[str],
     settings: Settings,
+    planned: int,
 ) -> str:
     wrong = sum(1 for r in results if r.wrong)
     unready = sum(r.unready for r in results)
@@ -134,7 +135,7 @@ def render(
         f"# Chaos campaign, {time.strftime('%Y-%m-%d', time.gmtime())}",
         "",
         f"`make chaos` (`python -m bench.chaos.run {' '.join(argv)}`), seed **{seed}**: "
-        f"{len(results)} runs in {elapsed_s / 60:.1f} min. Any run again: "
+        f"{len(results)} of {planned} planned runs in {elapsed_s / 60:.1f} min. Any run again: "
         f"`python -m bench.chaos.run --seed {seed} --only NAME:INDEX`.",
         "",
         "## Targets",
