@@ -438,7 +438,12 @@ class Gateway:
         self._kube = AsyncClient(config=KubeConfig.from_file(self.kubeconfig))
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(self.upstream_timeout_s, connect=2.0),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            # Idle connections are dropped before the model server's own keep-alive timeout
+            # (uvicorn's 5 s, httpx's default too) ends them: at equal timeouts a request could
+            # go out on a connection the server was closing, and come back 502 (`make chaos`).
+            limits=httpx.Limits(
+                max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0
+            ),
             trust_env=False,
         )
         refresher = asyncio.create_task(self._refresh_forever())

@@ -83,7 +83,7 @@ class RequestLog:
                 pod = resp.headers.get(HEADER_POD, "")
                 revision = resp.headers.get(HEADER_REVISION) or NO_REVISION
                 code = resp.status_code
-                detail = "" if pod else resp.text[:120]
+                detail = "" if pod and code < 300 else resp.text[:160]
             done = time.monotonic()
             with self._lock:
                 self.requests.append(Request(sent, done, pod, revision, code, detail))

@@ -337,6 +337,9 @@ class Run:
         r.stable_failures = checks.stable_failures(requests, stable)
         r.gateway_errors = sum(1 for q in requests if not q.pod)
         for q in requests:
+            if q.revision == stable and not 200 <= q.code < 300:
+                r.timeline.append(f"{q.sent - self.t0:.1f} stable {q.code}: {q.detail}")
+        for q in requests:
             if not q.pod:
                 key = f"{q.code} {q.detail}"
                 r.gateway_reasons[key] = r.gateway_reasons.get(key, 0) + 1
