@@ -61,6 +61,16 @@ def campaign(
     return results, time.monotonic() - started
 
 
+def _public(argv: list[str]) -> list[str]:
+    """The command line as the report shows it: without this machine's work directory."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--work" or (i and argv[i - 1] == "--work") or arg.startswith("--work="):
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos.run", description=__doc__)
     parser.add_argument("--seed", type=int, help="campaign seed (default: drawn and printed)")
@@ -100,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results,
             seed=seed,
             elapsed_s=elapsed,
-            argv=sys.argv[1:],
+            argv=_public(sys.argv[1:]),
             settings=settings,
             planned=len(specs),
         )
