@@ -39,8 +39,9 @@ OPERATOR_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheu
 RESERVED_PREFIX = "modelrollout.io/"
 
 # Environment the operator gives the model server: which model, which bytes, which revision and
-# track its metrics are labelled with, its ports. A user value would make a pod serve or report
-# something other than its revision, so admission refuses these names.
+# track its metrics are labelled with, its ports, the reference profile its inputs are binned by.
+# A user value would make a pod serve or report something other than its revision, so admission
+# refuses these names.
 OPERATOR_ENV = (
     "MODELSERVER_REVISION",
     "MODELSERVER_TRACK",
@@ -49,6 +50,8 @@ OPERATOR_ENV = (
     "MODELSERVER_GRPC_PORT",
     "MODELSERVER_TOKEN_FILE",
     "MODELSERVER_EXECUTION_PROVIDER",
+    "MODELSERVER_REFERENCE_URI",
+    "MODELSERVER_REFERENCE_SHA256",
 )
 OPERATOR_ENV_PREFIX = "MODELSERVER_MODEL_"
 

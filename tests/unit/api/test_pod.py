@@ -61,6 +61,7 @@ def parse(pod: dict[str, Any] | None = None, **extra: Any) -> ModelDeploymentSpe
         (None, {"grpc": {"port": 9090}}, "spec.serving.grpc.port must differ"),
         (None, {"port": 8081, "grpc": {}}, "spec.serving.grpc.port must differ"),
         (None, {"env": [{"name": "MODELSERVER_GRPC_PORT", "value": "1"}]}, "spec.serving.env"),
+        (None, {"env": [{"name": "MODELSERVER_REFERENCE_URI", "value": "x"}]}, "spec.serving.env"),
     ],
 )
 def test_collisions_refused_naming_the_field(
