@@ -288,6 +288,10 @@ class LocalCluster:
                 f"--initial-cluster=local=http://127.0.0.1:{peer}",
                 # A throwaway test cluster: durability is not worth the fsync latency.
                 "--unsafe-no-fsync",
+                # 8 GiB rather than the default 2: make bench-scale at 5,000 ModelDeployments
+                # keeps tens of thousands of objects plus every revision written between the API
+                # server's 5-minute compactions, and a full quota fails every later write.
+                "--quota-backend-bytes=8589934592",
                 "--log-level=warn",
             ],
         )

@@ -3,7 +3,7 @@
 # requests, operator CPU and RSS, and a 10% model-version change. Writes
 # bench/results/scale-<date>.md (one section per N). Heavy: run it under the heavy lock.
 # SCALE_BENCH_N=5000 for the large fleet; SCALE_BENCH_IDLE=60 for a quick run (the recorded
-# figure is the 5-minute window).
+# figure is the 5-minute window). Waits and polls grow with N (bench/scale/rig.py `scaled`).
 
 SCALE_BENCH_N ?= 1000
 SCALE_BENCH_IDLE ?= 300

@@ -29,7 +29,7 @@ MDEP = create_namespaced_resource(
     "modelrollout.io", "v1alpha1", "ModelDeployment", "modeldeployments"
 )
 PODS_PER_NODE = 500
-POLL_S = 3.0
+POLL_S = 3.0  # per 1,000 ModelDeployments: a poll LISTs them all
 # One line per request the operator's HTTP client sends (httpx logs them at INFO).
 REQUEST_LINE = re.compile(r"HTTP Request: (\w+) (\S+)")
 
@@ -70,17 +70,25 @@ def add_nodes(cluster: LocalCluster, pods: int) -> list[str]:
     return names
 
 
+def scaled(count: int, per_1000: float) -> float:
+    """A wait or poll period for `count` ModelDeployments: linear in N, never below N = 1,000's.
+    A LIST of N objects costs the API server (and this script) in proportion to N, and so does
+    every phase's work, so fixed values would time out at 5,000 or load the API server 5x more
+    with polls than at 1,000."""
+    return per_1000 * max(1.0, count / 1000)
+
+
 def create_namespace(client: Client, name: str) -> None:
     client.create(Namespace(metadata=ObjectMeta(name=name)))
 
 
-def delete_namespace(client: Client, name: str, timeout: float = 900) -> None:
+def delete_namespace(client: Client, name: str, timeout: float = 900, poll: float = POLL_S) -> None:
     client.delete(Namespace, name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not [n for n in client.list(Namespace) if n.metadata and n.metadata.name == name]:
             return
-        time.sleep(POLL_S)
+        time.sleep(poll)
     raise TimeoutError(f"namespace {name} still there after {timeout}s")
 
 
@@ -121,13 +129,13 @@ def _resource(api_version: str, kind: str) -> Any:
     return _RESOURCES[key]
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
+def wait_until(check: Callable[[], bool], timeout: float, what: str, poll: float = POLL_S) -> float:
     """Seconds until `check` holds."""
     start = time.monotonic()
     while not check():
         if time.monotonic() - start > timeout:
-            raise TimeoutError(f"{what}: not done after {timeout}s")
-        time.sleep(POLL_S)
+            raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
+        time.sleep(poll)
     return time.monotonic() - start
 
 

@@ -109,9 +109,17 @@ def measure_floor(cluster: Any, client: Any, tmpl: list[dict[str, Any]], count: 
     rig.create_namespace(client, "floor")
     start = time.monotonic()
     rig.apply_all(client, copies(tmpl, count, "floor"))
-    rig.wait_until(lambda: rig.deployments_available(client, "floor", count), 3600, "floor")
+    rig.wait_until(
+        lambda: rig.deployments_available(client, "floor", count),
+        rig.scaled(count, 3600),
+        "floor",
+        poll=rig.scaled(count, rig.POLL_S),
+    )
     seconds = time.monotonic() - start
-    rig.delete_namespace(client, "floor")
+    # The garbage collector deletes each ReplicaSet and pod at the controller manager's pace.
+    rig.delete_namespace(
+        client, "floor", rig.scaled(count, 900), poll=rig.scaled(count, rig.POLL_S)
+    )
     return seconds
 
 
@@ -173,7 +181,12 @@ def rollout(client: Any, operator: Any, count: int, uri: str, sha: str) -> dict[
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(change, sorted(changed)))
-    seconds = rig.wait_until(lambda: all_ready(client, changed, new_rev), 3600, "promoted")
+    rig.wait_until(
+        lambda: all_ready(client, changed, new_rev),
+        rig.scaled(count, 3600),
+        "promoted",
+        poll=rig.scaled(count, rig.POLL_S),
+    )
     seconds = time.monotonic() - start
     writes = [
         (v, u)
@@ -251,11 +264,16 @@ def main(argv: list[str] | None = None) -> int:
             names = {name_of(i) for i in range(args.count)}
             start = time.monotonic()
             rig.apply_all(client, [manifest(n, "scale", spec(uri, sha)) for n in sorted(names)])
-            rig.wait_until(lambda: all_ready(client, names), 3600, "all Ready")
+            rig.wait_until(
+                lambda: all_ready(client, names),
+                rig.scaled(args.count, 3600),
+                "all Ready",
+                poll=rig.scaled(args.count, rig.POLL_S),
+            )
             result["ready_s"] = time.monotonic() - start
             loads.append(rig.load_average())
             print(f"ready: {result['ready_s']:.1f}s", flush=True)
-            time.sleep(30)  # the last status writes and events settle
+            time.sleep(rig.scaled(args.count, 30))  # the last status writes and events settle
             result |= idle(cluster, operator, args.idle)
             print(f"idle: {json.dumps(result)}", flush=True)
             loads.append(rig.load_average())
