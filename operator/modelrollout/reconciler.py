@@ -15,95 +15,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from lightkube import ApiError, AsyncClient
+from lightkube import ApiError
 from pydantic import ValidationError
 
 from modelrollout.api import GROUP
-from modelrollout.api.names import CANARY, STABLE, track_service_name
 from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus, Phase
+from modelrollout.api.status import ModelDeploymentStatus, Phase
 from modelrollout.companions import Companions
-from modelrollout.hardware.reference import ReferenceCache, ReferenceError, read_reference
-from modelrollout.k8s.cluster import ChildSet, observe_deployment
 from modelrollout.k8s.errors import format_validation, namespace_terminating
 from modelrollout.metrics import registry as providers
-from modelrollout.metrics.analysis import analyse_window, read_counters
-from modelrollout.metrics.drift import read_drift
-from modelrollout.placement import Blocked, PlacementService, placement_of, requeue_after
+from modelrollout.observe import (
+    ClusterIO,
+    Observed,
+    Observer,
+    RouterFor,
+    now_utc,
+    previous_status,
+)
+from modelrollout.placement import PlacementService, requeue_after
 from modelrollout.plan import reconcile as planner
-from modelrollout.plan.children import Owner
-from modelrollout.plan.oom import oom_kills
-from modelrollout.plan.revision import revision_of
-from modelrollout.plan.rollout import Action, analysis_due
-from modelrollout.plan.samples import DriftReading
 from modelrollout.plan.settle import settle, settle_unplanned
-from modelrollout.plan.types import Acted, ChildRef, Failure, Inputs, Plan
+from modelrollout.plan.types import Acted, Failure, Plan
 from modelrollout.routers import registry as routers
-from modelrollout.routers.base import RouterError, RouteState, RouteTarget, TrafficRouter
+from modelrollout.routers.base import RouterError, RouteState
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
+
+__all__ = ["RETRY_AFTER_ERROR", "ClusterIO", "Outcome", "Reconciler"]
 
 log = logging.getLogger(__name__)
 
 # After a failure the object is looked at again this soon (the resync would be too slow).
 RETRY_AFTER_ERROR = 10.0
-
-RouterFor = Callable[[routers.SpecRouter, AsyncClient], TrafficRouter]
-
-
-class ClusterIO(Protocol):
-    """What the reconciler needs from the API server (k8s/cluster.py in production)."""
-
-    client: AsyncClient
-
-    async def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def children(self, namespace: str, owner: str) -> ChildSet: ...
-    async def apply(self, manifest: dict[str, Any], live: dict[str, Any] | None) -> bool: ...
-    async def delete(self, namespace: str, ref: ChildRef) -> None: ...
-    async def label_tracks(self, namespace: str, owner: str, tracks: dict[str, str]) -> int: ...
-    async def remove_annotations(self, namespace: str, name: str, keys: list[str]) -> None: ...
-    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
-    async def record_events(
-        self, owner: dict[str, Any], events: list[tuple[str, str, str]]
-    ) -> None: ...
-    async def nodes_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
-    async def pods(self, namespace: str, owner: str) -> list[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True)
-class Outcome:
-    phase: Phase | None
-    requeue_after: float | None
-    failed: bool = False  # the work queue backs the key off
-
-
-@dataclass(frozen=True)
-class Observed:
-    """Everything one reconcile read: the object, its children, the route and the metrics,
-    shaped as the planner's inputs."""
-
-    obj: dict[str, Any]
-    live: ChildSet
-    router: TrafficRouter
-    target: RouteTarget
-    inputs: Inputs
-
-    @property
-    def namespace(self) -> str:
-        return self.inputs.owner.namespace
-
-    @property
-    def name(self) -> str:
-        return self.inputs.owner.name
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _drifted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool | None:
@@ -112,13 +58,11 @@ def _drifted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool |
     return any(c.type == "DataDrift" and c.status == "True" for c in status.conditions)
 
 
-def _previous_status(obj: dict[str, Any]) -> ModelDeploymentStatus:
-    try:
-        return ModelDeploymentStatus.model_validate(obj.get("status") or {})
-    except ValidationError:
-        # A status this version can't read is rebuilt from the cluster, not trusted.
-        log.warning("ignoring unreadable status of %s", obj["metadata"]["name"])
-        return ModelDeploymentStatus()
+@dataclass(frozen=True)
+class Outcome:
+    phase: Phase | None
+    requeue_after: float | None
+    failed: bool = False  # the work queue backs the key off
 
 
 class Reconciler:
@@ -136,11 +80,16 @@ class Reconciler:
         self.cluster = cluster
         self.settings = settings
         self.metrics = metrics
-        self.router_for = router_for
-        self.provider_for = provider_for
-        self.placement = placement or PlacementService(settings.hardware, cluster, settings.policy)
         self.companions = companions or Companions.configured(cluster.client, settings, metrics)
-        self.references = ReferenceCache()
+        self.observer = Observer(
+            cluster,
+            settings,
+            metrics,
+            router_for,
+            provider_for,
+            placement or PlacementService(settings.hardware, cluster, settings.policy),
+            self.companions,
+        )
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         started = time.perf_counter()
@@ -172,7 +121,7 @@ class Reconciler:
             await self._record_failure(namespace, name, failure, obj)
             return Outcome(Phase.FAILED, None)
 
-        seen = await self.observe(obj, spec)
+        seen = await self.observer.observe(obj, spec)
         plan = planner.plan(seen.inputs)
         acted = await self.act(seen, plan)
         status = settle(plan, acted)
@@ -183,133 +132,6 @@ class Reconciler:
         self.metrics.export_drift(namespace, name, status.drift, _drifted(spec, status))
         after = requeue_after(plan.requeue_after, seen.inputs.blocked, self.settings.resync_seconds)
         return Outcome(status.phase, after)
-
-    # --- observe ---------------------------------------------------------------------------
-
-    async def observe(self, obj: dict[str, Any], spec: ModelDeploymentSpec) -> Observed:
-        meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        previous = _previous_status(obj)
-        now = _now()
-        image = spec.serving.image or self.settings.serving_image
-        # The GPU tier's image is not part of the revision: a new one is applied to the GPU
-        # revisions' Deployments in place, as a rolling update (docs/hardware.md).
-        gpu_image = None if spec.serving.image else self.settings.serving_image_gpu
-        hardware, blocked = await self._hardware(spec, revision_of(spec, image), obj, previous)
-        annotations = meta.get("annotations") or {}
-        actions = frozenset(a for a in Action if f"{GROUP}/{a.value}" in annotations)
-        live = await self.cluster.children(namespace, name)
-        pods = await self.cluster.pods(namespace, name)
-        router = self.router_for(spec.rollout.traffic_router, self.cluster.client)
-        target = RouteTarget(
-            namespace=namespace,
-            route_name=routers.route_name(spec.rollout.traffic_router) or "",
-            stable_service=track_service_name(name, STABLE),
-            canary_service=track_service_name(name, CANARY),
-            port=spec.serving.port,
-        )
-        route = RouteState(None)
-        if previous.stable_revision:
-            try:
-                route = await router.current(target)
-            except RouterError as exc:
-                # Steering tries again this cycle; its outcome is what status reports.
-                log.info("reading the route of %s/%s: %s", namespace, name, exc)
-        analysis = None
-        readings = None
-        if analysis_due(previous, spec.rollout, now):
-            default_url = self.settings.prometheus_url
-            args = (spec, namespace, name, previous, now, default_url, self.settings.policy)
-            token = self.settings.prometheus_token_file
-            if spec.rollout.analysis.sequential:
-                readings = await read_counters(self.provider_for, *args, token)
-            else:
-                analysis = await analyse_window(self.provider_for, *args, token)
-                self.metrics.analyses.labels(namespace, analysis.verdict.value).inc()
-        inputs = Inputs(
-            owner=Owner(name=name, namespace=namespace, uid=meta["uid"]),
-            generation=meta.get("generation", 0),
-            spec=spec,
-            status=previous,
-            image=image,
-            placement=(
-                replace(
-                    placement_of(hardware),
-                    image_volumes=self.settings.image_volumes,
-                    image=gpu_image if hardware.provider == "cuda" else None,
-                )
-                if hardware
-                else None
-            ),
-            deployments=tuple(observe_deployment(d) for d in live.deployments()),
-            now=now,
-            existing=live.keys(),
-            route_weight=route.weight,
-            route_mirror=route.mirror,
-            analysis=analysis,
-            readings=readings,
-            actions=actions,
-            blocked=blocked,
-            hardware=hardware,
-            **self.companions.inputs(namespace, name),
-            drift=await self._drift(spec, namespace, name, previous, now),
-            oom_kills=oom_kills(pods),
-        )
-        if inputs.drift is not None and inputs.drift.error is not None:
-            log.info("input drift of %s/%s not scored: %s", namespace, name, inputs.drift.error)
-        return Observed(obj, live, router, target, inputs)
-
-    async def _drift(
-        self,
-        spec: ModelDeploymentSpec,
-        namespace: str,
-        name: str,
-        previous: ModelDeploymentStatus,
-        now: datetime,
-    ) -> DriftReading | None:
-        """The stable's input counts over the drift window beside its reference profile."""
-        ref = spec.model.reference
-        if ref is None or not previous.stable_revision:
-            return None
-        features = self.references.get(ref.sha256)
-        if features is None:
-            try:
-                policy = self.settings.policy
-                features = await asyncio.to_thread(read_reference, ref.uri, ref.sha256, policy)
-            except ReferenceError as exc:
-                return DriftReading(threshold=ref.max_drift, error=str(exc))
-            self.references.put(ref.sha256, features)
-        return await read_drift(
-            self.provider_for,
-            spec,
-            namespace,
-            name,
-            previous.stable_revision,
-            now,
-            self.settings.prometheus_url,
-            self.settings.policy,
-            features,
-            self.settings.prometheus_token_file,
-        )
-
-    async def _hardware(
-        self,
-        spec: ModelDeploymentSpec,
-        revision: str,
-        obj: dict[str, Any],
-        previous: ModelDeploymentStatus,
-    ) -> tuple[HardwareStatus | None, tuple[str, str] | None]:
-        """The revision's hardware: remembered in status, decided once per revision."""
-        hardware = previous.hardware
-        if hardware is not None and hardware.revision == revision:
-            return hardware, None
-        meta = obj["metadata"]
-        choice = await self.placement.decide(
-            spec, revision, meta["namespace"], meta["name"], previous.stable_revision
-        )
-        if isinstance(choice, Blocked):
-            return None, (choice.reason, choice.message)
-        return choice, None
 
     # --- act -------------------------------------------------------------------------------
 
@@ -370,9 +192,9 @@ class Reconciler:
             obj = obj or await self.cluster.get_model_deployment(namespace, name)
             if obj is None:
                 return
-            previous = _previous_status(obj)
+            previous = previous_status(obj)
             generation = obj["metadata"].get("generation", 0)
-            status = settle_unplanned(previous, generation, _now(), failure)
+            status = settle_unplanned(previous, generation, now_utc(), failure)
             await self._write_status(namespace, name, previous, status)
             if status.phase != previous.phase:
                 await self.cluster.record_events(
