@@ -142,6 +142,46 @@ def test_without_gpu_capacity_auto_falls_back_to_cpu(
     pods = pods_of(kube, rev)
     assert pods
     assert all(p["spec"]["nodeName"].startswith("kwok-cpu-") for p in pods)
+    assert_no_gpu(kube.must("deployment", f"fallback-{rev}"))
+
+
+def test_explicit_gpu_falls_back_without_its_gpu_selector_and_toleration(
+    kube: Kube, operator: OperatorProcess, models: Models, cordoned_gpu: None
+) -> None:
+    """What the spec asked of a GPU node goes with the GPU; its other choices stay."""
+    hardware = {
+        "mode": "gpu",
+        "allowCpuFallback": True,
+        "nodeSelector": {"nvidia.com/gpu.product": "A100"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+        ],
+    }
+    m = manifest("gpu-or-cpu", models.large, hardware=hardware)
+    kube.apply(m)
+    rev = revision(m)
+    wait_for(lambda: status_of(kube, "gpu-or-cpu").get("phase") == "Ready", what="Ready")
+    assert status_of(kube, "gpu-or-cpu")["hardware"]["fallback"] is True
+    template = assert_no_gpu(kube.must("deployment", f"gpu-or-cpu-{rev}"))
+    assert [t["key"] for t in template["tolerations"]] == ["dedicated"]
+    pods = wait_for(lambda: pods_of(kube, rev), what="pods")
+    assert all(p["spec"]["nodeName"].startswith("kwok-cpu-") for p in pods)
+
+
+def assert_no_gpu(deployment: dict[str, Any]) -> dict[str, Any]:
+    """A fallen-back Deployment asks for no GPU and is neither pinned to nor let onto a GPU
+    node; returns its pod spec."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    resources = container["resources"]
+    assert not any("gpu" in k for k in (*resources.get("limits", {}), *resources["requests"]))
+    assert not any(k.startswith("nvidia.com/gpu") for k in pod.get("nodeSelector", {}))
+    assert all(t.get("key") != "nvidia.com/gpu" for t in pod.get("tolerations", []))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELSERVER_EXECUTION_PROVIDER"] == "cpu"
+    assert container["image"] == IMAGE
+    return dict(pod)
 
 
 def test_without_gpu_capacity_and_no_fallback_reports_insufficient_capacity(

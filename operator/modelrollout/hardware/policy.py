@@ -281,6 +281,31 @@ def fallback_allowed(request: HardwareRequest, thresholds: HardwareThresholds) -
     return thresholds.allow_cpu_fallback and request.mode == "auto"
 
 
+def _gpu_label(key: str, th: HardwareThresholds) -> bool:
+    """A node label that only GPU nodes carry: the tier's own, or one named after the GPU
+    resource (GPU feature discovery's `nvidia.com/gpu.present`, `nvidia.com/gpu.product`...)."""
+    return (
+        key in (GPU_NODE_LABEL, th.gpu_resource)
+        or key in th.gpu.node_selector
+        or key.startswith(f"{th.gpu_resource}.")
+    )
+
+
+def without_gpu(req: HardwareRequest, th: HardwareThresholds) -> HardwareRequest:
+    """The spec's request for a CPU fallback: what asks for a GPU or a GPU node goes (the GPU
+    resource, GPU node labels, tolerations of the GPU taint), so a fallen-back pod neither
+    waits for a GPU nor sits on a GPU node; the rest of the spec's choices stand."""
+    gpu_taints = {th.gpu_resource} | {t.key for t in th.gpu.tolerations if t.key}
+    return replace(
+        req,
+        mode="cpu",
+        requests={k: v for k, v in req.requests.items() if k != th.gpu_resource},
+        limits={k: v for k, v in req.limits.items() if k != th.gpu_resource},
+        node_selector={k: v for k, v in req.node_selector.items() if not _gpu_label(k, th)},
+        tolerations=tuple(t for t in req.tolerations if t.key not in gpu_taints),
+    )
+
+
 def apply_capacity(
     decision: HardwareDecision,
     capacity: CapacityReport,
@@ -301,13 +326,7 @@ def apply_capacity(
         return replace(decision, scale_down_first=not capacity.surge_fits)
     short = capacity.summary()
     if decision.tier == "gpu" and not decision.fallback and fallback_allowed(req, th):
-        cpu_req = replace(
-            req,
-            mode="cpu",
-            requests={k: v for k, v in req.requests.items() if k != th.gpu_resource},
-            limits={k: v for k, v in req.limits.items() if k != th.gpu_resource},
-            node_selector={k: v for k, v in req.node_selector.items() if k != GPU_NODE_LABEL},
-        )
+        cpu_req = without_gpu(req, th)
         tier, why = auto_tier(profile, th, allow_gpu=False)
         reason = f"gpu does not fit: {short}; falling back to {tier}: {why}"
         cpu = _build(profile, th, cpu_req, tier, decision.auto_tier, reason, decision.overridden)

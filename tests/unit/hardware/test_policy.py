@@ -316,6 +316,86 @@ def test_gpu_does_not_fit(
         assert not out.fallback
 
 
+DEDICATED = Toleration("dedicated", "Equal", "ml", "NoSchedule")
+AMD = "amd.com/gpu"
+AMD_TOLERATION = Toleration(AMD, "Exists", "", "NoSchedule")
+TH_AMD = TH.model_copy(
+    update={
+        "gpu_resource": AMD,
+        "gpu": TH.gpu.model_copy(
+            update={
+                "node_selector": {"amd.com/gpu.present": "true"},
+                "tolerations": (AMD_TOLERATION,),
+            }
+        ),
+    }
+)
+
+# A fallen-back pod asks for no GPU and is neither pinned to nor let onto a GPU node, whatever
+# the spec said for the GPU it wanted; the spec's other choices stand.
+FALLBACK_SHAPES = [
+    pytest.param(HardwareRequest(), TH, {"cpu": "4"}, {}, (), id="auto"),
+    pytest.param(
+        HardwareRequest(requests={"cpu": "3"}, limits={GPU: "2", "cpu": "3"}),
+        TH,
+        {"cpu": "3"},
+        {},
+        (),
+        id="spec-gpu-limit",
+    ),
+    pytest.param(
+        HardwareRequest(
+            mode="gpu",
+            allow_cpu_fallback=True,
+            requests={GPU: "2"},
+            node_selector={
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": "A100",
+                "zone": "a",
+            },
+            tolerations=(GPU_TOLERATION, DEDICATED),
+        ),
+        TH,
+        {"cpu": "4"},
+        {"zone": "a"},
+        (DEDICATED,),
+        id="spec-gpu-selector-and-toleration",
+    ),
+    pytest.param(
+        HardwareRequest(
+            mode="gpu",
+            allow_cpu_fallback=True,
+            node_selector={"amd.com/gpu.present": "true"},
+            tolerations=(AMD_TOLERATION,),
+        ),
+        TH_AMD,
+        {"cpu": "4"},
+        {},
+        (),
+        id="cluster-gpu-resource",
+    ),
+]
+
+
+@pytest.mark.parametrize(("req", "th", "cpu", "selector", "tolerations"), FALLBACK_SHAPES)
+def test_a_fallback_keeps_nothing_of_the_gpu(
+    req: HardwareRequest,
+    th: HardwareThresholds,
+    cpu: dict[str, str],
+    selector: dict[str, str],
+    tolerations: tuple[Toleration, ...],
+) -> None:
+    nodes = [NodeInfo("cpu-1", {"cpu": "16", "memory": "64Gi", "pods": "110"}, {"zone": "a"})]
+    out = plan_hardware(TRANSFORMER_300M, th, req, lambda s: compute_capacity(nodes, [], s, 1))
+    assert (out.tier, out.fallback, out.insufficient_capacity) == ("cpu-large", True, False)
+    assert out.requests["cpu"] == out.limits["cpu"] == cpu["cpu"]
+    assert not {GPU, AMD} & (set(out.requests) | set(out.limits))
+    assert dict(out.node_selector) == selector
+    assert out.tolerations == tolerations
+    assert out.execution_provider == "cpu"
+    assert out.gpu_count == 0
+
+
 def test_plan_hardware_checks_the_fallback_tier_too() -> None:
     # GPU node cordoned and the CPU node too small for a 2.7 GiB cpu-large replica.
     nodes = [
