@@ -131,6 +131,9 @@ class LocalCluster:
     binaries: Binaries
     procs: list[_Proc] = field(default_factory=list)
     api_port: int = 0
+    # kube-controller-manager's client rate limit (requests/s); None keeps Kubernetes' default
+    # of 20, which gates how fast thousands of Deployments get ReplicaSets and pods.
+    controller_qps: int | None = None
     node: realnode.RealNode | None = None
     # What the real node left on the host when it stopped (empty: nothing).
     node_leftovers: dict[str, object] = field(default_factory=dict)
@@ -348,8 +351,17 @@ class LocalCluster:
                 # Faster garbage collection and ReplicaSet reactions for tests.
                 "--concurrent-gc-syncs=10",
                 "--v=1",
+                *self._controller_rate_flags(),
             ],
         )
+
+    def _controller_rate_flags(self) -> list[str]:
+        if self.controller_qps is None:
+            return []
+        return [
+            f"--kube-api-qps={self.controller_qps}",
+            f"--kube-api-burst={2 * self.controller_qps}",
+        ]
 
     def _start_scheduler(self) -> None:
         kc = self.kubeconfig
@@ -596,9 +608,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def running(directory: Path, real_node: bool = False) -> Iterator[LocalCluster]:
+def running(
+    directory: Path, real_node: bool = False, controller_qps: int | None = None
+) -> Iterator[LocalCluster]:
     """Start a cluster for the duration of a `with` block (used by the test fixtures)."""
-    with LocalCluster(directory, Binaries.build(real_node)) as cluster:
+    cluster = LocalCluster(directory, Binaries.build(real_node), controller_qps=controller_qps)
+    with cluster:
         yield cluster
 
 

@@ -47,7 +47,8 @@ def section(r: dict[str, Any]) -> str:
         f"## N = {n:,} ({r['date']})",
         "",
         f"Machine: {_machine()}; load average {r.get('load', '?')} during the run. "
-        f"Operator workers: {r['workers']}; idle window {r['idle_s']:.0f} s.",
+        f"Operator workers: {r['workers']}; idle window {r['idle_s']:.0f} s; "
+        f"kube-controller-manager API rate limit {r.get('controller_qps', 20)}/s.",
         "",
         "| measure | before | now | now / before | target | |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -134,6 +135,7 @@ reading the API server at every reconcile), measured the same way at N = 1,000.
 
 def write(out: Path, result: dict[str, Any]) -> Path:
     date = datetime.now(UTC).strftime("%Y-%m-%d")
+    out.mkdir(parents=True, exist_ok=True)
     path = out / f"scale-{date}.md"
     text = path.read_text() if path.exists() else HEADER.format(date=date)
     heading = f"## N = {result['count']:,} "

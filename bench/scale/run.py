@@ -220,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=300.0, help="idle window, seconds")
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument(
+        "--controller-qps",
+        type=int,
+        default=20,
+        help="kube-controller-manager's API rate limit (Kubernetes' default: 20)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -229,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "count": args.count,
         "workers": args.workers,
+        "controller_qps": args.controller_qps,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     log = workdir / "operator.log"
     loads: list[str] = []  # the machine's 1-minute load average as the phases start
-    with running(workdir / "cluster") as cluster:
+    with running(workdir / "cluster", controller_qps=args.controller_qps) as cluster:
         crd = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
         cluster.kubectl(
