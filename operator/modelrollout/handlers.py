@@ -24,10 +24,11 @@ import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
 from modelrollout.api import GROUP, PLURAL, VERSION
-from modelrollout.k8s.caches import Caches
+from modelrollout.k8s.caches import Caches, RouteKind
 from modelrollout.k8s.cluster import Cluster, make_client
 from modelrollout.k8s.workqueue import QueueSettings, Result, WorkQueue, in_shard
 from modelrollout.reconciler import Reconciler
+from modelrollout.routers.registry import route_apis, router_for
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import OperatorMetrics
 
@@ -86,8 +87,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         config.namespaces,
         lambda namespace, name: queue.add((namespace, name)),
         capacity=config.hardware.capacity_check,
+        routes=[
+            RouteKind(api.group, api.version, api.kind, api.plural, field)
+            for field, api in route_apis().items()
+        ],
     )
-    reconciler = Reconciler(Cluster(client, caches), config, metrics)
+    reconciler = Reconciler(
+        Cluster(client, caches),
+        config,
+        metrics,
+        router_for=functools.partial(router_for, cache=caches),
+    )
     metrics.watch_queue(queue, caches)
     caches.start()
     memo.config = config

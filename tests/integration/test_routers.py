@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,7 +26,8 @@ from modelrollout.routers.gateway_api import HTTPRouteRouter
 from modelrollout.routers.istio import VirtualServiceRouter
 from modelrollout.routers.registry import router_for
 
-from .kube import Kube
+from .conftest import Models
+from .kube import Kube, OperatorProcess, model_deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -409,3 +412,83 @@ async def test_mirroring_is_written_read_back_and_removed(
     assert await router.current(t) == RouteState(0, True)
     await router.set_weight(t, 20)
     assert await router.current(t) == RouteState(20, False)
+
+
+# --- the running operator: routes from its watch-fed cache -------------------------------------
+
+
+def _route_weights(kube: Kube, name: str) -> dict[str, int]:
+    refs = kube.must("httproute", name)["spec"]["rules"][0]["backendRefs"]
+    return {r["name"]: r.get("weight", 1) for r in refs}
+
+
+def _reconciles(operator: OperatorProcess, namespace: str) -> float:
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    prefix = f'modelrollout_reconcile_duration_seconds_count{{namespace="{namespace}"}} '
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _requests_since(operator: OperatorProcess, offset: int) -> list[str]:
+    """The operator's HTTP requests its client logged after byte `offset` (method and URL)."""
+    with operator.log_path.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    return re.findall(r"HTTP Request: (\w+ \S+)", text)
+
+
+def test_a_reconcile_reads_its_route_from_the_cache_and_a_hand_edit_is_put_back(
+    routes: Kube, operator: OperatorProcess, models: Models
+) -> None:
+    kube = routes
+    route = http_route("web")
+    route["spec"]["rules"] = route["spec"]["rules"][:1]
+    created(kube, route)
+    m = model_deployment(
+        "iris",
+        {
+            "model": {"uri": models.small.uri, "sha256": models.small.sha256, "version": "v1"},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+            "rollout": {
+                "steps": [{"setWeight": 100}],
+                "trafficRouter": {"type": "gatewayAPI", "httpRoute": "web"},
+            },
+        },
+    )
+    created(kube, m)
+    stable = {"iris-stable": 100, "iris-canary": 0}
+    wait_for(lambda: _route_weights(kube, "web") == stable, timeout=90, what="stable weights")
+    # The CRDs may have come after the operator started: it lists routes again every 30 s.
+    listed = re.compile(r'GET \S+/httproutes\?\S* "HTTP/1.1 200')
+    wait_for(
+        lambda: listed.search(operator.log_path.read_text(errors="replace")),
+        timeout=45,
+        what="the operator's LIST of HTTPRoutes",
+    )
+    offset = operator.log_path.stat().st_size
+    before = _reconciles(operator, kube.namespace)
+    # Resyncs every 5 s in the tests: a few reconciles of the route-steered object.
+    wait_for(
+        lambda: _reconciles(operator, kube.namespace) >= before + 2,
+        timeout=30,
+        what="two more reconciles",
+    )
+    # A hand edit of the weights wakes the ModelDeployment through the route's watch.
+    kube.run(
+        "-n",
+        kube.namespace,
+        "patch",
+        "httproute",
+        "web",
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 50}]),
+    )
+    wait_for(lambda: _route_weights(kube, "web") == stable, timeout=15, what="weights put back")
+    path = f"/namespaces/{kube.namespace}/httproutes/web"
+    mine = [r.split("?")[0] for r in _requests_since(operator, offset)]
+    mine = [r.split()[0] for r in mine if r.endswith(path)]
+    # Read from memory at every reconcile; written through the API server.
+    assert "GET" not in mine
+    assert "PATCH" in mine

@@ -371,8 +371,8 @@ NAMESPACED_GRANTS = {
     ("", "events"): {"create", "patch"},
     ("batch", "jobs"): {"get", "create"},
     ("", "configmaps"): {"get"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
-    ("networking.istio.io", "virtualservices"): {"get", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "patch"},
+    ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "patch"},
 }
 CLUSTER_READS = {
     ("", "nodes"): {"get", "list", "watch"},

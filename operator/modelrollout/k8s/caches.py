@@ -1,13 +1,15 @@
 """The operator's watch-fed caches: ModelDeployments, their children and pods (by the
-managed-by label), and, when the capacity check is on, every node and every pod (other
-tenants' pods take node capacity too). Keyed by owner; every change that concerns a
-ModelDeployment calls `wake(namespace, name)`.
+managed-by label), the routes the traffic routers steer (HTTPRoutes, VirtualServices: the
+users' own objects, so every one in the watched namespaces), and, when the capacity check is
+on, every node and every pod (other tenants' pods take node capacity too). Keyed by owner;
+every change that concerns a ModelDeployment calls `wake(namespace, name)`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -45,6 +47,18 @@ _MODEL_DEPLOYMENT = _generic(f"{GROUP}/{VERSION}", KIND, PLURAL)
 _CHILDREN = {kind: _generic(api, kind, plural) for api, kind, plural in CHILD_KINDS}
 _POD = _generic("v1", "Pod", "pods")
 _NODE = _generic("v1", "Node", "nodes", namespaced=False)
+
+
+@dataclass(frozen=True)
+class RouteKind:
+    """A route kind a traffic router steers, and the spec.rollout.trafficRouter field that
+    names a route of it (which ModelDeployments a change to one concerns)."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    router_field: str
 
 
 def source(
@@ -124,6 +138,7 @@ class Caches:
         wake: Wake,
         *,
         capacity: bool,
+        routes: Iterable[RouteKind] = (),
     ) -> None:
         scopes = list(namespaces) or ["*"]
         self.wake = wake
@@ -147,6 +162,24 @@ class Caches:
                 self._add(
                     f"{kind} in {ns}", client, res, ns, MANAGED, self.children[kind], self._on_child
                 )
+        self.route_kinds = {r.kind: r for r in routes}
+        self.routes = {kind: Store() for kind in self.route_kinds}
+        self._route_informers: dict[str, list[Informer]] = {}
+        for route in self.route_kinds.values():
+            res = _generic(f"{route.group}/{route.version}", route.kind, route.plural)
+            for ns in scopes:
+                self._add(
+                    f"{route.kind} in {ns}",
+                    client,
+                    res,
+                    ns,
+                    None,
+                    self.routes[route.kind],
+                    self._on_route,
+                    # Its CRD may not be installed: then routes are read from the API server.
+                    optional=True,
+                )
+                self._route_informers.setdefault(route.kind, []).append(self.informers[-1])
         if capacity:
             # Capacity needs every pod on every node, whoever owns it.
             self._add("Pod in *", client, _POD, "*", None, self.pods, self._on_pod)
@@ -165,10 +198,13 @@ class Caches:
         labels: dict[str, str] | None,
         store: Store,
         on_change: Callable[[Obj | None, Obj | None], None] | None,
+        optional: bool = False,
     ) -> None:
         lister, watcher = source(client, res, namespace, labels)
         self.informers.append(
-            Informer(name, lister, watcher, store, on_change, namespace=namespace)
+            Informer(
+                name, lister, watcher, store, on_change, namespace=namespace, optional=optional
+            )
         )
 
     # --- events ----------------------------------------------------------------------------
@@ -186,6 +222,36 @@ class Caches:
         for owner in {_owner(old), _owner(new)} - {None}:
             assert owner is not None
             self.wake(*owner)
+
+    def _on_route(self, old: Obj | None, new: Obj | None) -> None:
+        """A route made, removed or edited by someone else (the operator's own writes come back
+        with a version already stored, and wake nobody): the ModelDeployments that steer it
+        look again, to take it up or to put their weights back."""
+        if old is not None and new is not None and old.get("spec") == new.get("spec"):
+            return  # status a gateway controller writes
+        obj = new or old
+        assert obj is not None
+        route = self.route_kinds.get(obj.get("kind", ""))
+        if route is None:
+            return
+        namespace, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+        for md in list(self.model_deployments):
+            if md["metadata"].get("namespace") != namespace:
+                continue
+            rollout = (md.get("spec") or {}).get("rollout") or {}
+            if (rollout.get("trafficRouter") or {}).get(route.router_field) == name:
+                self.wake(namespace, md["metadata"]["name"])
+
+    def route(self, kind: str, namespace: str, name: str) -> tuple[bool, Obj | None]:
+        """(True, the route or None when there is none) from the cache of `kind`; (False, None)
+        when that kind is not cached in `namespace` (its CRD not served, or not listable):
+        the caller reads the API server."""
+        for informer in self._route_informers.get(kind, ()):
+            if informer.namespace in ("*", namespace):
+                if not informer.served:
+                    return False, None
+                return True, self.routes[kind].get(namespace, name)
+        return False, None
 
     def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
         # A pod's owner cares when it comes, goes, is relabelled (the track label) or a
@@ -218,16 +284,20 @@ class Caches:
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
 
     def size(self) -> int:
-        stores = [self.model_deployments, self.pods, self.nodes, *self.children.values()]
+        stores = [
+            self.model_deployments,
+            self.pods,
+            self.nodes,
+            *self.children.values(),
+            *self.routes.values(),
+        ]
         return sum(len(s) for s in stores)
 
     def put(self, obj: Obj) -> None:
         """Write-through: the object a write returned, into the store of its kind."""
         kind = obj.get("kind", "")
-        store = (
-            self.model_deployments
-            if kind == KIND
-            else self.children.get(kind) or (self.pods if kind == "Pod" else None)
-        )
+        # Not `a or b`: an empty store is falsy.
+        stores = {KIND: self.model_deployments, "Pod": self.pods, **self.children, **self.routes}
+        store = stores.get(kind)
         if store is not None:
             store.upsert(slim(obj))

@@ -28,6 +28,9 @@ Watcher = Callable[[str], AsyncIterator[tuple[str, Obj]]]
 
 # After a failed LIST or a broken WATCH, LIST again after this long (doubling, capped).
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+# An optional kind whose LIST failed (its CRD not installed, no RBAC to list it) is tried again
+# this often: a CRD installed after the operator started is cached from then on.
+OPTIONAL_RETRY_SECONDS = 30.0
 
 
 class WatchExpiredError(Exception):
@@ -134,6 +137,7 @@ class Informer:
         on_change: OnChange | None = None,
         transform: Callable[[Obj], Obj] = slim,
         namespace: str | None = None,
+        optional: bool = False,
     ) -> None:
         self.name = name
         # Stores may be shared by the informers of several namespaces: a LIST replaces only
@@ -146,6 +150,10 @@ class Informer:
         self.transform = transform
         self.synced = asyncio.Event()
         self.relists = 0
+        # An optional kind counts as synced when its LIST fails, so it never holds reconciles
+        # back; `served` then says the store is not the API server's view (read it directly).
+        self.optional = optional
+        self.served = False
 
     def _changed(self, old: Obj | None, new: Obj | None) -> None:
         if self.on_change is not None and old is not new:
@@ -183,9 +191,16 @@ class Informer:
         failures = 0
         while True:
             try:
-                objects, version = await self.lister()
+                try:
+                    objects, version = await self.lister()
+                except Exception as exc:
+                    if not self.optional:
+                        raise
+                    await self._unserved(exc)
+                    continue
                 self._replace(objects)
                 self.relists += 1
+                self.served = True
                 self.synced.set()
                 failures = 0
                 async for kind, obj in self.watcher(version):
@@ -202,3 +217,18 @@ class Informer:
                     "watch of %s failed (%s); listing again in %.1fs", self.name, exc, delay
                 )
                 await asyncio.sleep(delay)
+
+    async def _unserved(self, exc: Exception) -> None:
+        """An optional kind that cannot be listed: not cached (readers go to the API server)
+        until a later LIST succeeds."""
+        if self.served or not self.synced.is_set():
+            log.info(
+                "%s not cached (%s); read from the API server, listed again every %.0fs",
+                self.name,
+                exc,
+                OPTIONAL_RETRY_SECONDS,
+            )
+        self.served = False
+        self._replace([])
+        self.synced.set()
+        await asyncio.sleep(OPTIONAL_RETRY_SECONDS)

@@ -10,6 +10,7 @@ object instead of overwriting that edit.
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from lightkube.generic_resource import GenericNamespacedResource, create_namespa
 from lightkube.types import PatchType
 
 from modelrollout.api.names import CANARY, FIELD_MANAGER, STABLE
-from modelrollout.routers.base import RouterError, RouteState, RouteTarget
+from modelrollout.routers.base import RouteCache, RouterError, RouteState, RouteTarget
 
 Spec = dict[str, Any]
 
@@ -162,7 +163,8 @@ class RouteAPI:
 
 
 class RouteClient:
-    """Reads and conditionally writes one kind of route object through lightkube."""
+    """Reads and conditionally writes one kind of route object through lightkube; with a
+    `cache`, reads come from it while it holds the kind (writes always go to the API server)."""
 
     def __init__(
         self,
@@ -171,10 +173,12 @@ class RouteClient:
         *,
         conflict_retries: int = 5,
         backoff_seconds: float = 0.05,
+        cache: RouteCache | None = None,
     ) -> None:
         if conflict_retries < 0:
             raise ValueError("conflict_retries must not be negative")
         self.client = client
+        self.cache = cache
         self.api = api
         self.conflict_retries = conflict_retries
         self.backoff_seconds = backoff_seconds
@@ -182,7 +186,18 @@ class RouteClient:
             api.group, api.version, api.kind, api.plural
         )
 
-    async def get(self, target: RouteTarget) -> dict[str, Any]:
+    async def get(self, target: RouteTarget, fresh: bool = False) -> dict[str, Any]:
+        """The route, from the cache unless `fresh` (after a write lost a race with a newer
+        version than the cache holds) or the cache does not hold its kind."""
+        if self.cache is not None and not fresh:
+            cached, obj = self.cache.route(self.api.kind, target.namespace, target.route_name)
+            if cached:
+                if obj is None:
+                    raise RouterError(
+                        f"{where(self.api.kind, target)} not found: {self.api.create_hint}"
+                    )
+                # The cache's copy is shared: the caller may change what it gets.
+                return copy.deepcopy(obj)
         try:
             obj = await self.client.get(
                 self.resource, target.route_name, namespace=target.namespace
@@ -192,13 +207,18 @@ class RouteClient:
         except _HTTPStatusError as exc:
             raise self._plain_error(exc, target, "read") from exc
         # Generic resources are the decoded JSON object itself (a dict subclass).
-        return dict(obj)
+        return self._remember(dict(obj))
+
+    def _remember(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.cache is not None:
+            self.cache.put(copy.deepcopy(obj))
+        return obj
 
     async def update(self, target: RouteTarget, compute: Callable[[Spec], SpecUpdate]) -> Spec:
         """Apply `compute` to the live spec and write the result if it changed. Returns the spec
         the API server holds afterwards (what it answered the write with, or what was read)."""
         for attempt in range(self.conflict_retries + 1):
-            obj = await self.get(target)
+            obj = await self.get(target, fresh=attempt > 0)
             spec = obj.get("spec")
             if spec is None:
                 spec = {}
@@ -228,7 +248,7 @@ class RouteClient:
                 continue
             except _HTTPStatusError as exc:
                 raise self._plain_error(exc, target, "patch") from exc
-            return cast(Spec, dict(written).get("spec") or {})
+            return cast(Spec, self._remember(dict(written)).get("spec") or {})
         raise RouterError(
             f"{where(self.api.kind, target)} kept changing while the operator set its weights "
             f"({self.conflict_retries + 1} conflicting writes); it will try again on the next "

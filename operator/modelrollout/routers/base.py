@@ -8,7 +8,7 @@ counts); its router is a null object that writes and reads nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,17 @@ class RouteState:
 
     weight: int | None
     mirror: bool = False
+
+
+class RouteCache(Protocol):
+    """Routes kept by a watch (k8s/caches.py): read from memory, the API server written."""
+
+    def route(self, kind: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
+        """(True, the route or None when there is none) when `kind` is cached in `namespace`;
+        (False, None) when it is not (the router reads the API server)."""
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """What a read or write of the API server returned, so the next read sees it."""
 
 
 class RouterError(Exception):

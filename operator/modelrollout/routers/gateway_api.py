@@ -47,7 +47,7 @@ from modelrollout.routers._route import (
     track_weights,
     where,
 )
-from modelrollout.routers.base import RouterError, RouteTarget
+from modelrollout.routers.base import RouteCache, RouterError, RouteTarget
 
 KIND = "HTTPRoute"
 # Gateway API: an absent backendRef weight means 1.
@@ -206,15 +206,21 @@ class HTTPRouteRouter(WeightedRouteRouter):
 
     `api_version` selects the served version (`v1`, or `v1beta1` on older Gateway API
     installs); `conflict_retries` is how often a write that lost a race is recomputed before the
-    router gives up with RouterError.
+    router gives up with RouterError; `cache`, where the operator keeps routes by a watch, is
+    read instead of the API server.
     """
 
     def __init__(
-        self, client: AsyncClient, *, api_version: str = "v1", conflict_retries: int = 5
+        self,
+        client: AsyncClient,
+        *,
+        api_version: str = "v1",
+        conflict_retries: int = 5,
+        cache: RouteCache | None = None,
     ) -> None:
         api = dataclasses.replace(GATEWAY_API, version=api_version)
         super().__init__(
-            RouteClient(client, api, conflict_retries=conflict_retries),
+            RouteClient(client, api, conflict_retries=conflict_retries, cache=cache),
             with_weight,
             read_weight,
             read_mirror,

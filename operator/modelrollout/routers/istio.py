@@ -49,7 +49,7 @@ from modelrollout.routers._route import (
     track_weights,
     where,
 )
-from modelrollout.routers.base import RouterError, RouteTarget
+from modelrollout.routers.base import RouteCache, RouterError, RouteTarget
 
 KIND = "VirtualService"
 # Fields that make an http entry answer without routing: it cannot take destinations.
@@ -223,15 +223,21 @@ class VirtualServiceRouter(WeightedRouteRouter):
 
     `api_version` selects the served version (`v1`, or `v1beta1` before Istio 1.22);
     `conflict_retries` is how often a write that lost a race is recomputed before the router
-    gives up with RouterError.
+    gives up with RouterError; `cache`, where the operator keeps routes by a watch, is
+    read instead of the API server.
     """
 
     def __init__(
-        self, client: AsyncClient, *, api_version: str = "v1", conflict_retries: int = 5
+        self,
+        client: AsyncClient,
+        *,
+        api_version: str = "v1",
+        conflict_retries: int = 5,
+        cache: RouteCache | None = None,
     ) -> None:
         api = dataclasses.replace(ISTIO, version=api_version)
         super().__init__(
-            RouteClient(client, api, conflict_retries=conflict_retries),
+            RouteClient(client, api, conflict_retries=conflict_retries, cache=cache),
             with_weight,
             read_weight,
             read_mirror,

@@ -6,27 +6,39 @@ member to the router that carries out its weights, and is where a new router is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import assert_never
+from typing import Protocol, assert_never
 
 from lightkube import AsyncClient
 
 from modelrollout.api import spec
-from modelrollout.routers.base import TrafficRouter
-from modelrollout.routers.gateway_api import HTTPRouteRouter
-from modelrollout.routers.istio import VirtualServiceRouter
+from modelrollout.routers._route import RouteAPI
+from modelrollout.routers.base import RouteCache, TrafficRouter
+from modelrollout.routers.gateway_api import GATEWAY_API, HTTPRouteRouter
+from modelrollout.routers.istio import ISTIO, VirtualServiceRouter
 from modelrollout.routers.replica_ratio import ReplicaRatioRouter
 
-__all__ = ["RouterFactory", "kinds", "register", "route_name", "router_for"]
+__all__ = ["RouterFactory", "kinds", "register", "route_apis", "route_name", "router_for"]
 
 SpecRouter = spec.GatewayAPIRouter | spec.IstioRouter | spec.ReplicaRatioRouter
-RouterFactory = Callable[[AsyncClient], TrafficRouter]
+
+
+class RouterFactory(Protocol):
+    def __call__(
+        self, client: AsyncClient, /, *, cache: RouteCache | None = None
+    ) -> TrafficRouter: ...
+
+
+def _replicas(_client: AsyncClient, /, *, cache: RouteCache | None = None) -> TrafficRouter:
+    return ReplicaRatioRouter()
+
 
 _FACTORIES: dict[str, RouterFactory] = {
     "gatewayAPI": HTTPRouteRouter,
     "istio": VirtualServiceRouter,
-    "replicas": lambda _client: ReplicaRatioRouter(),
+    "replicas": _replicas,
 }
+# The route kinds the routers steer, by the spec.rollout.trafficRouter field naming one.
+_ROUTES = {"httpRoute": GATEWAY_API, "virtualService": ISTIO}
 
 
 def register(kind: str, factory: RouterFactory) -> None:
@@ -40,13 +52,21 @@ def kinds() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 
 
-def router_for(spec_router: SpecRouter, client: AsyncClient) -> TrafficRouter:
-    """The router that carries out the spec's choice (a null object for the replica ratio)."""
+def router_for(
+    spec_router: SpecRouter, client: AsyncClient, cache: RouteCache | None = None
+) -> TrafficRouter:
+    """The router that carries out the spec's choice (a null object for the replica ratio),
+    reading routes from `cache` where it holds them."""
     try:
         factory = _FACTORIES[spec_router.type]
     except KeyError:
         raise ValueError(f"no traffic router registered for {spec_router.type!r}") from None
-    return factory(client)
+    return factory(client, cache=cache)
+
+
+def route_apis() -> dict[str, RouteAPI]:
+    """The route kinds to keep by a watch, by the trafficRouter field that names a route."""
+    return dict(_ROUTES)
 
 
 def route_name(spec_router: SpecRouter) -> str | None:

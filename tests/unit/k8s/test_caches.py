@@ -9,7 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from modelrollout.k8s.caches import Caches
+from modelrollout.k8s import informer as informer_module
+from modelrollout.k8s.caches import Caches, RouteKind
 from modelrollout.k8s.informer import Informer
 from modelrollout.k8s.workqueue import Key, QueueSettings, Result, WorkQueue
 
@@ -25,6 +26,9 @@ def child(kind: str, **fields: Any) -> dict[str, Any]:
     } | fields
 
 
+HTTPROUTE = RouteKind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes", "httpRoute")
+
+
 def caches(capacity: bool = False) -> tuple[Caches, list[tuple[str, str]]]:
     woken: list[tuple[str, str]] = []
     made = Caches(
@@ -32,8 +36,26 @@ def caches(capacity: bool = False) -> tuple[Caches, list[tuple[str, str]]]:
         ["ns"],
         lambda ns, name: woken.append((ns, name)),
         capacity=capacity,
+        routes=[HTTPROUTE],
     )
     return made, woken
+
+
+def route(name: str = "web", weight: int = 100, **fields: Any) -> dict[str, Any]:
+    refs = [{"name": "iris-stable", "weight": weight}]
+    return {
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": "5"},
+        "spec": {"rules": [{"backendRefs": refs}]},
+    } | fields
+
+
+def model_deployment(name: str, router: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"},
+        "spec": {"rollout": {"trafficRouter": router}},
+    }
 
 
 def test_status_written_by_other_controllers_wakes_nobody() -> None:
@@ -65,6 +87,7 @@ def test_one_informer_per_kind_and_namespace_and_cluster_wide_pods_for_capacity(
             "Service in ns",
             "HorizontalPodAutoscaler in ns",
             "PodDisruptionBudget in ns",
+            "HTTPRoute in ns",
             "Pod in ns",
         ]
     )
@@ -130,4 +153,57 @@ async def test_no_reconcile_starts_before_every_cache_has_listed() -> None:
     assert reconciled == [("ns", "iris")]
     assert unsynced == [], "a reconcile started from an unsynced cache"
     worker.cancel()
+    await made.stop()
+
+
+def test_a_route_edited_by_someone_wakes_the_model_deployments_that_steer_it() -> None:
+    made, woken = caches()
+    made.model_deployments.upsert(
+        model_deployment("iris", {"type": "gatewayAPI", "httpRoute": "web"})
+    )
+    made.model_deployments.upsert(
+        model_deployment("other", {"type": "gatewayAPI", "httpRoute": "x"})
+    )
+    made.model_deployments.upsert(model_deployment("plain", {"type": "replicas"}))
+    made._on_route(route(), route(status={"parents": []}))  # a gateway controller's status
+    assert woken == []
+    made._on_route(route(), route(weight=50))  # weights changed by hand
+    made._on_route(None, route())  # created after the ModelDeployment
+    assert woken == [("ns", "iris")] * 2
+
+
+async def test_a_route_kind_not_served_is_synced_but_not_cached_and_listed_again(
+    monkeypatch: Any,
+) -> None:
+    """A missing CRD must not hold every reconcile back; once its LIST succeeds (the CRD was
+    installed later) the routes are read from the cache."""
+    monkeypatch.setattr(informer_module, "OPTIONAL_RETRY_SECONDS", 0.01)
+    made, _ = caches()
+    installed = asyncio.Event()
+
+    async def lister() -> tuple[list[Any], str]:
+        if not installed.is_set():
+            raise RuntimeError("404 page not found")
+        return [route()], "7"
+
+    async def empty() -> tuple[list[Any], str]:
+        return [], "1"
+
+    async def watcher(version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        await asyncio.Event().wait()
+        yield "ADDED", {}
+
+    for informer in made.informers:
+        informer.lister = lister if informer.name.startswith("HTTPRoute") else empty
+        informer.watcher = watcher
+    made.start()
+    async with asyncio.timeout(2):
+        await made.wait_synced()
+    assert made.route("HTTPRoute", "ns", "web") == (False, None)
+    installed.set()
+    async with asyncio.timeout(2):
+        while made.route("HTTPRoute", "ns", "web")[0] is False:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert made.route("HTTPRoute", "ns", "web") == (True, route())
+    assert made.route("HTTPRoute", "ns", "absent") == (True, None)
     await made.stop()
