@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from modelrollout.api import GROUP, PLURAL, VERSION
 from modelrollout.k8s.caches import Caches, RouteKind
 from modelrollout.k8s.cluster import Cluster, make_client
+from modelrollout.k8s.errors import api_unavailable
 from modelrollout.k8s.workqueue import QueueSettings, Result, WorkQueue, in_shard
 from modelrollout.reconciler import Reconciler
 from modelrollout.routers.registry import route_apis, router_for
@@ -74,8 +75,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     client = make_client(config.kubeconfig)
 
     async def work(key: Key) -> Result:
-        outcome = await reconciler.reconcile(*key)
-        return Result(outcome.requeue_after, outcome.failed)
+        try:
+            outcome = await reconciler.reconcile(*key)
+        except Exception as exc:
+            if not api_unavailable(exc):
+                raise
+            # No connection to the API server: retried once a cache lists again (one line,
+            # not a traceback per key and retry through an outage).
+            log.warning("reconcile of %s/%s: API server unreachable (%r)", *key, exc)
+            return Result(failed=True, unavailable=True)
+        return Result(outcome.requeue_after, outcome.failed, outcome.unavailable)
 
     queue = WorkQueue(
         work,
@@ -91,6 +100,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             RouteKind(api.group, api.version, api.kind, api.plural, field)
             for field, api in route_apis().items()
         ],
+        # The API server answers again after an outage: what failed for it runs now.
+        on_relist=queue.retry_unavailable,
     )
     reconciler = Reconciler(
         Cluster(client, caches),

@@ -25,7 +25,7 @@ from modelrollout.api import GROUP
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, Phase
 from modelrollout.companions import Companions
-from modelrollout.k8s.errors import format_validation, namespace_terminating
+from modelrollout.k8s.errors import api_unavailable, format_validation, namespace_terminating
 from modelrollout.metrics import registry as providers
 from modelrollout.observe import (
     ClusterIO,
@@ -63,6 +63,7 @@ class Outcome:
     phase: Phase | None
     requeue_after: float | None
     failed: bool = False  # the work queue backs the key off
+    unavailable: bool = False  # failed only because the API server could not serve
 
 
 class Reconciler:
@@ -103,7 +104,7 @@ class Reconciler:
             log.warning("reconcile of %s/%s failed: %s", namespace, name, exc.status.message)
             failure = Failure("ApiError", exc.status.message or str(exc))
             await self._record_failure(namespace, name, failure)
-            return Outcome(None, RETRY_AFTER_ERROR, failed=True)
+            return Outcome(None, RETRY_AFTER_ERROR, failed=True, unavailable=api_unavailable(exc))
         finally:
             self.metrics.reconcile_duration.labels(namespace).observe(time.perf_counter() - started)
 

@@ -2,7 +2,8 @@
 managed-by label), the routes the traffic routers steer (HTTPRoutes, VirtualServices: the
 users' own objects, so every one in the watched namespaces), and, when the capacity check is
 on, every node and every pod (other tenants' pods take node capacity too). Keyed by owner;
-every change that concerns a ModelDeployment calls `wake(namespace, name)`.
+every change that concerns a ModelDeployment calls `wake(namespace, name)`; a cache listing
+again after its watch broke calls `on_relist()`.
 """
 
 from __future__ import annotations
@@ -139,9 +140,11 @@ class Caches:
         *,
         capacity: bool,
         routes: Iterable[RouteKind] = (),
+        on_relist: Callable[[], object] | None = None,
     ) -> None:
         scopes = list(namespaces) or ["*"]
         self.wake = wake
+        self.on_relist = on_relist
         self.model_deployments = Store()
         self.children = {kind: Store(LABEL_DEPLOYMENT) for kind in _CHILDREN}
         self.pods = Store(LABEL_DEPLOYMENT)
@@ -203,7 +206,14 @@ class Caches:
         lister, watcher = source(client, res, namespace, labels)
         self.informers.append(
             Informer(
-                name, lister, watcher, store, on_change, namespace=namespace, optional=optional
+                name,
+                lister,
+                watcher,
+                store,
+                on_change,
+                namespace=namespace,
+                optional=optional,
+                on_relist=self.on_relist,
             )
         )
 

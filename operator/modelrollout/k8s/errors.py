@@ -5,7 +5,16 @@ from __future__ import annotations
 from lightkube import ApiError
 from pydantic import ValidationError
 
-__all__ = ["format_validation", "namespace_terminating"]
+try:  # lightkube 1.x talks through httpx2, older releases through httpx
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError  # type: ignore[assignment]
+
+__all__ = ["api_unavailable", "format_validation", "namespace_terminating"]
+
+# The API server's answers while it cannot serve: starting ("storage is (re)initializing",
+# paths not installed yet), overloaded, or its etcd unreachable or timing out.
+UNAVAILABLE_CODES = frozenset({429, 500, 502, 503, 504})
 
 
 def format_validation(exc: ValidationError) -> str:
@@ -22,3 +31,11 @@ def namespace_terminating(exc: ApiError) -> bool:
     details = exc.status.details
     causes = (details.causes if details else None) or []
     return any(c.reason == "NamespaceTerminating" for c in causes)
+
+
+def api_unavailable(exc: BaseException) -> bool:
+    """The API server could not be reached (no connection, a connection cut) or answered that it
+    cannot serve now: nothing about the object itself, worth retrying once it serves again."""
+    if isinstance(exc, ApiError):
+        return exc.status.code in UNAVAILABLE_CODES
+    return isinstance(exc, TransportError)

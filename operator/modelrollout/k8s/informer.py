@@ -6,16 +6,20 @@ when the watch cannot continue (410 Gone, a broken connection). `synced` is set 
 LIST is in the store: nothing may act on a store before that (it would take a partial view of
 the cluster for the whole of it). Reads are from memory; writes go through the API server,
 and what a write returned is put back into the store (`put`) so the next read sees it before
-its watch event arrives.
+its watch event arrives. Every LIST after the first calls `on_relist`: the API server answered
+again after the watch broke (the operator retries what failed during the outage then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from modelrollout.k8s.errors import api_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,11 @@ OnChange = Callable[[Obj | None, Obj | None], None]
 Lister = Callable[[], Awaitable[tuple[list[Obj], str]]]
 Watcher = Callable[[str], AsyncIterator[tuple[str, Obj]]]
 
-# After a failed LIST or a broken WATCH, LIST again after this long (doubling, capped).
-RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+# After a failed LIST or a broken WATCH, LIST again after this long (doubling, capped). The cap
+# bounds how long after an API server outage the operator notices it is over; a LIST that
+# fails to connect costs the API server nothing.
+RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 5.0)
+RETRY_JITTER = 0.2  # +-20%: informers (and replicas) that failed together do not retry in step
 # An optional kind whose LIST failed (its CRD not installed, no RBAC to list it) is tried again
 # this often: a CRD installed after the operator started is cached from then on.
 OPTIONAL_RETRY_SECONDS = 30.0
@@ -138,6 +145,7 @@ class Informer:
         transform: Callable[[Obj], Obj] = slim,
         namespace: str | None = None,
         optional: bool = False,
+        on_relist: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         # Stores may be shared by the informers of several namespaces: a LIST replaces only
@@ -147,6 +155,7 @@ class Informer:
         self.watcher = watcher
         self.store = store
         self.on_change = on_change
+        self.on_relist = on_relist
         self.transform = transform
         self.synced = asyncio.Event()
         self.relists = 0
@@ -194,13 +203,16 @@ class Informer:
                 try:
                     objects, version = await self.lister()
                 except Exception as exc:
-                    if not self.optional:
+                    # An outage is not a kind that is not served: retried as any LIST.
+                    if not self.optional or api_unavailable(exc):
                         raise
                     await self._unserved(exc)
                     continue
                 self._replace(objects)
                 self.relists += 1
                 self.served = True
+                if self.relists > 1 and self.on_relist is not None:
+                    self.on_relist()
                 self.synced.set()
                 failures = 0
                 async for kind, obj in self.watcher(version):
@@ -212,6 +224,7 @@ class Informer:
                 log.info("watch of %s expired; listing again", self.name)
             except Exception as exc:  # any failure: list again, after a pause
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                delay *= random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
                 failures += 1
                 log.warning(
                     "watch of %s failed (%s); listing again in %.1fs", self.name, exc, delay

@@ -6,6 +6,11 @@
 - After a failed run a key waits 1, 2, 4 ... seconds (capped), per key; a run that succeeds
   resets its count. A successful run's requeue-after (from the planner) or the resync period
   decides when the key is looked at again.
+- Keys whose last run failed only because the API server could not serve (`unavailable`) are
+  run again at once, their count reset, when a cache lists again after its watch broke
+  (`retry_unavailable`): the API server is back, and a backoff grown through the outage would
+  otherwise hold a rollout up to its cap after it (client-go re-delivers every object on a
+  relist for the same reason).
 - Only keys this replica owns are worked on (`own`/`disown`): an object that is gone, or a
   replica that stands by for its peer, leaves them alone.
 """
@@ -30,10 +35,12 @@ Key = tuple[str, str]
 @dataclass(frozen=True)
 class Result:
     """What one run asks for: when to run again (None: at the resync), and whether it failed
-    (then the key's backoff decides instead)."""
+    (then the key's backoff decides instead), `unavailable` when only because the API server
+    could not be reached or could not serve."""
 
     requeue_after: float | None = None
     failed: bool = False
+    unavailable: bool = False
 
 
 Handler = Callable[[Key], Awaitable[Result]]
@@ -73,6 +80,7 @@ class WorkQueue:
         self._active: set[Key] = set()
         self._again: dict[Key, float] = {}  # added while in work: due time for after
         self._failures: dict[Key, int] = {}
+        self._unavailable: set[Key] = set()  # last run failed only for the API server
         self._owned: set[Key] = set()
         self._changed = asyncio.Event()
         self.retries = 0
@@ -88,6 +96,7 @@ class WorkQueue:
         self._due.pop(key, None)
         self._again.pop(key, None)
         self._failures.pop(key, None)
+        self._unavailable.discard(key)
 
     def owns(self, key: Key) -> bool:
         return key in self._owned
@@ -105,6 +114,16 @@ class WorkQueue:
         self._due[key] = due
         heapq.heappush(self._heap, (due, key))
         self._changed.set()
+
+    def retry_unavailable(self) -> int:
+        """Run every key whose last run failed only for the API server now, its backoff reset:
+        called when a cache has listed again, so the API server serves again. Returns how many."""
+        keys = [k for k in self._unavailable if k in self._owned]
+        self._unavailable.clear()
+        for key in keys:
+            self._failures.pop(key, None)
+            self.add(key)
+        return len(keys)
 
     def __len__(self) -> int:
         return len(self._due)
@@ -146,6 +165,10 @@ class WorkQueue:
                 await asyncio.wait_for(self._changed.wait(), timeout=got)
 
     def _delay(self, key: Key, result: Result) -> float:
+        if result.failed and result.unavailable:
+            self._unavailable.add(key)
+        else:
+            self._unavailable.discard(key)
         if result.failed:
             count = self._failures.get(key, 0)
             self._failures[key] = count + 1

@@ -206,4 +206,52 @@ async def test_a_route_kind_not_served_is_synced_but_not_cached_and_listed_again
             await asyncio.sleep(0.01)
     assert made.route("HTTPRoute", "ns", "web") == (True, route())
     assert made.route("HTTPRoute", "ns", "absent") == (True, None)
+
+
+async def test_a_relist_after_an_outage_runs_what_failed_for_the_api_server_at_once() -> None:
+    """The wiring handlers.py uses: a reconcile that failed because the API server was down
+    has backed off (here 16 s out); a cache listing again after its broken watch (the API server
+    is back) puts it to work at once, not at the end of its backoff."""
+    reconciled: list[bool] = []  # whether each run found the API server up
+
+    async def reconcile(key: Key) -> Result:
+        reconciled.append(up.is_set())
+        return Result() if up.is_set() else Result(failed=True, unavailable=True)
+
+    queue = WorkQueue(reconcile, QueueSettings(workers=1, backoff_base=16))
+    made = Caches(
+        object(),  # type: ignore[arg-type]
+        ["ns"],
+        lambda ns, name: queue.add((ns, name)),
+        capacity=False,
+        on_relist=queue.retry_unavailable,
+    )
+    up = asyncio.Event()
+    broken = asyncio.Event()
+
+    async def lister() -> tuple[list[Any], str]:
+        return [], "1"
+
+    async def watcher(version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        await broken.wait()  # the first watch breaks with the outage; the next one holds
+        broken.clear()
+        raise ConnectionError("API server gone")
+        yield "ADDED", {}
+
+    for informer in made.informers:
+        informer.lister, informer.watcher = lister, watcher
+    queue.own(("ns", "iris"))
+    made.start()
+    worker = asyncio.create_task(queue.run(made.wait_synced))
+    async with asyncio.timeout(2):
+        while not reconciled:  # noqa: ASYNC110 - polling what the worker records
+            await asyncio.sleep(0.01)
+    assert reconciled == [False]
+    up.set()
+    broken.set()  # a watch breaks; its informer lists again within a second
+    async with asyncio.timeout(3):
+        while reconciled == [False]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert reconciled == [False, True]
+    worker.cancel()
     await made.stop()

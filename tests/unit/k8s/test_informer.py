@@ -153,3 +153,24 @@ async def test_a_shared_store_is_replaced_only_in_the_informers_namespace() -> N
     assert store.get("other", "x") is not None
     assert store.get("ns", "a") is not None
     task.cancel()
+
+
+async def test_every_list_after_the_first_reports_a_relist() -> None:
+    """The operator retries what failed during an API server outage when a cache lists again;
+    the first LIST (start-up) is not a relist."""
+    api = FakeApi([obj("a", 3)])
+    relists: list[int] = []
+    informer = Informer(
+        "test", api.lister, api.watcher, Store(), on_relist=lambda: relists.append(api.lists)
+    )
+    task = asyncio.create_task(informer.run())
+    await settle()
+    assert api.lists == 1
+    assert relists == []
+    await api.events.put(WatchExpiredError("410"))
+    await settle()
+    assert relists == [2]
+    await api.events.put(ConnectionError("reset"))
+    await asyncio.sleep(0.8)  # the first pause after a broken watch: 0.5 s +- 20%
+    assert relists == [2, 3]
+    task.cancel()

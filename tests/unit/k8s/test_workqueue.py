@@ -222,3 +222,53 @@ def test_every_key_is_in_exactly_one_shard(count: int) -> None:
 
 def test_one_shard_takes_everything() -> None:
     assert in_shard("a", "b", 0, 1)
+
+
+async def test_keys_failed_for_the_api_server_run_at_once_when_it_serves_again() -> None:
+    """An outage grows a key's backoff (here to 8 s); once a cache lists again the keys that
+    failed only for the API server run now, their count reset. Other failures keep theirs."""
+    clock = Clock()
+    calls: dict[Key, int] = {A: 0, B: 0}
+
+    async def handler(key: Key) -> Result:
+        calls[key] += 1
+        return Result(failed=True, unavailable=key == A)
+
+    queue = queue_with(handler, clock)
+    queue.own(A)
+    queue.own(B)
+    task = asyncio.create_task(queue.run())
+    for i in range(4):  # failures at 1, 2, 4 then 8 s apart for both keys
+        await until(lambda: calls[A] == calls[B] == i + 1 and A in queue._due and B in queue._due)  # noqa: B023
+        if i < 3:
+            clock.now = max(queue._due[A], queue._due[B])
+            queue._changed.set()
+    assert queue._due[A] - clock.now == 8
+    assert queue.retry_unavailable() == 1
+    await until(lambda: calls[A] == 5)
+    assert calls[B] == 4  # still waiting out its own backoff
+    # Failing again, A starts over at 1 s: the outage's count was dropped.
+    await until(lambda: A in queue._due)
+    assert queue._due[A] - clock.now == 1
+    assert queue.retry_unavailable() == 1
+    await until(lambda: calls[A] == 6)
+    task.cancel()
+
+
+async def test_a_success_or_another_failure_forgets_the_api_server_failure() -> None:
+    results = iter([Result(failed=True, unavailable=True), Result(failed=True)])
+
+    async def handler(key: Key) -> Result:
+        return next(results, Result())
+
+    clock = Clock()
+    queue = queue_with(handler, clock)
+    queue.own(A)
+    task = asyncio.create_task(queue.run())
+    await until(lambda: A in queue._due and queue.retries == 1)
+    clock.now = queue._due[A]
+    queue._changed.set()
+    await until(lambda: A in queue._due and queue.retries == 2)
+    assert queue.retry_unavailable() == 0
+    queue.disown(A)
+    task.cancel()
