@@ -25,6 +25,7 @@ from modelrollout.api.status import HardwareStatus, ModelDeploymentStatus
 from modelrollout.companions import Companions
 from modelrollout.hardware.reference import ReferenceCache, ReferenceError, read_reference
 from modelrollout.k8s.cluster import ChildSet, observe_deployment
+from modelrollout.k8s.errors import api_unavailable
 from modelrollout.metrics import registry as providers
 from modelrollout.metrics.analysis import analyse_window, read_counters
 from modelrollout.metrics.drift import read_drift
@@ -188,6 +189,9 @@ class Observer:
             try:
                 route = await router.current(target)
             except RouterError as exc:
+                if exc.__cause__ is not None and api_unavailable(exc.__cause__):
+                    # Unread is not 0%: planning on it would hold the canary at 0 for good.
+                    raise exc.__cause__ from exc
                 # Steering tries again this cycle; its outcome is what status reports.
                 log.info("reading the route of %s/%s: %s", namespace, name, exc)
         return router, target, route

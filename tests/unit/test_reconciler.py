@@ -122,6 +122,7 @@ class FakeRouter:
     writes: list[int] = field(default_factory=list)
 
     mirror: bool = False
+    read_cause: Exception | None = None  # the route cannot be read, for this reason
 
     async def set_weight(
         self, target: RouteTarget, canary_weight: int, mirror: bool = False
@@ -137,6 +138,8 @@ class FakeRouter:
     async def current(self, target: RouteTarget) -> RouteState:
         if self.error:
             raise RouterError(self.error)
+        if self.read_cause is not None:
+            raise RouterError(f"read failed: {self.read_cause}") from self.read_cause
         return RouteState(self.weight, self.mirror)
 
 
@@ -279,6 +282,26 @@ async def test_a_router_failure_reaches_status_as_degraded_and_stalled(rig: Rig)
     assert rig.cluster.status["canaryWeight"] == 10
     assert rig.cluster.condition("Degraded") == ("False", "Healthy")
     assert rig.cluster.condition("Stalled")[0] == "False"
+
+
+async def test_a_route_the_api_server_cannot_read_now_is_not_taken_for_weight_0(rig: Rig) -> None:
+    """After a kube-apiserver restart a route read can meet 503 ("the request has been made
+    before all known HTTP paths have been installed"): the reconcile fails and is retried, it
+    does not plan on 0% (which the share check then held for good)."""
+    await routed(rig)
+    await rig.cycle()
+    await rig.cycle()
+    assert rig.cluster.status["canaryWeight"] == 10
+    writes = list(rig.router.writes)
+    rig.router.read_cause = ApiError(status=Status(code=503, message="paths not installed"))
+    outcome = await rig.reconciler.reconcile(NS, NAME)
+    assert (outcome.failed, outcome.unavailable) == (True, True)
+    assert rig.router.writes == writes, "a weight was written from an unread route"
+    assert rig.cluster.status["canaryWeight"] == 10
+    rig.router.read_cause = None
+    await rig.cycle()
+    assert rig.cluster.status["canaryWeight"] == 10
+    assert rig.cluster.condition("Degraded") == ("False", "Healthy")
 
 
 async def test_an_api_error_while_acting_keeps_the_status_and_retries_soon(rig: Rig) -> None:

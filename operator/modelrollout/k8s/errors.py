@@ -6,9 +6,9 @@ from lightkube import ApiError
 from pydantic import ValidationError
 
 try:  # lightkube 1.x talks through httpx2, older releases through httpx
-    from httpx2 import TransportError
+    from httpx2 import HTTPStatusError, TransportError
 except ImportError:  # pragma: no cover
-    from httpx import TransportError  # type: ignore[assignment]
+    from httpx import HTTPStatusError, TransportError  # type: ignore[assignment]
 
 __all__ = ["api_unavailable", "format_validation", "namespace_terminating"]
 
@@ -38,4 +38,6 @@ def api_unavailable(exc: BaseException) -> bool:
     cannot serve now: nothing about the object itself, worth retrying once it serves again."""
     if isinstance(exc, ApiError):
         return exc.status.code in UNAVAILABLE_CODES
+    if isinstance(exc, HTTPStatusError):  # an answer that is not a Status object
+        return exc.response.status_code in UNAVAILABLE_CODES
     return isinstance(exc, TransportError)

@@ -15,6 +15,11 @@ def api_error(code: int) -> ApiError:
     return ApiError(status=Status(code=code, message="x"))
 
 
+def plain(code: int) -> httpx2.HTTPStatusError:
+    request = httpx2.Request("GET", "https://127.0.0.1/apis")
+    return httpx2.HTTPStatusError("x", request=request, response=httpx2.Response(code))
+
+
 @pytest.mark.parametrize(
     ("error", "unavailable"),
     [
@@ -27,6 +32,8 @@ def api_error(code: int) -> ApiError:
         (api_error(422), False),
         (api_error(403), False),
         (httpx2.ConnectError("connection refused"), True),
+        (plain(503), True),  # an answer that is not a Status object
+        (plain(404), False),
         (httpx2.RemoteProtocolError("peer closed connection"), True),
         (ValueError("a bug"), False),
     ],
