@@ -29,7 +29,7 @@ from modelrollout.k8s.errors import api_unavailable
 from modelrollout.metrics import registry as providers
 from modelrollout.metrics.analysis import analyse_window, read_counters
 from modelrollout.metrics.drift import read_drift
-from modelrollout.placement import Blocked, PlacementService, placement_of
+from modelrollout.placement import Blocked, MarkFirst, PlacementService, placement_of
 from modelrollout.plan.analysis import AnalysisResult
 from modelrollout.plan.children import Owner
 from modelrollout.plan.evidence import Readings
@@ -122,7 +122,9 @@ class Observer:
         self.companions = companions
         self.references = ReferenceCache()
 
-    async def observe(self, obj: dict[str, Any], spec: ModelDeploymentSpec) -> Observed:
+    async def observe(self, obj: dict[str, Any], spec: ModelDeploymentSpec) -> Observed | MarkFirst:
+        """What this reconcile plans from; or, when the model must be read first, the mark to
+        store before the read (the read comes in the next reconcile)."""
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         previous = previous_status(obj)
@@ -131,7 +133,11 @@ class Observer:
         # The GPU tier's image is not part of the revision: a new one is applied to the GPU
         # revisions' Deployments in place, as a rolling update (docs/hardware.md).
         gpu_image = None if spec.serving.image else self.settings.serving_image_gpu
-        hardware, blocked = await self._hardware(spec, revision_of(spec, image), obj, previous)
+        decided = await self._hardware(spec, revision_of(spec, image), obj, previous)
+        if isinstance(decided, MarkFirst):
+            return decided  # nothing else is read before the mark is stored
+        hardware = decided if isinstance(decided, HardwareStatus) else None
+        blocked = (decided.reason, decided.message) if isinstance(decided, Blocked) else None
         annotations = meta.get("annotations") or {}
         actions = frozenset(a for a in Action if f"{GROUP}/{a.value}" in annotations)
         live = await self.cluster.children(namespace, name)
@@ -163,6 +169,7 @@ class Observer:
             actions=actions,
             blocked=blocked,
             hardware=hardware,
+            profiling=decided.mark if isinstance(decided, Blocked) else None,
             **self.companions.inputs(namespace, name),
             drift=await self._drift(spec, namespace, name, previous, now),
             oom_kills=oom_kills(pods),
@@ -256,15 +263,17 @@ class Observer:
         revision: str,
         obj: dict[str, Any],
         previous: ModelDeploymentStatus,
-    ) -> tuple[HardwareStatus | None, tuple[str, str] | None]:
+    ) -> HardwareStatus | Blocked | MarkFirst:
         """The revision's hardware: remembered in status, decided once per revision."""
         hardware = previous.hardware
         if hardware is not None and hardware.revision == revision:
-            return hardware, None
+            return hardware
         meta = obj["metadata"]
-        choice = await self.placement.decide(
-            spec, revision, meta["namespace"], meta["name"], previous.stable_revision
+        return await self.placement.decide(
+            spec,
+            revision,
+            meta["namespace"],
+            meta["name"],
+            previous.stable_revision,
+            previous.profiling,
         )
-        if isinstance(choice, Blocked):
-            return None, (choice.reason, choice.message)
-        return choice, None

@@ -5,7 +5,9 @@ reads the model (in a worker thread, with bounded memory) and the cluster's node
 The result is remembered in status per revision, so a model is profiled once per rollout.
 What the model URI may reach is the platform's policy (tenancy.TenantPolicy). A read is marked
 in status before it starts and unmarked after, so a model whose reads stopped the operator
-(twice) is refused instead of being read again at every restart.
+(twice) is refused instead of being read again at every restart. The mark goes out in the
+status write of the reconcile before the read (`MarkFirst`), the unmarking in that of the
+reconcile that reads: one status write per reconcile.
 """
 
 from __future__ import annotations
@@ -65,11 +67,21 @@ def requeue_after(
 
 
 @dataclass(frozen=True)
+class MarkFirst:
+    """The model must be read: this mark goes into status first, and the read starts in the
+    next reconcile, once the mark is stored (a crash during the read then leaves it behind)."""
+
+    mark: ProfilingMark
+
+
+@dataclass(frozen=True)
 class Blocked:
     """The revision must not roll out; the stable one keeps serving."""
 
     reason: str  # condition reason, e.g. ChecksumMismatch or InsufficientCapacity
     message: str
+    # The read mark status keeps: the interrupted reads that refused the model.
+    mark: ProfilingMark | None = None
 
 
 def request_from_spec(spec: ModelDeploymentSpec) -> HardwareRequest:
@@ -195,36 +207,40 @@ class PlacementService:
         self.cluster = cluster
         self.policy = policy or TenantPolicy()
         self.ledger = Ledger()
+        # The mark this process asked each ModelDeployment's status to hold before its read.
+        self._marks: dict[tuple[str, str], ProfilingMark] = {}
 
     async def _profile(
-        self, spec: ModelDeploymentSpec, revision: str, namespace: str, owner: str
-    ) -> ModelProfile:
-        """Read the model under the policy, marked in status for as long as the read lasts."""
+        self,
+        spec: ModelDeploymentSpec,
+        revision: str,
+        key: tuple[str, str],
+        stored: ProfilingMark | None,
+    ) -> ModelProfile | MarkFirst:
+        """Read the model under the policy, once `stored` (the mark in status) is the one this
+        process asked to store for the read; until then, the mark to store."""
         uri, sha = spec.model.uri, spec.model.sha256
-        store = await self._store(spec, namespace)
         if sha is None or DEFAULT_CACHE.get(sha) is None:
-            obj = await self.cluster.get_model_deployment(namespace, owner)
-            raw = ((obj or {}).get("status") or {}).get("profiling")
-            mark = ProfilingMark.model_validate(raw) if raw else None
-            attempts = mark.attempts if mark and mark.revision == revision else 0
-            if attempts >= MAX_PROFILE_ATTEMPTS:
-                raise ProfileInterruptedError(
-                    f"{attempts} reads of this model stopped the operator before they finished; "
-                    "it is not read again (change spec.model, or ask the platform team about "
-                    "the profiler's limits)"
-                )
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            started = ProfilingMark(revision=revision, attempts=attempts + 1, started_at=now)
-            await self.cluster.write_status(
-                namespace, owner, {"profiling": started.model_dump(by_alias=True)}
-            )
-            try:
-                return await asyncio.to_thread(
-                    profile_uri, uri, sha, policy=self.policy, store=store
-                )
-            finally:
-                await self.cluster.write_status(namespace, owner, {"profiling": None})
+            if stored is None or self._marks.get(key) != stored:
+                # Not marked by this process: a mark left in status is a read that never
+                # finished (the operator stopped during it).
+                attempts = stored.attempts if stored and stored.revision == revision else 0
+                if attempts >= MAX_PROFILE_ATTEMPTS:
+                    raise ProfileInterruptedError(
+                        f"{attempts} reads of this model stopped the operator before they "
+                        "finished; it is not read again (change spec.model, or ask the "
+                        "platform team about the profiler's limits)"
+                    )
+                now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                mark = ProfilingMark(revision=revision, attempts=attempts + 1, started_at=now)
+                self._marks[key] = mark
+                return MarkFirst(mark)
+            del self._marks[key]
+        store = await self._store(spec, key[0])
         return await asyncio.to_thread(profile_uri, uri, sha, policy=self.policy, store=store)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._marks.pop((namespace, name), None)
 
     async def _store(self, spec: ModelDeploymentSpec, namespace: str) -> StoreAccess:
         """The spec's endpoint and region, and its Secret's values when the policy lets the
@@ -243,12 +259,16 @@ class PlacementService:
         namespace: str,
         owner: str,
         stable_revision: str | None,
-    ) -> HardwareStatus | Blocked:
+        mark: ProfilingMark | None = None,
+    ) -> HardwareStatus | Blocked | MarkFirst:
+        """The revision's hardware, or why it has none. `mark`: status.profiling as stored."""
         request = request_from_spec(spec)
         summary: ProfileSummary | None = None
         note, sha256 = "", None
         try:
-            profile = await self._profile(spec, revision, namespace, owner)
+            profile = await self._profile(spec, revision, (namespace, owner), mark)
+            if isinstance(profile, MarkFirst):
+                return profile
             summary = ProfileSummary(
                 profile.parameter_count, profile.weight_bytes, profile.flops_per_sample
             )
@@ -258,7 +278,8 @@ class PlacementService:
             return Blocked(exc.reason, str(exc))
         except ProfileError as exc:
             if request.mode == "auto":
-                return Blocked(exc.reason, f"{exc}; cannot choose hardware in auto mode")
+                kept = mark if isinstance(exc, ProfileInterruptedError) else None
+                return Blocked(exc.reason, f"{exc}; cannot choose hardware in auto mode", kept)
             # An explicit mode needs no profile: the pods verify the model themselves.
             note = f" (model not profiled: {exc})"
             log.info("placing %s without a profile: %s", revision, exc)

@@ -35,9 +35,9 @@ from modelrollout.observe import (
     now_utc,
     previous_status,
 )
-from modelrollout.placement import PlacementService, requeue_after
+from modelrollout.placement import MarkFirst, PlacementService, requeue_after
 from modelrollout.plan import reconcile as planner
-from modelrollout.plan.settle import settle, settle_unplanned
+from modelrollout.plan.settle import settle, settle_marked, settle_unplanned
 from modelrollout.plan.types import Acted, Failure, Plan
 from modelrollout.routers import registry as routers
 from modelrollout.routers.base import RouterError, RouteState
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # After a failure the object is looked at again this soon (the resync would be too slow).
 RETRY_AFTER_ERROR = 10.0
+# A model-read mark stored, the read starts in the reconcile queued this soon after.
+READ_AFTER_MARK = 0.0
 
 
 def _drifted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool | None:
@@ -123,6 +125,11 @@ class Reconciler:
             return Outcome(Phase.FAILED, None)
 
         seen = await self.observer.observe(obj, spec)
+        if isinstance(seen, MarkFirst):
+            # The mark is stored before the read starts: this reconcile's one status write.
+            previous = previous_status(obj)
+            await self._write_status(namespace, name, previous, settle_marked(previous, seen.mark))
+            return Outcome(previous.phase, READ_AFTER_MARK)
         plan = planner.plan(seen.inputs)
         acted = await self.act(seen, plan)
         status = settle(plan, acted)
@@ -213,6 +220,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.companions.forget(namespace, name)
+        self.observer.placement.forget(namespace, name)
         for candidate in Phase:
             self.metrics.phase.remove(namespace, name, candidate.value)
         self.metrics.export_drift(namespace, name, [])

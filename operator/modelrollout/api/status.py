@@ -296,9 +296,7 @@ class ModelDeploymentStatus(ApiModel):
     synthetic: SyntheticStatus | None = None
     """Synthetic traffic sent to the current canary revision."""
 
-    # Excluded from the status the planner writes (a merge patch): only placement sets and
-    # clears it, around the read, so it survives a crash in between.
-    profiling: ProfilingMark | None = Field(default=None, exclude=True)
+    profiling: ProfilingMark | None = None
     """Set while the operator reads the model, removed when done. Left behind when the operator
     stopped mid-read; after two such reads the model is refused (ProfileInterrupted) rather
     than read again."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from modelrollout.api.names import format_time
-from modelrollout.api.status import ModelDeploymentStatus, Phase, RolloutStatus
+from modelrollout.api.status import ModelDeploymentStatus, Phase, ProfilingMark, RolloutStatus
 from modelrollout.api.synthetic import SyntheticStatus
 from modelrollout.plan.conditions import (
     DEGRADED,
@@ -30,7 +30,7 @@ from modelrollout.plan.oom import oom_condition
 from modelrollout.plan.rollout import Decision, Stage
 from modelrollout.plan.types import Acted, Failure, Inputs, ObservedDeployment, Plan
 
-__all__ = ["HISTORY_LIMIT", "settle", "settle_unplanned"]
+__all__ = ["HISTORY_LIMIT", "settle", "settle_marked", "settle_unplanned"]
 
 HISTORY_LIMIT = 10
 # A failure makes these phases Degraded; the others already say something is wrong.
@@ -96,6 +96,7 @@ def settle(plan: Plan, acted: Acted) -> ModelDeploymentStatus:
         hooks=list(plan.hooks),
         synthetic=_synthetic(plan),
         drift=drift,
+        profiling=inputs.profiling,
     )
     return _with_notifications(plan, settled)
 
@@ -144,6 +145,13 @@ def settle_unplanned(
             ),
         }
     )
+
+
+def settle_marked(previous: ModelDeploymentStatus, mark: ProfilingMark) -> ModelDeploymentStatus:
+    """The model is about to be read: the status as it was, with the read marked. The mark is
+    stored before the read starts (the next reconcile reads), so a read that stops the operator
+    leaves it behind; observedGeneration stays, as nothing of the new spec is done yet."""
+    return previous.model_copy(update={"profiling": mark})
 
 
 def _with_failures(

@@ -10,7 +10,12 @@ from typing import Any
 
 from modelrollout.api.hooks import HookRunStatus
 from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import HardwareStatus, HistoryEntry, ModelDeploymentStatus
+from modelrollout.api.status import (
+    HardwareStatus,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    ProfilingMark,
+)
 from modelrollout.api.synthetic import SyntheticStatus
 from modelrollout.plan.analysis import AnalysisResult
 from modelrollout.plan.children import Manifest, Owner, Placement
@@ -88,6 +93,8 @@ class Inputs:
     # Why the spec's revision may not roll out: (condition reason, message).
     blocked: tuple[str, str] | None = None
     hardware: HardwareStatus | None = None
+    # The model-read mark status keeps (interrupted reads that refused the model); None clears.
+    profiling: ProfilingMark | None = None
     # Hook runs that finished since the last reconcile, by run key (plan/hooks.py).
     hook_results: Mapping[str, HookResult] = field(default_factory=dict)
     # The stable's input counts beside its reference profile (None: no profile).

@@ -10,7 +10,7 @@ from modelrollout.api.status import HardwareStatus
 from modelrollout.hardware.capacity import NodeInfo, PodShape, compute_capacity
 from modelrollout.hardware.reservations import Ledger, assign
 from modelrollout.hardware.thresholds import HardwareThresholds
-from modelrollout.placement import Blocked, PlacementService
+from modelrollout.placement import Blocked, MarkFirst, PlacementService
 
 GPU_NODE = {
     "metadata": {"name": "gpu-0", "labels": {"nvidia.com/gpu.present": "true"}},
@@ -49,6 +49,15 @@ class Cache:
         )
 
 
+async def decide(service: PlacementService, owner: str) -> HardwareStatus | Blocked:
+    """A decision as two reconciles make it: the model's read marked first, then made."""
+    choice = await service.decide(SPEC, "r1", "ns", owner, None)
+    if isinstance(choice, MarkFirst):
+        choice = await service.decide(SPEC, "r1", "ns", owner, None, choice.mark)
+    assert not isinstance(choice, MarkFirst)
+    return choice
+
+
 SPEC = ModelDeploymentSpec.model_validate(
     {
         "model": {"uri": "s3://models/llm.onnx", "version": "v1"},
@@ -61,13 +70,13 @@ SPEC = ModelDeploymentSpec.model_validate(
 async def test_only_the_decisions_that_fit_get_gpus_when_many_come_at_once() -> None:
     cache = Cache()
     service = PlacementService(HardwareThresholds(), cache)
-    choices = [await service.decide(SPEC, "r1", "ns", f"m{i}", None) for i in range(5)]
+    choices = [await decide(service, f"m{i}") for i in range(5)]
     placed = [c for c in choices if isinstance(c, HardwareStatus)]
     blocked = [c for c in choices if isinstance(c, Blocked)]
     assert len(placed) == 3
     assert [b.reason for b in blocked] == ["InsufficientCapacity"] * 2
     # Deciding again for an owner replaces its own hold rather than adding a second one.
-    again = await service.decide(SPEC, "r1", "ns", "m0", None)
+    again = await decide(service, "m0")
     assert isinstance(again, HardwareStatus)
 
 
@@ -75,13 +84,13 @@ async def test_bound_pods_end_the_hold_and_count_themselves() -> None:
     cache = Cache()
     service = PlacementService(HardwareThresholds(), cache)
     for i in range(3):
-        assert isinstance(await service.decide(SPEC, "r1", "ns", f"m{i}", None), HardwareStatus)
+        assert isinstance(await decide(service, f"m{i}"), HardwareStatus)
     for i in range(3):
         cache.bind("ns", f"m{i}", "r1")
-    assert isinstance(await service.decide(SPEC, "r1", "ns", "m3", None), Blocked)
+    assert isinstance(await decide(service, "m3"), Blocked)
     assert len(service.ledger.holds) == 0  # released: the pods count now, not the holds
     cache.pods.pop()  # one pod went away: its GPU is free again
-    assert isinstance(await service.decide(SPEC, "r1", "ns", "m3", None), HardwareStatus)
+    assert isinstance(await decide(service, "m3"), HardwareStatus)
 
 
 def test_holds_expire() -> None:
