@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hack.processes import free_port
+
+# Startup costs the server about 1 s of CPU (imports, onnxruntime session). On a loaded machine
+# the wall time to ready is whatever the scheduler grants (15 s seen on 2 shared cores), so the
+# wait is bounded by the CPU the server spent: one that used this much without becoming ready
+# is broken, one that was starved is not. The wall bound only stops a server that hangs idle.
+STARTUP_CPU_S = 20.0
+STARTUP_WALL_S = 300.0
+
 ENTRY_POINT = Path(sys.executable).parent / "modelserver"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -81,19 +82,33 @@ def running_server(
         proc = subprocess.Popen([str(ENTRY_POINT)], env=env, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(proc, port, metrics_port, log_path, grpc_port)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{server.base}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, server.log()
-            time.sleep(0.05)
-        else:
-            pytest.fail("server did not become ready: " + server.log())
+        wait_ready(server)
         yield server
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(server: ServerProcess) -> None:
+    """Poll readiness until 200, the process exits, or it has spent STARTUP_CPU_S of CPU (or
+    STARTUP_WALL_S have passed) without becoming ready."""
+    started = time.monotonic()
+    while True:
+        try:
+            # A starved server may take long to answer: a timeout only means poll again.
+            if httpx.get(f"{server.base}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert server.proc.poll() is None, server.log()
+        cpu, wall = cpu_seconds(server.proc.pid), time.monotonic() - started
+        if cpu > STARTUP_CPU_S or wall > STARTUP_WALL_S:
+            pytest.fail(f"server not ready after {cpu:.1f} s of CPU, {wall:.0f} s: {server.log()}")
+        time.sleep(0.05)

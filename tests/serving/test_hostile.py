@@ -11,12 +11,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from hack.processes import free_port
 from modelserver.dataplane import DataPlane
 from modelserver.rest import RestApp
 from modelserver.settings import Settings
 
 from .conftest import Models, ServeFactory
-from .server_process import free_port
 
 BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0.1] * 16}]}
 LABELS = {"model": "mlp", "version": "1", "revision": "", "track": "stable"}

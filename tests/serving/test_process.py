@@ -3,69 +3,126 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from .conftest import Models
-from .server_process import running_server
+from .server_process import ServerProcess, running_server
 
 BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0.2] * 16}]}
+IDENTITY = 'model="mlp",revision="",track="stable",version="1"'
+OK_LABELS = f'code="200",{IDENTITY}'
+WAIT_S = 60.0  # for events, not for speed: generous for a starved machine
 
 
 @pytest.fixture
-def server(models: Models, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+def server(models: Models, tmp_path: Path) -> Iterator[ServerProcess]:
     with running_server(
         models.mlp,
         tmp_path,
-        fault_latency_ms="400",  # keeps requests in flight across the SIGTERM
-        drain_delay_s="0.6",
-        drain_timeout_s="10",
+        fault_latency_ms="1000",  # keeps requests in flight across the SIGTERM
+        # The only step of the drain test bound by time: after SIGTERM, the test has this long
+        # to see readiness fail and start a request. Every later step waits on an event.
+        drain_delay_s="3",
+        drain_timeout_s="60",
     ) as s:
-        yield s.proc, s.base, s.metrics
+        yield s
 
 
-async def test_drain_on_sigterm(server: tuple[subprocess.Popen[bytes], str, str]) -> None:
-    proc, base, metrics = server
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        infer = "/v2/models/mlp/infer"
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out after {WAIT_S}s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+class HeldRequest:
+    """An inference request whose body the test holds back: uvicorn's graceful shutdown waits
+    for it, so the server cannot finish its drain (and close its metrics port) before the test
+    lets it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.body = json.dumps(BODY).encode()
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def start(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = (
+            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(self.body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + self.body[:10])
+        await writer.drain()
+        self.streams = reader, writer
+
+    async def finish(self) -> tuple[int, Any]:
+        assert self.streams is not None
+        reader, writer = self.streams
+        writer.write(self.body[10:])
+        await writer.drain()
+        # Draining, the server closes the connection after the response.
+        raw = await asyncio.wait_for(reader.read(), timeout=60)
+        writer.close()
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(payload)
+
+
+async def test_drain_on_sigterm(server: ServerProcess) -> None:
+    """SIGTERM: not ready at once; a request arriving in the drain delay is still served;
+    requests in flight finish; the metrics port answers until the last of them has; exit 0."""
+    infer = f"{server.base}/v2/models/mlp/infer"
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def in_flight_seen() -> bool:
+            text = (await client.get(f"{server.metrics}/metrics")).text
+            gauge = f"modelserver_inflight_requests{{{IDENTITY}}} "
+            (line,) = [x for x in text.splitlines() if x.startswith(gauge)]
+            return float(line.removeprefix(gauge)) > 0
+
         in_flight = [asyncio.create_task(client.post(infer, json=BODY)) for _ in range(6)]
-        await asyncio.sleep(0.15)  # requests are now inside the 400 ms injected latency
-        sent_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
-        ready = await client.get("/v2/health/ready")
-        assert ready.status_code == 503
-        assert ready.json() == {"ready": False, "error": "server is draining"}
+        await until(in_flight_seen, "requests in flight")
+        server.proc.send_signal(signal.SIGTERM)
+
+        async def draining() -> bool:
+            ready = await client.get(f"{server.base}/v2/health/ready")
+            if ready.status_code == 200:
+                return False
+            assert ready.json() == {"ready": False, "error": "server is draining"}
+            return True
+
+        await until(draining, "readiness to fail")
         # Still serving during the drain delay: endpoints may not have caught up yet.
-        late = await client.post(infer, json=BODY)
-        assert late.status_code == 200
+        late = HeldRequest(server.port)
+        await late.start()
         responses = await asyncio.gather(*in_flight)
         assert [r.status_code for r in responses] == [200] * 6
         assert all(r.json()["outputs"][0]["shape"] == [1, 8] for r in responses)
-        async with httpx.AsyncClient(timeout=2) as scraper:
-            scraped = await scraper.get(f"{metrics}/metrics")
-        assert 'modelserver_requests_total{code="200"' in scraped.text
+        # The late request holds the drain open, so this scrape cannot race the server's exit.
+        scraped = await client.get(f"{server.metrics}/metrics")
+        assert f"modelserver_requests_total{{{OK_LABELS}}} 6.0" in scraped.text
+        status, answer = await late.finish()
+        assert status == 200, answer
+        assert answer["outputs"][0]["shape"] == [1, 8]
 
-    returncode = await asyncio.to_thread(proc.wait, 15)
-    assert returncode == 0
-    assert time.monotonic() - sent_at < 10
+    assert await asyncio.to_thread(server.proc.wait, 60) == 0
+    assert "timeout graceful shutdown exceeded" not in server.log()
     with pytest.raises(httpx.TransportError):  # the port is closed
         async with httpx.AsyncClient(timeout=1) as fresh:
-            await fresh.get(f"{base}/v2/health/live")
+            await fresh.get(f"{server.base}/v2/health/live")
 
 
-def test_metrics_port(server: tuple[subprocess.Popen[bytes], str, str]) -> None:
-    _, base, metrics = server
-    assert httpx.post(f"{base}/v2/models/mlp/infer", json=BODY, timeout=5).status_code == 200
-    r = httpx.get(f"{metrics}/metrics", timeout=5)
+def test_metrics_port(server: ServerProcess) -> None:
+    assert httpx.post(f"{server.base}/v2/models/mlp/infer", json=BODY, timeout=5).status_code == 200
+    r = httpx.get(f"{server.metrics}/metrics", timeout=5)
     assert r.status_code == 200
     assert 'modelserver_model_info{model="mlp"' in r.text
-    labels = 'code="200",model="mlp",revision="",track="stable",version="1"'
-    assert f"modelserver_requests_total{{{labels}}} 1.0" in r.text
-    assert httpx.get(f"{metrics}/v2/health/live", timeout=5).status_code == 404
+    assert f"modelserver_requests_total{{{OK_LABELS}}} 1.0" in r.text
+    assert httpx.get(f"{server.metrics}/v2/health/live", timeout=5).status_code == 404
