@@ -19,6 +19,7 @@ from hack.podrunner import PodRunner
 from hack.prometheus import INSTALL_HINT, Prometheus, find_binary
 
 from .kube import REPO, Kube, OperatorProcess, wait_established
+from .rig import Rig, web_route
 
 CRD = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
 _DESELECTED = pytest.StashKey[int]()
@@ -151,6 +152,21 @@ def gateway(cluster: LocalCluster, podrunner: PodRunner) -> Iterator[Gateway]:
     """Routes /<namespace>/<name>/... by the current HTTPRoute weights (or uniformly)."""
     with Gateway(cluster.kubeconfig, podrunner) as gw:
         yield gw
+
+
+@pytest.fixture
+def rig(
+    kube: Kube,
+    operator: OperatorProcess,
+    router_crds: LocalCluster,
+    modelservers: PodRunner,
+    prometheus: Prometheus,
+    gateway: Gateway,
+    models: Models,
+) -> Rig:
+    """The canary tests' namespace: the route `web`, stand-in pods, Prometheus, the gateway."""
+    assert kube.apply(web_route()).returncode == 0
+    return Rig(kube, operator, gateway, prometheus, models)
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hack.gateway import NO_REVISION, Gateway
+from hack.gateway import NO_REVISION
 from hack.loadgen import LoadStats, run_load
-from hack.localcluster import LocalCluster
-from hack.podrunner import PodRunner
-from hack.prometheus import Prometheus
 from modelserver.profile import build_profile
 from modelserver.runtime import Runtime
 
-from .conftest import ModelFile, Models
-from .kube import Kube, OperatorProcess, wait_for
-from .test_canary import ROUTE, Rig, watch
+from .conftest import ModelFile
+from .kube import wait_for
+from .rig import ROUTE, Rig, watch
 
 pytestmark = pytest.mark.integration
 
@@ -84,45 +81,15 @@ class PredictionRig(Rig):
 
 
 @pytest.fixture
-def rig(
-    kube: Kube,
-    operator: OperatorProcess,
-    router_crds: LocalCluster,
-    modelservers: PodRunner,
-    prometheus: Prometheus,
-    gateway: Gateway,
-    models: Models,
-) -> PredictionRig:
-    kube.apply(
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": ROUTE},
-            "spec": {
-                "parentRefs": [{"name": "public-gateway"}],
-                "rules": [
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [{"name": "iris-stable", "port": 8080, "weight": 100}],
-                    }
-                ],
-            },
-        }
-    )
-    return PredictionRig(kube, operator, gateway, prometheus, models)
+def rig(rig: Rig) -> PredictionRig:
+    """The canary rig (conftest.py) with the scorer models' helpers."""
+    return PredictionRig(**vars(rig))
 
 
 def _stable(rig: PredictionRig, model: ModelFile, **extra: Any) -> str:
     m = rig.model(rig.manifest("v1"), model, "v1")
     m["spec"]["model"] |= extra
-    rev = rig.deploy(m)
-    wait_for(
-        lambda: rig.status().get("stableRevision") == rev and rig.status().get("phase") == "Ready",
-        what="v1 stable",
-        timeout=60,
-    )
-    wait_for(lambda: rig.load(5, 1).by_status.get(200, 0) > 0, what="stable answering", timeout=60)
-    return rev
+    return rig.ready_stable(m)
 
 
 def test_canary_whose_outputs_moved_is_rolled_back_by_prediction_shift(
