@@ -41,6 +41,18 @@ CPU_NODES = ("kwok-cpu-0", "kwok-cpu-1")
 GPU_NODES = ("kwok-gpu-0",)
 
 
+def build_tools(*toolsets: str) -> dict[str, Path]:
+    """Build (or find in the cache) these toolsets through hack/build-tools.sh: the folder
+    holding each one's binaries, by toolset name."""
+    out = subprocess.run(
+        [str(REPO / "hack" / "build-tools.sh"), *toolsets],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    return {k: Path(v) for k, v in (line.split("=", 1) for line in out.split() if "=" in line)}
+
+
 def log(message: str) -> None:
     print(f"[localcluster] {message}", file=sys.stderr, flush=True)
 
@@ -59,13 +71,7 @@ class Binaries:
     def build(cls, real_node: bool = False) -> Binaries:
         """Build (or find in the cache) every binary through hack/build-tools.sh."""
         toolsets = ["k8s", "etcd", "kwok"] + (["coredns", "metrics-server"] if real_node else [])
-        out = subprocess.run(
-            [str(REPO / "hack" / "build-tools.sh"), *toolsets],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        ).stdout
-        dirs = {k: Path(v) for k, v in (line.split("=", 1) for line in out.split() if "=" in line)}
+        dirs = build_tools(*toolsets)
         k8s = dirs["k8s"]
         node = None
         if real_node:

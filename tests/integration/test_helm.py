@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hack.localcluster import CPU_NODES, LocalCluster
+from hack.localcluster import CPU_NODES, LocalCluster, build_tools
 
 from .conftest import Models
 from .kube import REPO, Kube, OperatorProcess, wait_for
@@ -62,14 +62,8 @@ class Helm:
 
 @pytest.fixture(scope="session")
 def helm(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    out = subprocess.run(
-        [str(REPO / "hack" / "build-tools.sh"), "helm"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    dirs = dict(line.split("=", 1) for line in out.split() if "=" in line)
-    return Helm(Path(dirs["helm"]) / "helm", cluster.kubeconfig, tmp_path_factory.mktemp("helm"))
+    binary = build_tools("helm")["helm"] / "helm"
+    return Helm(binary, cluster.kubeconfig, tmp_path_factory.mktemp("helm"))
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hack.localcluster import build_tools
 from hack.prometheus import INSTALL_HINT
 from modelrollout.hardware.thresholds import HardwareThresholds
 from modelrollout.settings import OperatorSettings
@@ -38,14 +39,7 @@ Obj = dict[str, Any]
 
 @pytest.fixture(scope="session")
 def helm_bin() -> Path:
-    out = subprocess.run(
-        [str(REPO / "hack" / "build-tools.sh"), "helm"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    dirs = dict(line.split("=", 1) for line in out.split() if "=" in line)
-    return Path(dirs["helm"]) / "helm"
+    return build_tools("helm")["helm"] / "helm"
 
 
 def run_helm(helm_bin: Path, *args: str) -> subprocess.CompletedProcess[str]:

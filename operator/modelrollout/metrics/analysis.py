@@ -3,6 +3,7 @@ registry gives, then judge them with the pure analysis (plan/analysis.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -14,12 +15,32 @@ from modelrollout.plan.evidence import Reading, Readings
 from modelrollout.plan.predictions import ShiftLimits
 from modelrollout.tenancy import TenantPolicy
 
-from .base import ProviderError, WindowQuery, sample_tracks
+from .base import MetricProvider, ProviderError, WindowQuery, sample_tracks
 from .isolation import tenant_prometheus
 from .prometheus import PrometheusProvider
 from .registry import ProviderLookup
 
-__all__ = ["analyse_window", "read_counters"]
+__all__ = ["analyse_window", "read_counters", "spec_provider"]
+
+
+def spec_provider(
+    provider_for: ProviderLookup,
+    spec: ModelDeploymentSpec,
+    policy: TenantPolicy,
+    default_url: str,
+    token_file: Path | None,
+    overrides: Mapping[str, str | None] | None = None,
+) -> MetricProvider:
+    """The Prometheus a spec's analysis reads. The platform's policy decides which Prometheus
+    and which query templates a spec may use (ValueError or ProviderError when it may not)."""
+    return tenant_prometheus(
+        policy,
+        spec_url=spec.rollout.analysis.prometheus_url,
+        default_url=default_url,
+        overrides=overrides or {},
+        factory=provider_for(PrometheusProvider.kind),
+        token_file=token_file,
+    )
 
 
 def judged_tracks(status: ModelDeploymentStatus) -> tuple[str, str | None]:
@@ -47,15 +68,8 @@ async def analyse_window(
     window = parse_duration(settings.every).total_seconds()
     canary, stable = judged_tracks(status)
     try:
-        # The platform's policy decides which Prometheus and which queries a spec may use.
-        provider = tenant_prometheus(
-            policy,
-            spec_url=settings.prometheus_url,
-            default_url=default_url,
-            overrides=settings.queries.model_dump() if settings.queries else {},
-            factory=provider_for(PrometheusProvider.kind),
-            token_file=token_file,
-        )
+        overrides = settings.queries.model_dump() if settings.queries else {}
+        provider = spec_provider(provider_for, spec, policy, default_url, token_file, overrides)
     except (ValueError, ProviderError) as exc:
         return analyse(None, None, provider_error=str(exc))
     at = now.timestamp()
@@ -102,15 +116,8 @@ async def read_counters(
     settings = spec.rollout.analysis
     canary, stable = judged_tracks(status)
     try:
-        # The same policy as for windows; the counters' own queries are never overridden.
-        provider = tenant_prometheus(
-            policy,
-            spec_url=settings.prometheus_url,
-            default_url=default_url,
-            overrides={},
-            factory=provider_for(PrometheusProvider.kind),
-            token_file=token_file,
-        )
+        # The counters' own queries are never overridden.
+        provider = spec_provider(provider_for, spec, policy, default_url, token_file)
     except (ValueError, ProviderError) as exc:
         return Readings(None, None, str(exc))
     counters = getattr(provider, "counters", None)

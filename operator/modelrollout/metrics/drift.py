@@ -13,9 +13,8 @@ from modelrollout.api.types import parse_duration
 from modelrollout.plan.samples import DriftReading
 from modelrollout.tenancy import TenantPolicy
 
+from .analysis import spec_provider
 from .base import ProviderError, WindowQuery
-from .isolation import tenant_prometheus
-from .prometheus import PrometheusProvider
 from .registry import ProviderLookup
 
 __all__ = ["read_drift"]
@@ -39,16 +38,8 @@ async def read_drift(
         return None
     if not any(f.frequencies is not None for f in features):
         return DriftReading(features, threshold=ref.max_drift, error="no reference frequencies")
-    settings = spec.rollout.analysis
     try:
-        provider = tenant_prometheus(
-            policy,
-            spec_url=settings.prometheus_url,
-            default_url=default_url,
-            overrides={},
-            factory=provider_for(PrometheusProvider.kind),
-            token_file=token_file,
-        )
+        provider = spec_provider(provider_for, spec, policy, default_url, token_file)
         inputs = getattr(provider, "inputs", None)
         if inputs is None:
             raise ProviderError(f"metric provider {type(provider).__name__} reads no inputs")
