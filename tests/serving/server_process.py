@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,22 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def inflight(self) -> float:
+        """The server's modelserver_inflight_requests gauge (REST and gRPC together)."""
+        text = httpx.get(f"{self.metrics}/metrics", timeout=10).text
+        gauge = "modelserver_inflight_requests{"
+        (line,) = [x for x in text.splitlines() if x.startswith(gauge)]
+        return float(line.rsplit(" ", 1)[1])
+
+
+async def until(check: Callable[[], object], what: str, timeout_s: float = 60) -> None:
+    """Poll `check` in a thread (the test's own requests go on in the event loop) until it
+    returns something truthy. For events, not for speed: the bound is generous."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 @contextmanager

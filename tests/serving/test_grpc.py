@@ -26,7 +26,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from .conftest import Models
-from .server_process import ServerProcess, running_server
+from .server_process import ServerProcess, running_server, until
 
 TOKEN = "s3cret-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -202,27 +202,35 @@ async def test_cap_and_drain_on_sigterm(models: Models, tmp_path: Path) -> None:
         models.mlp,
         tmp_path,
         grpc=True,
-        fault_latency_ms="400",  # keeps requests in flight across the SIGTERM
+        fault_latency_ms="1000",  # keeps requests in flight across the SIGTERM
         max_inflight_requests="3",
-        drain_delay_s="0.3",
-        drain_timeout_s="10",
+        # The only step bound by time: seeing the server not ready after SIGTERM.
+        drain_delay_s="3",
+        drain_timeout_s="60",
     ) as server:
         client = tgrpc_aio.InferenceServerClient(server.grpc_target)
+
+        def draining() -> bool:
+            probe = tgrpc.InferenceServerClient(server.grpc_target)
+            try:
+                return not probe.is_server_ready()  # draining: not ready, still serving
+            finally:
+                probe.close()
+
         try:
             x = _features(1)
             calls = [asyncio.create_task(client.infer("mlp", [_grpc_input(x)])) for _ in range(3)]
-            await asyncio.sleep(0.15)
+            await until(lambda: server.inflight() == 3, "three calls in flight")
             with pytest.raises(InferenceServerException) as caught:
                 await client.infer("mlp", [_grpc_input(x)])
             assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
             server.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.1)
-            assert not await client.is_server_ready()  # draining: not ready, still serving
+            await until(draining, "readiness to fail")
             results = await asyncio.gather(*calls)
             assert all(r.as_numpy("logits").shape == (1, 8) for r in results)
         finally:
             await client.close()
-        assert await asyncio.to_thread(server.proc.wait, 15) == 0
+        assert await asyncio.to_thread(server.proc.wait, 60) == 0
         assert "gRPC (OIP v2) listening" in server.log()
 
 

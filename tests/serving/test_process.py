@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,11 @@ import httpx
 import pytest
 
 from .conftest import Models
-from .server_process import ServerProcess, running_server
+from .server_process import ServerProcess, running_server, until
 
 BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0.2] * 16}]}
 IDENTITY = 'model="mlp",revision="",track="stable",version="1"'
 OK_LABELS = f'code="200",{IDENTITY}'
-WAIT_S = 60.0  # for events, not for speed: generous for a starved machine
 
 
 @pytest.fixture
@@ -34,13 +32,6 @@ def server(models: Models, tmp_path: Path) -> Iterator[ServerProcess]:
         drain_timeout_s="60",
     ) as s:
         yield s
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out after {WAIT_S}s waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 class HeldRequest:
@@ -79,25 +70,18 @@ async def test_drain_on_sigterm(server: ServerProcess) -> None:
     """SIGTERM: not ready at once; a request arriving in the drain delay is still served;
     requests in flight finish; the metrics port answers until the last of them has; exit 0."""
     infer = f"{server.base}/v2/models/mlp/infer"
+
+    def draining() -> bool:
+        ready = httpx.get(f"{server.base}/v2/health/ready", timeout=10)
+        if ready.status_code == 200:
+            return False
+        assert ready.json() == {"ready": False, "error": "server is draining"}
+        return True
+
     async with httpx.AsyncClient(timeout=60) as client:
-
-        async def in_flight_seen() -> bool:
-            text = (await client.get(f"{server.metrics}/metrics")).text
-            gauge = f"modelserver_inflight_requests{{{IDENTITY}}} "
-            (line,) = [x for x in text.splitlines() if x.startswith(gauge)]
-            return float(line.removeprefix(gauge)) > 0
-
         in_flight = [asyncio.create_task(client.post(infer, json=BODY)) for _ in range(6)]
-        await until(in_flight_seen, "requests in flight")
+        await until(server.inflight, "requests in flight")
         server.proc.send_signal(signal.SIGTERM)
-
-        async def draining() -> bool:
-            ready = await client.get(f"{server.base}/v2/health/ready")
-            if ready.status_code == 200:
-                return False
-            assert ready.json() == {"ready": False, "error": "server is draining"}
-            return True
-
         await until(draining, "readiness to fail")
         # Still serving during the drain delay: endpoints may not have caught up yet.
         late = HeldRequest(server.port)
