@@ -7,18 +7,17 @@ import hashlib
 import json
 import os
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from hack.gateway import Gateway, WeightedPicker, split_by_weights
 from hack.loadgen import check_loopback, infer_payload, run_load
 from hack.localcluster import LocalCluster
+from hack.models import write_mlp
 from hack.podrunner import PodRunner, PodServer, read_registry
 from hack.prometheus import Prometheus
 from modelrollout.api.names import Track
@@ -30,35 +29,12 @@ from .kube import Kube, wait_for
 pytestmark = pytest.mark.integration
 
 NAME = "iris"
-FEATURES = 16
+FEATURES = 4
 
 
 def mlp(path: Path, seed: int) -> Path:
-    """features[N,16] -> probabilities[N,4], random weights: nothing is downloaded."""
-    rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((FEATURES, 32)).astype(np.float32), "w1"),
-        numpy_helper.from_array(np.zeros(32, np.float32), "b1"),
-        numpy_helper.from_array(rng.standard_normal((32, 4)).astype(np.float32), "w2"),
-        numpy_helper.from_array(np.zeros(4, np.float32), "b2"),
-    ]
-    nodes = [
-        helper.make_node("Gemm", ["features", "w1", "b1"], ["h"]),
-        helper.make_node("Relu", ["h"], ["hr"]),
-        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 4])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    """A small classifier (hack.models), its random weights by `seed`: nothing is downloaded."""
+    write_mlp(path, features=FEATURES, seed=seed)
     return path
 
 
@@ -198,9 +174,12 @@ def test_pods_served_routed_by_weight_and_scraped(
         assert by_pod[server.pod]["labels"]["deployment"] == NAME
 
     # No route object: uniform over the ready pods of every revision.
-    payload = infer_payload(FEATURES)
+    payload = infer_payload(FEATURES, input_name="input")
     stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=1, payload=payload)
-    assert stats.by_revision == {"aaa111": 10, "bbb222": 10}, stats.summary()
+    served = Counter(stats.by_revision)
+    # A starved load generator may drop some of its schedule: the split is of what it sent.
+    even = split_by_weights({"aaa111": 1, "bbb222": 1}, stats.completed)
+    assert sorted(stats.by_revision.values()) == sorted(even.values()), stats.summary()
     assert stats.error_ratio("aaa111") == 0.0
     assert stats.error_ratio("bbb222") == 1.0
     assert gateway.route(ns, NAME) is not None
@@ -215,8 +194,10 @@ def test_pods_served_routed_by_weight_and_scraped(
         what="gateway to read the HTTPRoute weights",
     )
     stats = run_load(gateway.url, ns, NAME, rate_per_s=40, duration_s=1, payload=payload)
-    assert dict(stats.by_revision) == stats.expected({"aaa111": 75, "bbb222": 25})
-    assert stats.by_status == {200: 30, 500: 10}, stats.summary()
+    served += stats.by_revision
+    expected = stats.expected({"aaa111": 75, "bbb222": 25})
+    assert dict(stats.by_revision) == expected, stats.summary()
+    assert stats.by_status == {200: expected["aaa111"], 500: expected["bbb222"]}, stats.summary()
 
     kube.patch("httproute", NAME, {"spec": http_route(ns, stable=0, canary=100)["spec"]}, "merge")
     wait_for(
@@ -225,7 +206,9 @@ def test_pods_served_routed_by_weight_and_scraped(
         what="gateway to follow the new weights",
     )
     stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=0.5, payload=payload)
-    assert stats.by_revision == {"bbb222": 10}, stats.summary()
+    served += stats.by_revision
+    assert stats.completed > 0
+    assert stats.by_revision == {"bbb222": stats.completed}, stats.summary()
 
     # Prometheus found every process through file SD; target labels name pod and revision.
     answered = gateway.counts_by_revision(ns, NAME)
@@ -236,7 +219,7 @@ def test_pods_served_routed_by_weight_and_scraped(
         got = {r["metric"]["revision"]: float(r["value"][1]) for r in result}
         return got == {rev: float(n) for rev, n in answered.items()}
 
-    assert answered == {"aaa111": 40, "bbb222": 30}
+    assert answered == served
 
     result = prometheus.wait_for(query, scraped_all, timeout=30)
     for series in result:
@@ -272,7 +255,8 @@ def test_pods_served_routed_by_weight_and_scraped(
     assert gone.pod not in {t["labels"]["pod"] for t in sd}
     # With the canary's pods gone, its whole share gets 503 from the gateway, as with no endpoints.
     stats = run_load(gateway.url, ns, NAME, rate_per_s=20, duration_s=0.25, payload=payload)
-    assert stats.by_status == {503: 5}, stats.summary()
+    assert stats.completed > 0
+    assert stats.by_status == {503: stats.completed}, stats.summary()
 
 
 def test_gateway_reads_the_router_a_model_deployment_names(
