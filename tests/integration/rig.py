@@ -14,10 +14,8 @@ from typing import TYPE_CHECKING, Any
 from hack.gateway import Gateway
 from hack.loadgen import LoadStats, infer_payload, run_load
 from hack.prometheus import Prometheus
-from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.plan.revision import revision_of
 
-from .kube import IMAGE, Kube, OperatorProcess, wait_for
+from .kube import Kube, OperatorProcess, model_deployment, revision, wait_for
 
 if TYPE_CHECKING:  # conftest builds the rig from its fixtures and imports this module
     from .conftest import Models
@@ -60,42 +58,38 @@ class Rig:
         steps: list[dict[str, Any]] | None = None,
         bake: str = "5s",
     ) -> dict[str, Any]:
-        return {
-            "apiVersion": "modelrollout.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "iris"},
-            "spec": {
-                "model": {
-                    "uri": self.models.small.uri,
-                    "sha256": self.models.small.sha256,
-                    "version": version,
+        spec: dict[str, Any] = {
+            "model": {
+                "uri": self.models.small.uri,
+                "sha256": self.models.small.sha256,
+                "version": version,
+            },
+            "serving": {"env": [{"name": k, "value": v} for k, v in (env or {}).items()]},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+            "rollout": {
+                "steps": steps
+                or [
+                    {"setWeight": 20},
+                    {"analysis": {}},
+                    {"setWeight": 50},
+                    {"analysis": {}},
+                ],
+                "analysis": {
+                    # The sequential analysis (the default) reads the evidence every 2 s.
+                    "interval": "2s",
+                    "minRequests": 20,
+                    # Every process of the test shares two cores, so tail latency is
+                    # scheduling noise here; latency verdicts are covered by unit tests.
+                    "maxLatencyRatio": 3,
+                    "prometheusUrl": self.prometheus.url,
                 },
-                "serving": {"env": [{"name": k, "value": v} for k, v in (env or {}).items()]},
-                "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
-                "rollout": {
-                    "steps": steps
-                    or [
-                        {"setWeight": 20},
-                        {"analysis": {}},
-                        {"setWeight": 50},
-                        {"analysis": {}},
-                    ],
-                    "analysis": {
-                        # The sequential analysis (the default) reads the evidence every 2 s.
-                        "interval": "2s",
-                        "minRequests": 20,
-                        # Every process of the test shares two cores, so tail latency is
-                        # scheduling noise here; latency verdicts are covered by unit tests.
-                        "maxLatencyRatio": 3,
-                        "prometheusUrl": self.prometheus.url,
-                    },
-                    "trafficRouter": {"type": "gatewayAPI", "httpRoute": ROUTE},
-                    "bakeTime": bake,
-                    "scaleDownDelay": "2s",
-                    "progressDeadline": "5m",
-                },
+                "trafficRouter": {"type": "gatewayAPI", "httpRoute": ROUTE},
+                "bakeTime": bake,
+                "scaleDownDelay": "2s",
+                "progressDeadline": "5m",
             },
         }
+        return model_deployment("iris", spec)
 
     def status(self) -> dict[str, Any]:
         return dict((self.kube.get("mdep", "iris") or {}).get("status") or {})
@@ -103,7 +97,7 @@ class Rig:
     def deploy(self, m: dict[str, Any]) -> str:
         result = self.kube.apply(m)
         assert result.returncode == 0, result.stderr
-        return revision_of(ModelDeploymentSpec.model_validate(m["spec"]), IMAGE)
+        return revision(m)
 
     def ready_stable(self, manifest: dict[str, Any] | None = None) -> str:
         """Deploy the first version (the rig's v1 unless given) and wait until it serves."""

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import (
     AnalysisStatus,
     Condition,
@@ -26,16 +25,14 @@ from modelrollout.api.status import (
     Phase,
     RolloutStatus,
 )
-from modelrollout.plan.revision import revision_of
 
 from .conftest import ModelFile, Models
-from .kube import Kube, OperatorProcess, wait_for
+from .kube import IMAGE, Kube, OperatorProcess, condition, model_deployment, revision, wait_for
 
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-modelrollout"
-IMAGE = "modelrollout/modelserver:test"
 ANNOTATIONS = ("promote", "abort", "retry", "resume")
 
 
@@ -94,23 +91,7 @@ def manifest(name: str, version: str, model: ModelFile, **spec: Any) -> dict[str
         },
     }
     body.update(spec)
-    return {
-        "apiVersion": "modelrollout.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": body,
-    }
-
-
-def revision(m: dict[str, Any]) -> str:
-    return revision_of(ModelDeploymentSpec.model_validate(m["spec"]), IMAGE)
-
-
-def ready_condition(obj: dict[str, Any]) -> str | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == "Ready":
-            return str(c["status"])
-    return None
+    return model_deployment(name, body)
 
 
 def at_pause_step(kube: Kube, name: str, canary: str) -> dict[str, Any]:
@@ -132,7 +113,7 @@ def serving(kube: Kube, name: str, version: str) -> dict[str, Any]:
             current
             and s.get("modelVersion") == version
             and not s.get("canaryRevision")
-            and ready_condition(obj) == "True"
+            and condition(obj, "Ready").get("status") == "True"
         ):
             return dict(s)
         return None

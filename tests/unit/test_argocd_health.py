@@ -17,12 +17,13 @@ import pytest
 from modelrollout.api.status import (
     AnalysisStatus,
     BakeStatus,
-    Condition,
     HistoryEntry,
     ModelDeploymentStatus,
     Phase,
     RolloutStatus,
 )
+
+from .cli.objects import condition, conditions
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docs" / "argocd-health.lua"
@@ -108,25 +109,6 @@ def test_converter_round_trip() -> None:
 
 
 # --- objects ----------------------------------------------------------------------------------
-
-
-def condition(kind: str, status: str, reason: str, message: str = "") -> Condition:
-    return Condition(
-        type=kind,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=T,
-        observed_generation=3,
-    )
-
-
-def conditions(ready: str, progressing: str, degraded: str, reason: str) -> list[Condition]:
-    return [
-        condition("Ready", ready, reason),
-        condition("Progressing", progressing, reason),
-        condition("Degraded", degraded, "Healthy" if degraded == "False" else reason),
-    ]
 
 
 def entry(revision: str, outcome: str, reason: str) -> HistoryEntry:
