@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +66,8 @@ class DataPlane:
         self.state = "loading"  # loading | ready | failed
         self.reason = "model is loading"
         self.draining = False
-        self.inflight = 0
+        # 0 in the settings is no cap.
+        self._inflight_cap = settings.max_inflight_requests or sys.maxsize
         # One run at a time: onnxruntime already spreads a run over the intra-op threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self._batcher: Batcher | None = None
@@ -242,17 +244,20 @@ class DataPlane:
 
     # inference
 
+    @property
+    def inflight(self) -> int:
+        return self.metrics.inflight  # one count, the one the metrics show
+
     def enter(self) -> None:
         """Admit one more request in flight, or refuse it when the cap is reached."""
-        cap = self.settings.max_inflight_requests
-        if cap and self.inflight >= cap:
-            raise OverloadedError(f"{self.inflight} requests in flight, the limit is {cap}")
-        self.inflight += 1
-        self.metrics.inflight = self.inflight
+        metrics = self.metrics
+        if metrics.inflight >= self._inflight_cap:
+            cap = self._inflight_cap
+            raise OverloadedError(f"{metrics.inflight} requests in flight, the limit is {cap}")
+        metrics.inflight += 1
 
     def leave(self) -> None:
-        self.inflight -= 1
-        self.metrics.inflight = self.inflight
+        self.metrics.inflight -= 1
 
     def infer(self, request: InferRequest) -> Awaitable[Arrays]:
         return self._infer(request.inputs)  # the coroutine itself: no extra frame per request
@@ -268,7 +273,14 @@ class DataPlane:
             out = runtime.run(feeds)
         except Exception as exc:
             raise _runtime_error(exc) from None
-        self._observe(feeds, out, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        # _observe, inline: this is the path of every request to a small model.
+        shape = next(iter(feeds.values())).shape
+        metrics = self.metrics
+        metrics.inference_duration.observe(seconds)
+        metrics.batch_size.observe(shape[0] if shape else 1)
+        if self.distribution is not None:
+            self.distribution.record(feeds, out)
         return out
 
     async def _run_model(self, feeds: Arrays) -> Arrays:
@@ -290,8 +302,10 @@ class DataPlane:
 
     def _observe(self, feeds: Arrays, out: Arrays, seconds: float) -> None:
         """Metrics of one unbatched run (the batcher observes its own runs)."""
-        rows = next(iter(feeds.values())).shape[:1]
-        self.metrics.observe_run(rows[0] if rows else 1, seconds)
+        shape = next(iter(feeds.values())).shape
+        metrics = self.metrics
+        metrics.inference_duration.observe(seconds)
+        metrics.batch_size.observe(shape[0] if shape else 1)
         if self.distribution is not None:
             self.distribution.record(feeds, out)
 

@@ -20,6 +20,7 @@ from . import errors
 from .auth import TokenFile
 from .dataplane import DataPlane
 from .grpccodec import decode_request, encode_response
+from .metrics import FOLD_EVERY
 from .proto import grpc_predict_v2_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,10 @@ class InferenceServicer:
                 code = grpc.StatusCode.CANCELLED  # the client left: its fault, not ours
             plane.leave()
             metrics.count_grpc(code.name)
-            metrics.grpc_request_duration.observe(time.perf_counter() - started)
+            pending = metrics.grpc_request_duration.pending
+            pending.append(time.perf_counter() - started)
+            if len(pending) >= FOLD_EVERY:
+                metrics.fold()
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         plane = self.plane

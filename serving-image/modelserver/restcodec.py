@@ -39,6 +39,12 @@ def decode_infer_request(
     outputs: Mapping[str, TensorSpec],
     limits: Limits,
 ) -> InferRequest:
+    """Any request body, by the general path (``RestDecoder`` tries a fast one first)."""
+    doc = parse_json_part(body, header_length, limits)
+    return decode_document(doc, body, header_length, inputs, outputs, limits)
+
+
+def parse_json_part(body: bytes, header_length: int | None, limits: Limits) -> Any:
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise _bad(
@@ -55,9 +61,19 @@ def decode_infer_request(
             "(MODELSERVER_MAX_JSON_BYTES); send large tensors with the binary extension"
         )
     try:
-        doc = orjson.loads(header)
+        return orjson.loads(header)
     except orjson.JSONDecodeError as exc:
         raise _bad(f"malformed JSON: {exc}") from None
+
+
+def decode_document(
+    doc: Any,
+    body: bytes,
+    header_length: int | None,
+    inputs: Mapping[str, TensorSpec],
+    outputs: Mapping[str, TensorSpec],
+    limits: Limits,
+) -> InferRequest:
     if not isinstance(doc, dict):
         raise _bad("request body must be a JSON object")
     req_id = doc.get("id")

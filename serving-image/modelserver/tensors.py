@@ -9,6 +9,7 @@ tensor and say what is wrong with it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -23,7 +24,7 @@ def _bad(message: str) -> InvalidRequestError:
     return InvalidRequestError(message)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RequestedOutput:
     name: str
     binary: bool
@@ -33,7 +34,7 @@ class RequestedOutput:
 class InferRequest:
     id: str | None
     inputs: Arrays
-    outputs: list[RequestedOutput]
+    outputs: Sequence[RequestedOutput]  # may be shared between requests: never mutated
 
 
 # What one BYTES element costs in memory on its way through a request, beyond its own bytes:
