@@ -220,24 +220,28 @@ class PlacementService:
         """Read the model under the policy, once `stored` (the mark in status) is the one this
         process asked to store for the read; until then, the mark to store."""
         uri, sha = spec.model.uri, spec.model.sha256
-        if sha is None or DEFAULT_CACHE.get(sha) is None:
-            if stored is None or self._marks.get(key) != stored:
-                # Not marked by this process: a mark left in status is a read that never
-                # finished (the operator stopped during it).
-                attempts = stored.attempts if stored and stored.revision == revision else 0
-                if attempts >= MAX_PROFILE_ATTEMPTS:
-                    raise ProfileInterruptedError(
-                        f"{attempts} reads of this model stopped the operator before they "
-                        "finished; it is not read again (change spec.model, or ask the "
-                        "platform team about the profiler's limits)"
-                    )
-                now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                mark = ProfilingMark(revision=revision, attempts=attempts + 1, started_at=now)
-                self._marks[key] = mark
-                return MarkFirst(mark)
-            del self._marks[key]
+        uncached = sha is None or DEFAULT_CACHE.get(sha) is None
+        if uncached and (stored is None or self._marks.get(key) != stored):
+            return self._mark(revision, key, stored)
+        # Read now (or the profile is cached by another's read meanwhile): the mark is done.
+        self._marks.pop(key, None)
         store = await self._store(spec, key[0])
         return await asyncio.to_thread(profile_uri, uri, sha, policy=self.policy, store=store)
+
+    def _mark(self, revision: str, key: tuple[str, str], stored: ProfilingMark | None) -> MarkFirst:
+        """The mark to store before the read. `stored` was not stored by this process: it is a
+        read that never finished (the operator stopped during it), and counts as one."""
+        attempts = stored.attempts if stored and stored.revision == revision else 0
+        if attempts >= MAX_PROFILE_ATTEMPTS:
+            raise ProfileInterruptedError(
+                f"{attempts} reads of this model stopped the operator before they finished; it "
+                "is not read again (change spec.model, or ask the platform team about the "
+                "profiler's limits)"
+            )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        mark = ProfilingMark(revision=revision, attempts=attempts + 1, started_at=now)
+        self._marks[key] = mark
+        return MarkFirst(mark)
 
     def forget(self, namespace: str, name: str) -> None:
         self._marks.pop((namespace, name), None)

@@ -36,8 +36,10 @@ Watcher = Callable[[str], AsyncIterator[tuple[str, Obj]]]
 RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 5.0)
 RETRY_JITTER = 0.2  # +-20%: informers (and replicas) that failed together do not retry in step
 # An optional kind whose LIST failed (its CRD not installed, no RBAC to list it) is tried again
-# this often: a CRD installed after the operator started is cached from then on.
-OPTIONAL_RETRY_SECONDS = 30.0
+# after 30 s, then less often, up to the period a served watch is renewed at: a CRD installed
+# after the operator started is cached from then on, and a cluster without it pays one LIST
+# per kind every 5 minutes.
+OPTIONAL_RETRY_SECONDS = (30.0, 60.0, 120.0, 300.0)
 
 
 class WatchExpiredError(Exception):
@@ -163,6 +165,7 @@ class Informer:
         # back; `served` then says the store is not the API server's view (read it directly).
         self.optional = optional
         self.served = False
+        self._unserved_lists = 0  # failed LISTs of an optional kind since it was last served
 
     def _changed(self, old: Obj | None, new: Obj | None) -> None:
         if self.on_change is not None and old is not new:
@@ -211,6 +214,7 @@ class Informer:
                 self._replace(objects)
                 self.relists += 1
                 self.served = True
+                self._unserved_lists = 0
                 if self.relists > 1 and self.on_relist is not None:
                     self.on_relist()
                 self.synced.set()
@@ -236,12 +240,15 @@ class Informer:
         until a later LIST succeeds."""
         if self.served or not self.synced.is_set():
             log.info(
-                "%s not cached (%s); read from the API server, listed again every %.0fs",
+                "%s not cached (%s); read from the API server, listed again in %.0f s to %.0f s",
                 self.name,
                 exc,
-                OPTIONAL_RETRY_SECONDS,
+                OPTIONAL_RETRY_SECONDS[0],
+                OPTIONAL_RETRY_SECONDS[-1],
             )
         self.served = False
         self._replace([])
         self.synced.set()
-        await asyncio.sleep(OPTIONAL_RETRY_SECONDS)
+        delay = OPTIONAL_RETRY_SECONDS[min(self._unserved_lists, len(OPTIONAL_RETRY_SECONDS) - 1)]
+        self._unserved_lists += 1
+        await asyncio.sleep(delay)

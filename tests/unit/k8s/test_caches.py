@@ -177,7 +177,7 @@ async def test_a_route_kind_not_served_is_synced_but_not_cached_and_listed_again
 ) -> None:
     """A missing CRD must not hold every reconcile back; once its LIST succeeds (the CRD was
     installed later) the routes are read from the cache."""
-    monkeypatch.setattr(informer_module, "OPTIONAL_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(informer_module, "OPTIONAL_RETRY_SECONDS", (0.01,))
     made, _ = caches()
     installed = asyncio.Event()
 
