@@ -19,18 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.chaos.scenarios import Kind
+from hack.loadgen import Answer
 
 Status = Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    sent: float  # monotonic
-    done: float
-    pod: str  # "" when no pod answered (the gateway itself, or no answer at all)
-    revision: str
-    code: int  # 0: no HTTP answer
-    detail: str = ""  # the gateway's reason when no pod answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +74,13 @@ def ready_at(intervals: Sequence[tuple[float, float]], start: float, end: float)
 
 
 def unready_answers(
-    requests: Sequence[Request], ready: Mapping[str, Sequence[tuple[float, float]]]
+    requests: Sequence[Answer], ready: Mapping[str, Sequence[tuple[float, float]]]
 ) -> int:
     """Requests a pod answered although it was not Ready at any moment while they were out."""
     return sum(1 for r in requests if r.pod and not ready_at(ready.get(r.pod, ()), r.sent, r.done))
 
 
-def stable_failures(requests: Sequence[Request], stable: str) -> int:
+def stable_failures(requests: Sequence[Answer], stable: str) -> int:
     """Answers of the stable revision that were not 2xx."""
     return sum(1 for r in requests if r.revision == stable and not 200 <= r.code < 300)
 

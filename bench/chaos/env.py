@@ -1,8 +1,8 @@
-"""The real parts a chaos campaign runs on, started once: the local control plane (kwok nodes),
-the pod runner (one `modelserver` process per Running pod, its readiness probe standing in for
-the kubelet's), Debian's Prometheus behind a fault proxy, the weighted gateway as a process of
-its own, and the operator (one replica, or two peered ones) talking to kube-apiserver through a
-proxy that can cut it off.
+"""The real parts a chaos campaign runs on, started once: the rollout benchmarks' rig
+(bench/rig.py: the local control plane with kwok nodes, the pod runner whose `modelserver`
+readiness stands in for the kubelet's probe, Debian's Prometheus, the weighted gateway), a fault
+proxy in front of Prometheus, and the operator (one replica, or two peered ones) talking to
+kube-apiserver through a proxy that can cut it off.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chaos.proxies import PrometheusProxy, TcpProxy
-from bench.rollback.rig import _GatewayProcess
-from hack.localcluster import LocalCluster, running
-from hack.models import write_mlp
+from bench.rig import Rig, local_rig
+from hack.localcluster import LocalCluster
 from hack.podrunner import PodRunner, PodServer
-from hack.prometheus import INSTALL_HINT, Prometheus, find_binary
-from tests.integration.kube import REPO, OperatorProcess
+from hack.prometheus import Prometheus
+from tests.integration.kube import OperatorProcess
+from tests.integration.realnode import ModelHost
 
 PEERING_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -153,20 +153,38 @@ def _crd_name() -> str:
     return str(PEERING_CRD["metadata"]["name"])  # type: ignore[index]
 
 
+@dataclass(frozen=True)
+class RealNodeParts:
+    """What pods on the real node need: the serving image built here, the model served over
+    HTTP at the node address (pods cannot read this machine's files), and a Prometheus that
+    finds the pods through the API server and scrapes them at their pod IPs."""
+
+    image: str
+    model_uri: str
+    prometheus_url: str
+
+
 @dataclass
 class Env:
-    cluster: LocalCluster
-    podrunner: PodRunner
+    rig: Rig
     readiness: ReadinessLog
-    prometheus: Prometheus
     prometheus_proxy: PrometheusProxy
     api_proxy: TcpProxy
-    gateway_url: str
     operators: Operators
-    model_uri: str
-    model_sha256: str
-    workdir: Path
     spawner: ThreadPoolExecutor  # restarts control-plane processes; lives as long as they do
+    real: RealNodeParts | None = None  # with the real node: where pod kills run
+
+    @property
+    def cluster(self) -> LocalCluster:
+        return self.rig.cluster
+
+    @property
+    def podrunner(self) -> PodRunner:
+        return self.rig.podrunner
+
+    @property
+    def gateway_url(self) -> str:
+        return self.rig.gateway_url
 
 
 def _proxied_kubeconfig(cluster: LocalCluster, port: int, path: Path) -> Path:
@@ -177,54 +195,37 @@ def _proxied_kubeconfig(cluster: LocalCluster, port: int, path: Path) -> Path:
     return path
 
 
+def _real_node_parts(rig: Rig, stack: contextlib.ExitStack) -> RealNodeParts:
+    node = rig.cluster.node
+    assert node is not None
+    host = stack.enter_context(ModelHost(rig.model_path.parent))
+    directory = rig.workdir / "pod-prometheus"
+    directory.mkdir(parents=True, exist_ok=True)
+    prom = stack.enter_context(
+        Prometheus(directory, directory / "unused.json", kubeconfig=rig.cluster.kubeconfig)
+    )
+    return RealNodeParts(node.images["modelserver"].ref, host.url(rig.model_path), prom.url)
+
+
 @contextlib.contextmanager
-def environment(workdir: Path) -> Iterator[Env]:
-    if find_binary() is None:
-        raise RuntimeError(f"prometheus is not installed: {INSTALL_HINT}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    model = workdir / "models" / "small.onnx"
-    sha256 = write_mlp(model)
-    with running(workdir / "cluster") as cluster, contextlib.ExitStack() as stack:
-        crd = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
-        routers = sorted((REPO / "hack" / "crds").glob("*.yaml"))
-        for path in [crd, *routers]:
-            cluster.kubectl("apply", "--server-side", "-f", str(path))
-        names = [f"crd/{p.name.removesuffix('.yaml')}" for p in [crd, *routers]]
-        cluster.kubectl("wait", "--for=condition=Established", *names)
-        readiness = ReadinessLog()
-        runner = PodRunner(
-            cluster.kubeconfig,
-            workdir / "podrunner",
-            namespaces=set(),
-            on_publish=readiness.publish,
-        )
-        stack.enter_context(runner)
-        assert runner.file_sd_path is not None
-        assert runner.registry_path is not None
-        prom = stack.enter_context(Prometheus(workdir / "prometheus", runner.file_sd_path))
-        prom_proxy = PrometheusProxy(prom.url)
+def environment(workdir: Path, real_node: bool = False) -> Iterator[Env]:
+    """`real_node`: also a real node (one per machine: hack/realnode.py), where the pod kill
+    scenarios run, their pods probed by a kubelet and routed by kube-proxy."""
+    readiness = ReadinessLog()
+    with (
+        local_rig(workdir, readiness.publish, real_node=real_node) as rig,
+        contextlib.ExitStack() as stack,
+    ):
+        real = _real_node_parts(rig, stack) if real_node else None
+        prom_proxy = PrometheusProxy(rig.prometheus.url)
         stack.callback(prom_proxy.close)
-        api_proxy = TcpProxy("127.0.0.1", cluster.api_port)
+        api_proxy = TcpProxy("127.0.0.1", rig.cluster.api_port)
         stack.callback(api_proxy.close)
-        kubeconfig = _proxied_kubeconfig(cluster, api_proxy.port, workdir / "operator.kubeconfig")
-        gateway = _GatewayProcess(cluster.kubeconfig, runner.registry_path, workdir / "gateway.log")
-        stack.callback(gateway.stop)
-        gateway.wait_ready()
-        operators = Operators(cluster, kubeconfig, workdir / "operator.log")
+        kubeconfig = _proxied_kubeconfig(
+            rig.cluster, api_proxy.port, workdir / "operator.kubeconfig"
+        )
+        operators = Operators(rig.cluster, kubeconfig, workdir / "operator.log")
         stack.callback(operators.stop)
         spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-spawner")
         stack.callback(spawner.shutdown)
-        yield Env(
-            cluster=cluster,
-            podrunner=runner,
-            readiness=readiness,
-            prometheus=prom,
-            prometheus_proxy=prom_proxy,
-            api_proxy=api_proxy,
-            gateway_url=gateway.url,
-            operators=operators,
-            model_uri=f"file://{model}",
-            model_sha256=sha256,
-            workdir=workdir,
-            spawner=spawner,
-        )
+        yield Env(rig, readiness, prom_proxy, api_proxy, operators, spawner, real)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from bench.chaos.rig import RunResult, Settings
 from bench.chaos.scenarios import SCENARIOS
-from bench.rollback.run import _cpu_model, _memory_gb, _versions
+from bench.machine import cpu_model, memory_gb, versions
 
 RECOVERY_TARGET_S = 30.0
 CAMPAIGN_TARGET_S = 30 * 60
@@ -50,6 +50,15 @@ METHOD = [
     "sends a new canary (or a deleted pod's replacement) traffic a second or two before it can",
     "answer; on a real node the readiness probe holds the pod out of the Service until then.",
     "They are reported, not counted as answers of unready pods.",
+    "",
+    "With `--real-node` the pod kills (scenario 6) run on the real node (kubelet, containerd,",
+    "kube-proxy): the serving image built here, placed there by node selector and toleration,",
+    "its model read over HTTP at the node address, scraped by a Prometheus that finds the pods",
+    "through the API server, routed by replica ratio, the load sent to the Service's cluster",
+    "IP. No answer names its pod there: 'unready' counts requests that got no answer or",
+    "502/503/504 (kube-proxy sends requests to Ready endpoints only, so a pod that could not",
+    "serve them), 'stable non-2xx' every other non-2xx but a bad canary's injected 500s. The",
+    "nodes column says where each scenario's pods ran.",
 ]
 
 
@@ -62,11 +71,11 @@ def _worst(values: Sequence[float | None]) -> str:
 
 def summary_rows(results: Sequence[RunResult]) -> list[str]:
     rows = [
-        "| # | scenario | runs (healthy/bad) | fault during rollout | right outcome | wrong "
-        "| undecided "
+        "| # | scenario | nodes | runs (healthy/bad) | fault during rollout | right outcome "
+        "| wrong | undecided "
         "| requests | to unready pods | stable non-2xx | no pod (gateway) "
         "| worst recovery | children/history problems | all checks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in SCENARIOS:
         mine = [r for r in results if r.spec.scenario == scenario.name]
@@ -77,8 +86,9 @@ def summary_rows(results: Sequence[RunResult]) -> list[str]:
         right = sum(1 for r in decided if not r.wrong)
         wrong = sum(1 for r in mine if r.wrong)
         problems = sum(len(r.child_problems) + len(r.history_problems) for r in mine)
+        nodes = "+".join(sorted({r.node for r in mine}))
         rows.append(
-            f"| {scenario.number} | {scenario.name}: {scenario.what} "
+            f"| {scenario.number} | {scenario.name}: {scenario.what} | {nodes} "
             f"| {len(mine)} ({healthy}/{len(mine) - healthy}) "
             f"| {sum(1 for r in mine if r.hit_rollout)} | {right} | {wrong} "
             f"| {len(mine) - len(decided)} | {sum(r.requests for r in mine)} "
@@ -92,9 +102,9 @@ def summary_rows(results: Sequence[RunResult]) -> list[str]:
 
 def run_rows(results: Sequence[RunResult]) -> list[str]:
     rows = [
-        "| run | seed | canary | onset / down (s) | fault during rollout | outcome | decided (s) "
-        "| recovery (s) | requests | unready | stable non-2xx | no pod | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | node | seed | canary | onset / down (s) | fault during rollout | outcome "
+        "| decided (s) | recovery (s) | requests | unready | stable non-2xx | no pod | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         notes = [r.wrong, r.error, r.fault.note if r.fault else "", *r.child_problems]
@@ -102,7 +112,7 @@ def run_rows(results: Sequence[RunResult]) -> list[str]:
         rec = "-" if r.recovery_s is None else f"{r.recovery_s:.1f}"
         decided = "-" if r.decided_s is None else f"{r.decided_s:.1f}"
         rows.append(
-            f"| {r.spec.key} | {r.spec.seed} | {r.spec.kind} "
+            f"| {r.spec.key} | {r.node} | {r.spec.seed} | {r.spec.kind} "
             f"| {r.spec.onset_s:.1f} / {r.spec.down_s:.1f} | {'yes' if r.hit_rollout else 'no'} "
             f"| {r.outcome} | {decided} | {rec} "
             f"| {r.requests} | {r.unready} | {r.stable_failures} | {r.gateway_errors} "
@@ -165,10 +175,10 @@ def render(
         "",
         "## Machine",
         "",
-        f"- {_cpu_model()}, {os.cpu_count()} cores, {_memory_gb()} GiB, "
+        f"- {cpu_model()}, {os.cpu_count()} cores, {memory_gb()} GiB, "
         f"{platform.system()} {platform.release()}; load average at the end "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        *(f"- {k}: {v}" for k, v in _versions().items()),
+        *(f"- {k}: {v}" for k, v in versions().items()),
         "",
     ]
     return "\n".join(lines)

@@ -14,22 +14,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
-from lightkube import ApiError, Client, KubeConfig
+from lightkube import Client, KubeConfig
 
-from bench.chaos import checks
+from bench.chaos import checks, onnode
 from bench.chaos.checks import Snapshot
 from bench.chaos.env import Env
 from bench.chaos.faults import Fault, Target, inject
-from bench.chaos.load import RequestLog
 from bench.chaos.scenarios import BY_NAME, RunSpec
-from hack.gateway import ModelDeployment
-from hack.loadgen import infer_payload, run_load
-from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.plan.revision import revision_of
+from bench.rig import (
+    NAME,
+    PAYLOAD,
+    answering,
+    apply,
+    http_route,
+    model_deployment,
+    read_status,
+    wait_for,
+)
+from hack.loadgen import Answer, BackgroundLoad
 
-IMAGE = "modelrollout/modelserver:test"  # what OperatorProcess configures as the serving image
-NAME = "iris"
-ROUTE = "web"
 POLL_S = 0.25
 DECISION_TIMEOUT_S = 180.0
 BAD_ERROR_RATIO = "0.3"
@@ -59,6 +62,7 @@ SHORT = Settings(rate_per_s=10.0, min_requests=10, bake_s=2, weights=(50,))
 class RunResult:
     spec: RunSpec
     namespace: str
+    node: str = "kwok"  # where its pods ran: kwok (pod runner processes) or real
     outcome: str = "Undecided"  # Promoted, RolledBack, Undecided, Error
     wrong: str = ""
     fault: Fault | None = None
@@ -121,12 +125,8 @@ class StatusPoller:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                obj = self.client.get(ModelDeployment, NAME, namespace=self.namespace)
-            except (ApiError, httpx2.HTTPError):
-                pass
-            else:
-                status = dict(dict(obj).get("status") or {})
+            status = read_status(self.client, self.namespace)
+            if status is not None:
                 self.snapshots.append(Snapshot(time.monotonic(), status))
             self._stop.wait(POLL_S)
 
@@ -142,89 +142,39 @@ class Run:
             field_manager="bench-chaos",
             timeout=httpx2.Timeout(3.0),
         )
-        self.result = RunResult(spec, self.namespace)
+        # Pod kills run on the real node when there is one: probes and kube-proxy matter there.
+        self.real = env.real if self.scenario.number == 6 else None
+        self.result = RunResult(spec, self.namespace, node="real" if self.real else "kwok")
         self.t0 = time.monotonic()
+        self.load_at = (env.gateway_url, self.namespace)  # the Service itself on the real node
 
     def manifest(self, version: str, bad: bool) -> dict[str, Any]:
         s = self.settings
-        env = [{"name": "MODELSERVER_FAULT_ERROR_RATIO", "value": BAD_ERROR_RATIO}] if bad else []
+        env = {"MODELSERVER_FAULT_ERROR_RATIO": BAD_ERROR_RATIO} if bad else {}
         # One pod a revision spares the CPU; two where a stable pod is deleted, so that one
         # is left to answer.
         replicas = 2 if self.spec.scenario == "stable-pod-kill" else 1
-        steps: list[dict[str, Any]] = []
-        for weight in s.weights:
-            steps += [{"setWeight": weight}, {"analysis": {}}]
-        return {
-            "apiVersion": "modelrollout.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": NAME, "namespace": self.namespace},
-            "spec": {
-                "model": {
-                    "uri": self.env.model_uri,
-                    "sha256": self.env.model_sha256,
-                    "version": version,
-                },
-                "serving": {"env": env},
-                "autoscaling": {"minReplicas": replicas, "maxReplicas": replicas},
-                "rollout": {
-                    "steps": steps,
-                    "analysis": {
-                        "interval": f"{s.interval_s}s",
-                        "minRequests": s.min_requests,
-                        # Tail latency on a shared 2-core machine is scheduling noise.
-                        "maxLatencyRatio": 3,
-                        "prometheusUrl": self.env.prometheus_proxy.url,
-                    },
-                    "trafficRouter": {"type": "gatewayAPI", "httpRoute": ROUTE},
-                    "bakeTime": f"{s.bake_s}s",
-                    "scaleDownDelay": "2s",
-                    "progressDeadline": "5m",
-                },
-            },
+        analysis = {
+            "interval": f"{s.interval_s}s",
+            "minRequests": s.min_requests,
+            # Tail latency on a shared 2-core machine is scheduling noise.
+            "maxLatencyRatio": 3,
+            "prometheusUrl": self.env.prometheus_proxy.url,
         }
-
-    def _route(self) -> dict[str, Any]:
-        backend = {"name": f"{NAME}-stable", "port": 8080, "weight": 100}
-        return {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": ROUTE, "namespace": self.namespace},
-            "spec": {
-                "parentRefs": [{"name": "public-gateway"}],
-                "rules": [
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [backend],
-                    }
-                ],
-            },
-        }
-
-    def _apply(self, manifest: dict[str, Any]) -> str:
-        self.env.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-        if manifest["kind"] != "ModelDeployment":
-            return ""
-        return revision_of(ModelDeploymentSpec.model_validate(manifest["spec"]), IMAGE)
-
-    def _wait(self, what: str, timeout: float, check: Any) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"{what} not reached within {timeout:g}s")
+        manifest = model_deployment(
+            self.env.rig,
+            self.namespace,
+            version,
+            env=env,
+            replicas=(replicas, replicas),
+            weights=s.weights,
+            analysis=analysis,
+            bake_s=s.bake_s,
+        )
+        return onnode.place(manifest, self.real) if self.real else manifest
 
     def _status(self) -> dict[str, Any]:
-        try:
-            obj = self.client.get(ModelDeployment, NAME, namespace=self.namespace)
-        except (ApiError, httpx2.HTTPError):
-            return {}
-        return dict(dict(obj).get("status") or {})
-
-    def _answers(self) -> bool:
-        payload = infer_payload(4, input_name="input")
-        stats = run_load(self.env.gateway_url, self.namespace, NAME, 10, 1, payload, timeout_s=5)
-        return stats.by_status.get(200, 0) >= 8
+        return read_status(self.client, self.namespace) or {}
 
     def prepare(self) -> str:
         """The namespace, the route and a Ready, answering stable v1; the operators the
@@ -235,33 +185,33 @@ class Run:
         else:
             env.operators.single()
         env.cluster.kubectl("create", "namespace", self.namespace)
-        env.podrunner.serve_namespace(self.namespace)
-        self._apply(self._route())
-        stable = self._apply(self.manifest("v1", bad=False))
+        if self.real is None:
+            env.podrunner.serve_namespace(self.namespace)
+            apply(env.cluster, http_route(self.namespace))
+        stable = apply(env.cluster, self.manifest("v1", bad=False))
 
         def ready() -> bool:
             st = self._status()
             return st.get("stableRevision") == stable and st.get("phase") == "Ready"
 
-        self._wait("v1 Ready", 120, ready)
-        self._wait("v1 answering through the gateway", 60, self._answers)
+        wait_for("v1 Ready", 240 if self.real else 120, ready)
+        if self.real is not None:
+            self.load_at = (onnode.service_url(env.cluster, self.namespace), "")
+        wait_for("v1 answering", 60, lambda: answering(*self.load_at, NAME, 10, 8))
         return stable
 
     def execute(self) -> RunResult:
         r = self.result
-        load: RequestLog | None = None
+        load: BackgroundLoad | None = None
         poller: StatusPoller | None = None
         stable = canary = ""
         try:
             stable = self.prepare()
-            payload = infer_payload(4, input_name="input")
-            load = RequestLog(
-                self.env.gateway_url, self.namespace, NAME, self.settings.rate_per_s, payload
-            ).start()
+            load = BackgroundLoad(*self.load_at, NAME, self.settings.rate_per_s, PAYLOAD).start()
             poller = StatusPoller(self.client, self.namespace).start()
             time.sleep(1)  # the stable's first answers under load
             t0 = self.t0 = time.monotonic()
-            canary = self._apply(self.manifest("v2", bad=self.spec.kind == "bad"))
+            canary = apply(self.env.cluster, self.manifest("v2", bad=self.spec.kind == "bad"))
             target = Target(self.namespace, stable, canary)
             r.fault = inject(self.env, self.spec, self.scenario, poller, target)
             self._wait_decided(poller, canary, t0)
@@ -279,7 +229,8 @@ class Run:
             except Exception as exc:
                 r.error = r.error or f"checking: {type(exc).__name__}: {exc}"
             r.dropped = load.dropped if load is not None else 0
-        self.env.podrunner.forget_namespace(self.namespace)
+        if self.real is None:
+            self.env.podrunner.forget_namespace(self.namespace)
         self.env.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
         return r
 
@@ -301,7 +252,7 @@ class Run:
 
         # Past that, the check names what is left.
         with contextlib.suppress(TimeoutError):
-            self._wait("one Deployment left", 30, one_deployment)
+            wait_for("one Deployment left", 30, one_deployment)
 
     def _children(self, plural: str) -> list[dict[str, Any]]:
         out = self.env.cluster.kubectl(
@@ -317,10 +268,31 @@ class Run:
         items: list[dict[str, Any]] = json.loads(out)["items"]
         return items
 
+    def _traffic(self, requests: list[Answer], stable: str) -> None:
+        """The traffic checks, and every answer they count in the timeline."""
+        r = self.result
+        if self.real is not None:
+            bad = self.spec.kind == "bad"
+            r.unready, r.stable_failures = onnode.failed_answers(requests, bad)
+            for q in requests:
+                if not 200 <= q.code < 300 and not (bad and q.code == 500):
+                    r.timeline.append(f"{q.sent - self.t0:.1f} answer {q.code}: {q.detail}")
+            return
+        r.unready = checks.unready_answers(requests, self.env.readiness.spans())
+        r.stable_failures = checks.stable_failures(requests, stable)
+        r.gateway_errors = sum(1 for q in requests if not q.pod)
+        for q in requests:
+            if q.revision == stable and not 200 <= q.code < 300:
+                r.timeline.append(f"{q.sent - self.t0:.1f} stable {q.code}: {q.detail}")
+            if not q.pod:
+                key = f"{q.code} {q.detail}"
+                r.gateway_reasons[key] = r.gateway_reasons.get(key, 0) + 1
+                r.timeline.append(f"{q.sent - self.t0:.1f} no pod: {q.code}")
+
     def _check(
         self,
         snapshots: list[Snapshot],
-        requests: list[checks.Request],
+        requests: list[Answer],
         stable: str,
         canary: str,
     ) -> None:
@@ -333,17 +305,7 @@ class Run:
         if r.fault is not None and r.fault.end is not None:
             r.recovery_s = checks.recovery_s(snapshots, r.fault.end, canary)
         r.requests = len(requests)
-        r.unready = checks.unready_answers(requests, self.env.readiness.spans())
-        r.stable_failures = checks.stable_failures(requests, stable)
-        r.gateway_errors = sum(1 for q in requests if not q.pod)
-        for q in requests:
-            if q.revision == stable and not 200 <= q.code < 300:
-                r.timeline.append(f"{q.sent - self.t0:.1f} stable {q.code}: {q.detail}")
-        for q in requests:
-            if not q.pod:
-                key = f"{q.code} {q.detail}"
-                r.gateway_reasons[key] = r.gateway_reasons.get(key, 0) + 1
-                r.timeline.append(f"{q.sent - self.t0:.1f} no pod: {q.code}")
+        self._traffic(requests, stable)
         last = ""
         for snap in snapshots:
             key = checks.progress_key(snap.status)

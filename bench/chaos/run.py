@@ -9,6 +9,7 @@ bench/results/chaos-<date>.md and the raw runs as JSON beside the work directory
     python -m bench.chaos.run                       # the campaign, a fresh seed (printed)
     python -m bench.chaos.run --seed 7 --only etcd-stop:2   # one run again, exactly
     python -m bench.chaos.run --short               # one run per scenario
+    python -m bench.chaos.run --real-node           # pod kills on the real node (root)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def line(result: RunResult) -> str:
     fault = result.fault
     rec = "-" if result.recovery_s is None else f"{result.recovery_s:.1f}s"
     return (
-        f"{result.spec.key:<22} seed={result.spec.seed:<11} {result.spec.kind:<7} "
+        f"{result.spec.key:<22} seed={result.spec.seed:<11} {result.spec.kind:<7} {result.node:<4} "
         f"{result.outcome:<10} {'ok' if result.ok else 'FAIL'} recovery={rec} "
         f"unready={result.unready} stable_non2xx={result.stable_failures} "
         f"{result.wrong or ''} {result.error or ''} {(fault.note if fault else '')}"
@@ -45,12 +46,17 @@ def line(result: RunResult) -> str:
 
 
 def campaign(
-    specs: list[RunSpec], seed: int, workdir: Path, settings: Settings, budget_s: float
+    specs: list[RunSpec],
+    seed: int,
+    workdir: Path,
+    settings: Settings,
+    budget_s: float,
+    real_node: bool = False,
 ) -> tuple[list[RunResult], float]:
     print(f"chaos: seed {seed}, {len(specs)} runs; work directory {workdir}", flush=True)
     results: list[RunResult] = []
     started = time.monotonic()
-    with environment(workdir) as env:
+    with environment(workdir, real_node=real_node) as env:
         for spec in specs:
             if time.monotonic() - started > budget_s:
                 print(f"chaos: budget spent, {spec.key} and later not run", flush=True)
@@ -84,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--budget", type=float, default=CAMPAIGN_BUDGET_MIN, help="minutes; no run starts later"
     )
     parser.add_argument("--until", help="HH:MM UTC; no run starts later (whichever is first)")
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also start the real node (root, one per machine) and run the pod kills on it",
+    )
+    parser.add_argument(
+        "--name", default="chaos-{date}", help="report file name, without .md ({date}: today)"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     only = set(args.only) if args.only else None
@@ -99,12 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         hour, minute = map(int, args.until.split(":"))
         until = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
         budget_s = min(budget_s, max(0.0, (until - now).total_seconds()))
-    results, elapsed = campaign(specs, seed, workdir, settings, budget_s)
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    raw = workdir / f"chaos-{date}.json"
+    results, elapsed = campaign(specs, seed, workdir, settings, budget_s, args.real_node)
+    name = args.name.format(date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
+    raw = workdir / f"{name}.json"
     raw.write_text(json.dumps([r.to_json() for r in results], indent=1, default=str))
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"chaos-{date}.md"
+    out = args.out / f"{name}.md"
     out.write_text(
         render(
             results,

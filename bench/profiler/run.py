@@ -34,20 +34,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.machine import cpu_model
+
 MODES = ("read", "read-sha256", "parse", "profile")
 TARGET_RATIO = 1.5
 TARGET_RSS_MB = 100
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _child(mode: str, path: Path, expected: str | None = None) -> dict[str, Any]:
@@ -197,7 +188,7 @@ hash, not by the walk; against a read that also verifies, profiling costs {verif
     load = os.getloadavg()
     return f"""# bench-profiler, {dt.date.today().isoformat()}
 
-Machine: {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()},
+Machine: {os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()},
 load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (shared machine).
 
 Model: BERT-shaped encoder, d_model 1024, {args.layers} layers, vocab 32000, random float32

@@ -1,19 +1,14 @@
 """The real parts, started once, and one trial of either kind in its own namespace.
 
-One local control plane (hack.localcluster) with the ModelDeployment CRD and the project's
-HTTPRoute stand-in CRD, the operator as a subprocess (tests/integration/kube.py), the pod runner
-(one `modelserver` process per Running pod), Debian's Prometheus scraping them every second, and
-the weighted gateway (hack.gateway) as a process of its own, so the load generator and the
-pollers of this process do not share an interpreter lock with the proxy.
+The rollout benchmarks' rig (bench/rig.py: the local control plane, the pod runner, Prometheus,
+the weighted gateway as a process of its own) and the operator as a subprocess
+(tests/integration/kube.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,25 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-from lightkube import ApiError, Client, KubeConfig
+from lightkube import Client, KubeConfig
 
-from hack.gateway import NO_REVISION, HTTPRoute, ModelDeployment
-from hack.loadgen import infer_payload, run_load
-from hack.localcluster import LocalCluster, running
-from hack.models import write_mlp
-from hack.podrunner import PodRunner
-from hack.processes import die_with_parent, free_port
-from hack.prometheus import INSTALL_HINT, Prometheus, find_binary
-from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.plan.revision import revision_of
-from tests.integration.kube import REPO, OperatorProcess
+from bench.rig import (
+    KUBE_ERRORS,
+    NAME,
+    PAYLOAD,
+    ROUTE,
+    Rig,
+    answering,
+    apply,
+    http_route,
+    local_rig,
+    model_deployment,
+    read_status,
+    wait_for,
+)
+from hack.gateway import NO_REVISION, HTTPRoute
+from hack.loadgen import Answer, BackgroundLoad
+from tests.integration.kube import OperatorProcess
 
-from .load import Response, SteadyLoad
-
-IMAGE = "modelrollout/modelserver:test"  # what OperatorProcess configures as the serving image
-NAME = "iris"
-ROUTE = "web"
 CANARY_SERVICE = f"{NAME}-canary"
 POLL_S = 0.25
 Kind = Literal["regression", "healthy"]
@@ -64,92 +60,20 @@ class Settings:
 
 @dataclass
 class Env:
-    cluster: LocalCluster
-    podrunner: PodRunner
-    prometheus: Prometheus
-    gateway_url: str
+    rig: Rig
     operator: OperatorProcess
-    model_uri: str
-    model_sha256: str
-    workdir: Path
-
-
-class _GatewayProcess:
-    def __init__(self, kubeconfig: Path, registry: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = ["--kubeconfig", str(kubeconfig), "--registry", str(registry)]
-        with log_path.open("ab") as out:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "hack.gateway", *args, "--port", str(self.port)],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.popen.poll() is not None:
-                    raise RuntimeError(f"gateway exited with {self.popen.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/_gateway/healthz").status_code == 200:
-                        return
-                time.sleep(0.2)
-        raise TimeoutError("gateway did not answer /_gateway/healthz")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
 
 
 @contextlib.contextmanager
 def environment(workdir: Path) -> Iterator[Env]:
-    if find_binary() is None:
-        raise RuntimeError(f"prometheus is not installed: {INSTALL_HINT}")
-    model = workdir / "models" / "small.onnx"
-    sha256 = write_mlp(model)
-    with running(workdir / "cluster") as cluster:
-        crd = REPO / "crds" / "modeldeployments.modelrollout.io.yaml"
-        cluster.kubectl("apply", "--server-side", "-f", str(crd))
-        routers = sorted((REPO / "hack" / "crds").glob("*.yaml"))
-        for path in routers:
-            cluster.kubectl("apply", "--server-side", "-f", str(path))
-        names = [f"crd/{p.name.removesuffix('.yaml')}" for p in [crd, *routers]]
-        cluster.kubectl("wait", "--for=condition=Established", *names)
-        runner = PodRunner(cluster.kubeconfig, workdir / "podrunner", namespaces=set())
-        with runner:
-            assert runner.file_sd_path is not None
-            assert runner.registry_path is not None
-            with Prometheus(workdir / "prometheus", runner.file_sd_path) as prom:
-                gateway = _GatewayProcess(
-                    cluster.kubeconfig, runner.registry_path, workdir / "gateway.log"
-                )
-                operator = OperatorProcess(cluster, workdir / "operator.log")
-                try:
-                    gateway.wait_ready()
-                    operator.start()
-                    yield Env(
-                        cluster=cluster,
-                        podrunner=runner,
-                        prometheus=prom,
-                        gateway_url=gateway.url,
-                        operator=operator,
-                        model_uri=f"file://{model}",
-                        model_sha256=sha256,
-                        workdir=workdir,
-                    )
-                finally:
-                    operator.stop()
-                    gateway.stop()
+    """The shared rig (bench/rig.py) and one operator."""
+    with local_rig(workdir) as rig:
+        operator = OperatorProcess(rig.cluster, workdir / "operator.log")
+        try:
+            operator.start()
+            yield Env(rig, operator)
+        finally:
+            operator.stop()
 
 
 # --- one trial ---------------------------------------------------------------------------------
@@ -260,29 +184,13 @@ class Trial:
             f"rb-{spec.method[:3]}-{spec.kind[:3]}-{spec.index:02d}-{uuid.uuid4().hex[:6]}"
         )
         self.client = Client(
-            config=KubeConfig.from_file(env.cluster.kubeconfig), field_manager="bench-rollback"
+            config=KubeConfig.from_file(env.rig.cluster.kubeconfig), field_manager="bench-rollback"
         )
         self.result = TrialResult(
             spec.kind, spec.index, self.namespace, _utc_now(), method=spec.method
         )
 
     # --- manifests ----------------------------------------------------------------------------
-
-    def _route(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": ROUTE, "namespace": self.namespace},
-            "spec": {
-                "parentRefs": [{"name": "public-gateway"}],
-                "rules": [
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [{"name": f"{NAME}-stable", "port": 8080, "weight": 100}],
-                    }
-                ],
-            },
-        }
 
     def manifest(self, version: str, env: dict[str, str]) -> dict[str, Any]:
         s = self.settings
@@ -291,7 +199,7 @@ class Trial:
             "interval": f"{s.interval_s}s",
             "minRequests": s.min_requests,
             "failureLimit": s.failure_limit,
-            "prometheusUrl": self.env.prometheus.url,
+            "prometheusUrl": self.env.rig.prometheus.url,
         }
         if self.spec.method == "sequential":
             # The evidence is read every few seconds; the test controls false alarms itself,
@@ -300,53 +208,26 @@ class Trial:
             del analysis["failureLimit"]
         if s.max_latency_ratio is not None:
             analysis["maxLatencyRatio"] = s.max_latency_ratio
-        return {
-            "apiVersion": "modelrollout.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": NAME, "namespace": self.namespace},
-            "spec": {
-                "model": {
-                    "uri": self.env.model_uri,
-                    "sha256": self.env.model_sha256,
-                    "version": version,
-                },
-                "serving": {"env": [{"name": k, "value": v} for k, v in env.items()]},
-                "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
-                "rollout": {
-                    "steps": [
-                        {"setWeight": 20},
-                        {"analysis": {}},
-                        {"setWeight": 50},
-                        {"analysis": {}},
-                    ],
-                    "analysis": analysis,
-                    "trafficRouter": {"type": "gatewayAPI", "httpRoute": ROUTE},
-                    "bakeTime": f"{s.bake_s}s",
-                    "scaleDownDelay": "2s",
-                    "progressDeadline": "5m",
-                },
-            },
-        }
-
-    def _apply(self, manifest: dict[str, Any]) -> str:
-        self.env.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-        if manifest["kind"] != "ModelDeployment":
-            return ""
-        return revision_of(ModelDeploymentSpec.model_validate(manifest["spec"]), IMAGE)
+        return model_deployment(
+            self.env.rig,
+            self.namespace,
+            version,
+            env=env,
+            replicas=(1, 2),
+            weights=(20, 50),
+            analysis=analysis,
+            bake_s=s.bake_s,
+        )
 
     # --- reads --------------------------------------------------------------------------------
 
     def _status(self) -> dict[str, Any] | None:
-        try:
-            obj = self.client.get(ModelDeployment, NAME, namespace=self.namespace)
-        except (ApiError, httpx.HTTPError):
-            return None
-        return dict(dict(obj).get("status") or {})
+        return read_status(self.client, self.namespace)
 
     def _canary_weight(self) -> int | None:
         try:
             obj = self.client.get(HTTPRoute, ROUTE, namespace=self.namespace)
-        except (ApiError, httpx.HTTPError):
+        except KUBE_ERRORS:
             return None
         rules = dict(obj).get("spec", {}).get("rules") or []
         for rule in rules:
@@ -355,55 +236,36 @@ class Trial:
                     return int(ref.get("weight", 1))
         return 0
 
-    def _wait(self, what: str, timeout: float, check: Any) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"{what} not reached within {timeout:g}s")
-
-    def _answers(self) -> bool:
-        stats = run_load(
-            self.env.gateway_url,
-            self.namespace,
-            NAME,
-            5,
-            1,
-            infer_payload(4, input_name="input"),
-            timeout_s=5,
-        )
-        return stats.by_status.get(200, 0) > 0
-
     # --- the trial ----------------------------------------------------------------------------
 
     def run(self) -> TrialResult:
-        env, r = self.env, self.result
+        env, r = self.env.rig, self.result
         env.cluster.kubectl("create", "namespace", self.namespace)
         env.podrunner.serve_namespace(self.namespace)
-        load: SteadyLoad | None = None
+        load: BackgroundLoad | None = None
         try:
-            self._apply(self._route())
+            apply(env.cluster, http_route(self.namespace))
             stable_env, canary_env = self._envs()
-            stable = self._apply(self.manifest("v1", stable_env))
+            stable = apply(env.cluster, self.manifest("v1", stable_env))
 
             def stable_ready() -> bool:
                 st = self._status() or {}
                 return st.get("stableRevision") == stable and st.get("phase") == "Ready"
 
-            self._wait("v1 stable Ready", 120, stable_ready)
-            self._wait("stable answering through the gateway", 60, self._answers)
-            load = SteadyLoad(
-                env.gateway_url,
-                self.namespace,
-                NAME,
-                self.settings.rate_per_s,
-                infer_payload(4, input_name="input"),
+            wait_for("v1 stable Ready", 120, stable_ready, poll_s=0.5)
+            wait_for(
+                "stable answering through the gateway",
+                60,
+                lambda: answering(env.gateway_url, self.namespace, NAME, 5, 1),
+                poll_s=0.5,
+            )
+            load = BackgroundLoad(
+                env.gateway_url, self.namespace, NAME, self.settings.rate_per_s, PAYLOAD
             ).start()
             # A baseline for the stable series before the canary appears.
             time.sleep(5)
             t0 = time.monotonic()
-            canary = self._apply(self.manifest("v2", canary_env))
+            canary = apply(env.cluster, self.manifest("v2", canary_env))
             self._follow(t0, canary)
             time.sleep(2)  # stragglers routed by the gateway's previous table
         except Exception as exc:
@@ -491,10 +353,10 @@ class Trial:
                 )
             )
 
-    def _tally(self, load: SteadyLoad, t0: float, canary: str) -> None:
+    def _tally(self, load: BackgroundLoad, t0: float, canary: str) -> None:
         r = self.result
         r.sent, r.dropped = load.sent, load.dropped
-        responses: list[Response] = load.snapshot()
+        responses: list[Answer] = load.answers()
         for resp in responses:
             failed = resp.code >= 500 or resp.code == 0
             track = (
@@ -505,7 +367,7 @@ class Trial:
             key = f"{track} {resp.code}"
             r.codes[key] = r.codes.get(key, 0) + 1
             if resp.revision == canary:
-                at = resp.at - t0
+                at = resp.done - t0
                 r.canary_responses += 1
                 if r.first_canary_response is None:
                     r.first_canary_response = at

@@ -22,77 +22,21 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from hack.localcluster import Binaries
+from bench.machine import cpu_model, loadavg, memory_gb, versions
 
 from .report import nearest_rank, render
 from .rig import Env, Settings, Trial, TrialResult, TrialSpec, environment
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _memory_gb() -> str:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return f"{int(line.split()[1]) / 1024 / 1024:.0f}"
-    except OSError:
-        pass
-    return "?"
-
-
-def _first_line(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0] if text else "?"
-
-
-def _versions() -> dict[str, str]:
-    b = Binaries.build()
-    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    versions = {
-        "repo commit": commit,
-        "python": platform.python_version(),
-        "kube-apiserver": _first_line([str(b.kube_apiserver), "--version"]),
-        "etcd": _first_line([str(b.etcd), "--version"]),
-        "kwok": _first_line([str(b.kwok), "--version"]),
-        "prometheus": _first_line(["prometheus", "--version"]),
-    }
-    for dist in ("modelrollout", "modelserver", "kopf", "onnxruntime", "httpx", "uvicorn"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "?"
-    return versions
 
 
 def plan_trials(
@@ -188,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         "order": [f"{s.method[0]}{s.kind[0].upper()}{s.index}" for s in specs],
         "machine": {
             "nproc": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "memory_gb": _memory_gb(),
+            "cpu_model": cpu_model(),
+            "memory_gb": memory_gb(),
             "kernel": platform.release(),
-            "loadavg_start": _loadavg(),
+            "loadavg_start": loadavg(),
         },
-        "versions": _versions(),
+        "versions": versions(),
     }
     workdir = Path(tempfile.mkdtemp(prefix="bench-rollback-"))
     raw_path = workdir.with_suffix(".json")
@@ -223,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         end = dt.datetime.now(dt.UTC)
         meta["finished"] = end.strftime("%Y-%m-%d %H:%M:%S")
         meta["runtime_min"] = (time.monotonic() - started) / 60
-        meta["machine"]["loadavg_end"] = _loadavg()
+        meta["machine"]["loadavg_end"] = loadavg()
         run = {"meta": meta, "settings": asdict(settings), "trials": trials}
         raw_path.write_text(json.dumps(run, indent=1))
         print(f"raw trials in {raw_path}", flush=True)

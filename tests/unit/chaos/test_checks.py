@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from bench.chaos import checks
-from bench.chaos.checks import Request, Snapshot
+from bench.chaos.checks import Snapshot
+from hack.loadgen import Answer
 
 OWNER = "uid-1"
 
@@ -57,23 +58,23 @@ def test_a_healthy_canary_rolled_back_is_wrong() -> None:
 def test_unready_answers_need_a_ready_moment_while_the_request_was_out() -> None:
     ready = {"a": [(10.0, 20.0)], "b": [(0.0, 5.0), (8.0, 30.0)]}
     requests = [
-        Request(11, 12, "a", "v1", 200),  # ready throughout
-        Request(9.9, 10.1, "a", "v1", 200),  # became ready while out: fine
-        Request(20.5, 21, "a", "v1", 200),  # after its last ready moment
-        Request(6, 7, "b", "v1", 200),  # between its two ready spans
-        Request(6, 7, "c", "v1", 200),  # never ready
-        Request(6, 7, "", "-", 503),  # no pod answered: not this check's business
+        Answer(11, 12, "a", "v1", 200),  # ready throughout
+        Answer(9.9, 10.1, "a", "v1", 200),  # became ready while out: fine
+        Answer(20.5, 21, "a", "v1", 200),  # after its last ready moment
+        Answer(6, 7, "b", "v1", 200),  # between its two ready spans
+        Answer(6, 7, "c", "v1", 200),  # never ready
+        Answer(6, 7, "", "-", 503),  # no pod answered: not this check's business
     ]
     assert checks.unready_answers(requests, ready) == 3
 
 
 def test_stable_failures_count_non_2xx_of_the_stable_only() -> None:
     requests = [
-        Request(0, 1, "a", "v1", 200),
-        Request(0, 1, "a", "v1", 502),
-        Request(0, 1, "a", "v1", 0),
-        Request(0, 1, "b", "v2", 500),  # the canary's
-        Request(0, 1, "", "-", 503),
+        Answer(0, 1, "a", "v1", 200),
+        Answer(0, 1, "a", "v1", 502),
+        Answer(0, 1, "a", "v1", 0),
+        Answer(0, 1, "b", "v2", 500),  # the canary's
+        Answer(0, 1, "", "-", 503),
     ]
     assert checks.stable_failures(requests, "v1") == 2
 

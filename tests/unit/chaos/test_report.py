@@ -18,7 +18,7 @@ def result(scenario: str, index: int, kind: str, **fields: object) -> RunResult:
 
 
 def test_targets_and_worst_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report, "_versions", lambda: {"repo commit": "abc"})
+    monkeypatch.setattr(report, "versions", lambda: {"repo commit": "abc"})
     results = [
         result("operator-kill", 1, "bad", outcome="RolledBack", recovery_s=4.0, requests=100),
         result("operator-kill", 2, "healthy", outcome="Promoted", recovery_s=12.5, requests=90),
@@ -33,7 +33,7 @@ def test_targets_and_worst_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "| 0 requests answered by a pod that was not Ready | 2 | NOT met |" in text
     assert "| campaign <= 30 min | 10.0 min | met |" in text
     row = next(line for line in text.splitlines() if line.startswith("| 1 | operator-kill"))
-    assert "| 2 (1/1) | 2 | 2 | 0 | 0 | 190 |" in row
+    assert "| kwok | 2 (1/1) | 2 | 2 | 0 | 0 | 190 |" in row
     assert "| 12.5 s |" in row
     assert "never" in next(line for line in text.splitlines() if "| 7 | leader-kill" in line)
-    assert "| operator-kill:2 | 1002 | healthy |" in text
+    assert "| operator-kill:2 | kwok | 1002 | healthy |" in text
