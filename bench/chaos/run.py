@@ -68,10 +68,11 @@ def campaign(
 
 
 def _public(argv: list[str]) -> list[str]:
-    """The command line as the report shows it: without this machine's work directory."""
+    """The command line as the report shows it: without this machine's directories."""
     out: list[str] = []
     for i, arg in enumerate(argv):
-        if arg == "--work" or (i and argv[i - 1] == "--work") or arg.startswith("--work="):
+        local = ("--work", "--out")
+        if arg in local or (i and argv[i - 1] in local) or arg.startswith(("--work=", "--out=")):
             continue
         out.append(arg)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.chaos.run import _public
 from bench.chaos.scenarios import BY_NAME, SCENARIOS, plan, short_plan
 
 
@@ -48,3 +49,18 @@ def test_short_plan_one_run_per_fault_of_the_issue() -> None:
     # Over seeds, every variant of a fault gets its turn.
     picked = {s.scenario for seed in range(40) for s in short_plan(seed)}
     assert picked == set(BY_NAME)
+
+
+def test_the_reported_command_line_leaves_this_machines_directories_out() -> None:
+    argv = [
+        "--seed",
+        "7",
+        "--out",
+        "/srv/x",
+        "--work=/srv/y",
+        "--work",
+        "/srv/z",
+        "--until",
+        "13:08",
+    ]
+    assert _public(argv) == ["--seed", "7", "--until", "13:08"]
