@@ -10,7 +10,6 @@ to "off" in the same round (the machine is shared: minutes apart, absolute numbe
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ import numpy as np
 
 from tests.serving.serving_models import mlp
 
-from .peers import cpu_seconds
-from .rig import check, json_body, run_wrk
+from .rig import check, json_body, run_part, run_wrk, with_cpu
 from .rig import start_modelserver as _start
 
 NAME = "tabular"
@@ -83,10 +81,7 @@ def compare(work: Path, seconds: int, rounds: int = 2) -> dict[str, Any]:
             try:
                 assert check(url, body)
                 run_wrk(url, body, SAT_CONNS, min(2, seconds))  # warm up
-                before = cpu_seconds(srv.proc.pid)
-                sat = run_wrk(url, body, SAT_CONNS, seconds)
-                cpu = cpu_seconds(srv.proc.pid) - before
-                sat["cpu_us_per_req"] = cpu / max(1.0, sat["rps"] * seconds) * 1e6
+                sat = with_cpu(srv.proc.pid, seconds, run_wrk, url, body, SAT_CONNS, seconds)
                 runs[mode].append(sat)
             finally:
                 srv.stop()
@@ -133,37 +128,9 @@ def report(r: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     """Only this comparison: python -m bench.serving.distribution [SECONDS] [OUT.md]."""
-    import datetime as dt
     import sys
-    import tempfile
 
-    from .run import machine
-
-    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    info = machine()
-    with tempfile.TemporaryDirectory(prefix="bench-distribution-") as tmp:
-        result = compare(Path(tmp), seconds)
-    info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = "\n".join(
-        [
-            f"# Output and input counters, {dt.date.today().isoformat()}",
-            "",
-            f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}; Python "
-            f"{info['python']}, onnxruntime {info['onnxruntime']}. Load average "
-            f"{info['loadavg_start']} at the start, {info['loadavg_end']} at the end. Server "
-            f"pinned to core 0 with one onnxruntime thread, load on core 1, {seconds} s per load.",
-            "",
-            *report(result),
-            "",
-            "```json",
-            json.dumps(result, indent=1),
-            "```",
-            "",
-        ]
-    )
-    if len(sys.argv) > 2:
-        Path(sys.argv[2]).write_text(text)
-    print(text)
+    run_part("Output and input counters", compare, report, sys.argv[1:])
 
 
 if __name__ == "__main__":

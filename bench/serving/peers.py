@@ -7,7 +7,6 @@ round, rounds interleaved, so a change in the machine's load touches all of them
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from .rig import (
     start_kserve,
     start_mlserver,
     start_modelserver,
+    with_cpu,
 )
 
 NAME = "tabular"
@@ -63,22 +63,11 @@ def compare(work: Path, seconds: int, rounds: int = 2) -> dict[str, Any]:
                 url = f"{srv.base}/v2/models/{NAME}/infer"
                 assert check(url, body), who
                 one = run_wrk(url, body, 1, seconds)
-                cpu_before = cpu_seconds(srv.proc.pid)
-                sat = run_wrk(url, body, SAT_CONNS, seconds)
-                # CPU per request holds still when neighbours take the core; req/s does not.
-                cpu = cpu_seconds(srv.proc.pid) - cpu_before
-                sat["cpu_us_per_req"] = cpu / max(1.0, sat["rps"] * seconds) * 1e6
+                sat = with_cpu(srv.proc.pid, seconds, run_wrk, url, body, SAT_CONNS, seconds)
             finally:
                 srv.stop()
             results["runs"].setdefault(who, []).append({"one": one, "sat": sat})
     return results
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process and its reaped children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _mlserver_version() -> str:

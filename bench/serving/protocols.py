@@ -18,8 +18,19 @@ import numpy as np
 
 from tests.serving.serving_models import mlp
 
-from .peers import cpu_seconds
-from .rig import BIN, HERE, LOAD_CPU, ROOT, check, free_port, json_body, pinned, run_wrk
+from .rig import (
+    BIN,
+    HERE,
+    LOAD_CPU,
+    ROOT,
+    check,
+    free_port,
+    json_body,
+    pinned,
+    run_part,
+    run_wrk,
+    with_cpu,
+)
 from .rig import start_modelserver as _start
 
 NAME = "tabular"
@@ -78,16 +89,14 @@ def compare(work: Path, seconds: int, rounds: int = 2) -> dict[str, Any]:
         for round_no in range(rounds):
             for proto in ("rest", "grpc"):
                 print(f"protocols round {round_no + 1}: {proto}", flush=True)
-                if proto == "rest":
-                    one = run_wrk(url, body, 1, seconds)
-                    before = cpu_seconds(srv.proc.pid)
-                    sat = run_wrk(url, body, SAT_CONNS, seconds)
-                else:
-                    one = run_k6_grpc(target, raw, list(x.shape), 1, seconds, work)
-                    before = cpu_seconds(srv.proc.pid)
-                    sat = run_k6_grpc(target, raw, list(x.shape), SAT_CONNS, seconds, work)
-                cpu = cpu_seconds(srv.proc.pid) - before
-                sat["cpu_us_per_req"] = cpu / max(1.0, sat["rps"] * seconds) * 1e6
+
+                def load(conns: int, proto: str = proto) -> dict[str, Any]:
+                    if proto == "rest":
+                        return run_wrk(url, body, conns, seconds)
+                    return run_k6_grpc(target, raw, list(x.shape), conns, seconds, work)
+
+                one = load(1)
+                sat = with_cpu(srv.proc.pid, seconds, load, SAT_CONNS)
                 runs[proto].append({"one": one, "sat": sat})
     finally:
         srv.stop()
@@ -125,37 +134,9 @@ def report(r: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     """Only this comparison: python -m bench.serving.protocols [SECONDS] [OUT.md]."""
-    import datetime as dt
     import sys
-    import tempfile
 
-    from .run import machine
-
-    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    info = machine()
-    with tempfile.TemporaryDirectory(prefix="bench-protocols-") as tmp:
-        result = compare(Path(tmp), seconds)
-    info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = "\n".join(
-        [
-            f"# REST and gRPC, {dt.date.today().isoformat()}",
-            "",
-            f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}; Python "
-            f"{info['python']}, onnxruntime {info['onnxruntime']}. Load average "
-            f"{info['loadavg_start']} at the start, {info['loadavg_end']} at the end. Server "
-            f"pinned to core 0 with one onnxruntime thread, load on core 1, {seconds} s per load.",
-            "",
-            *report(result),
-            "",
-            "```json",
-            json.dumps(result, indent=1, sort_keys=True),
-            "```",
-            "",
-        ]
-    )
-    print(text)
-    if len(sys.argv) > 2:
-        Path(sys.argv[2]).write_text(text)
+    run_part("REST and gRPC", compare, report, sys.argv[1:])
 
 
 if __name__ == "__main__":

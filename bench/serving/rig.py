@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import platform
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +231,76 @@ def start_mlserver(model: Path, name: str, work: Path) -> Server:
     (folder / "model-settings.json").write_bytes(orjson.dumps(model_settings))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return Server([str(MLSERVER_BIN), "start", str(folder)], env, port, work / f"{name}.log")
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def run_part(
+    title: str,
+    compare: Callable[[Path, int], dict[str, Any]],
+    report: Callable[[dict[str, Any]], list[str]],
+    argv: list[str],
+) -> None:
+    """One part of ``make bench-serving`` on its own: ``argv`` is [SECONDS] [OUT.md]; the
+    report, with the machine and the raw results, is printed and written to OUT.md."""
+    import tempfile
+
+    seconds = int(argv[0]) if argv else 5
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        result = compare(Path(tmp), seconds)
+    info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = "\n".join(
+        [
+            f"# {title}, {dt.date.today().isoformat()}",
+            "",
+            f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}; Python "
+            f"{info['python']}, onnxruntime {info['onnxruntime']}. Load average "
+            f"{info['loadavg_start']} at the start, {info['loadavg_end']} at the end. Server "
+            f"pinned to core 0 with one onnxruntime thread, load on core 1, {seconds} s per load.",
+            "",
+            *report(result),
+            "",
+            "```json",
+            json.dumps(result, indent=1, sort_keys=True),
+            "```",
+            "",
+        ]
+    )
+    print(text)
+    if len(argv) > 1:
+        Path(argv[1]).write_text(text)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and its reaped children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(
+    pid: int, seconds: int, load: Callable[..., dict[str, Any]], *args: Any
+) -> dict[str, Any]:
+    """``load(*args)``'s result with the server's CPU time per request over it: that holds
+    still when neighbours take the core, where req/s does not."""
+    before = cpu_seconds(pid)
+    result = load(*args)
+    cpu = cpu_seconds(pid) - before
+    result["cpu_us_per_req"] = cpu / max(1.0, result["rps"] * seconds) * 1e6
+    return result

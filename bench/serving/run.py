@@ -12,14 +12,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from .rig import (
     binary_body,
     check,
     json_body,
+    machine,
     pinned,
     run_wrk,
     start_kserve,
@@ -97,23 +96,6 @@ def run_raw(model: Path, batch: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(pinned(SERVER_CPU, cmd), capture_output=True, text=True, check=True).stdout
     result: dict[str, float] = json.loads(out)
     return result
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "onnxruntime": version("onnxruntime"),
-        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
 
 
 def kserve_version() -> str:

@@ -41,11 +41,11 @@ DEFAULT_EDGES: tuple[float, ...] = (
     10.0, 100.0, 1000.0,
 )  # fmt: skip
 _DEFAULT_CLASSES = MAX_BUCKETS - 1
-# Requests held before they are binned: numpy's cost is per call, so binning a few dozen
-# requests at once costs about what one does. A request whose output (or profiled input) has
-# more elements than _BIG is binned at once, so what is held stays small.
-FLUSH_EVERY = 32
-_BIG = 1 << 14
+# Requests held before they are binned: numpy's cost is per call, so binning a few hundred
+# requests at once costs about what one does. What is held is bounded by elements as well: past
+# HOLD_ELEMENTS (one large output, or many small ones) everything held is binned at once.
+FLUSH_EVERY = 256
+HOLD_ELEMENTS = 1 << 14
 _NO_FEEDS: dict[str, np.ndarray[Any, Any]] = {}
 
 Arrays = Mapping[str, np.ndarray[Any, Any]]
@@ -115,28 +115,29 @@ class Distribution(Collector):
             size += total
         self.counts = np.zeros(size, dtype=np.int64)
         self._pending: list[tuple[Arrays, Arrays]] = []
+        self._held = 0  # elements of the tensors held
 
     # The hot path: event loop thread only.
 
     def record(self, feeds: Arrays, outputs: Arrays) -> None:
-        """Hold the request's tensors; they are binned together, a few dozen at a time."""
-        self._pending.append((feeds if self._inputs else _NO_FEEDS, outputs))
-        if len(self._pending) >= FLUSH_EVERY:
-            self.flush()
-            return
+        """Hold the request's tensors; they are binned together, a few hundred at a time."""
+        pending = self._pending
+        pending.append((feeds if self._inputs else _NO_FEEDS, outputs))
+        held = self._held
         for value in outputs.values():
-            if value.size > _BIG:
-                self.flush()
-                return
-        for inp in self._inputs:  # held only when profiled: a large one is binned at once too
-            held = feeds.get(inp.name)
-            if held is not None and held.size > _BIG:
-                self.flush()
-                return
+            held += value.size
+        for inp in self._inputs:  # held only when profiled
+            fed = feeds.get(inp.name)
+            if fed is not None:
+                held += fed.size
+        self._held = held
+        if held > HOLD_ELEMENTS or len(pending) >= FLUSH_EVERY:
+            self.flush()
 
     def flush(self) -> None:
         """Bin what is held: one numpy pass per counted tensor for all held requests."""
         pending, self._pending = self._pending, []
+        self._held = 0
         if not pending:
             return
         counts = self.counts

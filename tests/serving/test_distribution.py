@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelserver.distribution import DEFAULT_EDGES, Distribution, default_bins
+from modelserver.distribution import DEFAULT_EDGES, FLUSH_EVERY, Distribution, default_bins
 from modelserver.reference import ProfileError, parse_profile
 
 from .conftest import Models, ServeFactory, sha256
@@ -230,13 +230,16 @@ async def test_a_bad_profile_fails_readiness(
 
 def test_held_requests_are_binned_together_whatever_their_shapes() -> None:
     d = Distribution(IDENT, {"p": ("FP32", (-1, 3)), "y": ("FP32", (-1,))}, {})
-    for i in range(40):  # past one flush
+    n = FLUSH_EVERY + 8  # past one flush
+    for i in range(n):
         d.record({}, {"p": np.eye(3)[i % 3 : i % 3 + 1], "y": np.full(i % 2 + 1, 0.5)})
     d.record({}, {"p": np.array([[0.0, 1.0]]), "y": np.array([0.05])})  # another width
     assert len(d._pending) == 9  # held until the next flush or scrape
     c = _counts(d)
-    assert (c[("p", "0")], c[("p", "1")], c[("p", "2")]) == (14, 14, 13)  # the last is a "1"
-    assert (c[("y", "0.5")], c[("y", "0.1")]) == (60, 1)
+    classes = [sum(1 for i in range(n) if i % 3 == k) for k in range(3)]
+    classes[1] += 1  # the last is a "1"
+    assert [c[("p", "0")], c[("p", "1")], c[("p", "2")]] == classes
+    assert (c[("y", "0.5")], c[("y", "0.1")]) == (sum(i % 2 + 1 for i in range(n)), 1)
     big = np.zeros((1 << 15,))
     d.record({}, {"p": np.array([[1.0, 0.0]]), "y": big})
     assert not d._pending  # a large output is binned at once
