@@ -100,6 +100,40 @@ def source(
     return lister, watcher
 
 
+def slim_pod(pod: Obj) -> Obj:
+    """A pod as the operator reads it: name, labels and deletion (owner index, track label),
+    node, containers' names and resources (capacity, memory limits), phase and container
+    states (OOM kills, restarts). The rest of a pod (volumes, env, probes, conditions) would be
+    most of the cache at scale, where the capacity check keeps every pod of the cluster."""
+    meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    kept = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp")
+
+    def containers(items: list[Obj] | None) -> list[Obj]:
+        return [
+            {"name": c.get("name", ""), "resources": c.get("resources") or {}} for c in items or []
+        ]
+
+    slim_spec: Obj = {
+        "containers": containers(spec.get("containers")),
+        "initContainers": containers(spec.get("initContainers")),
+    }
+    if spec.get("nodeName"):
+        slim_spec["nodeName"] = spec["nodeName"]
+    states = ("name", "restartCount", "state", "lastState")
+    return {
+        "apiVersion": pod.get("apiVersion", "v1"),
+        "kind": pod.get("kind", "Pod"),
+        "metadata": {k: meta[k] for k in kept if k in meta},
+        "spec": slim_spec,
+        "status": {
+            "phase": status.get("phase", "Pending"),
+            "containerStatuses": [
+                {k: c[k] for k in states if k in c} for c in status.get("containerStatuses") or []
+            ],
+        },
+    }
+
+
 def _restarts(pod: Obj) -> list[int]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return [int(c.get("restartCount") or 0) for c in statuses]
@@ -185,11 +219,13 @@ class Caches:
                 self._route_informers.setdefault(route.kind, []).append(self.informers[-1])
         if capacity:
             # Capacity needs every pod on every node, whoever owns it.
-            self._add("Pod in *", client, _POD, "*", None, self.pods, self._on_pod)
+            self._add("Pod in *", client, _POD, "*", None, self.pods, self._on_pod, pods=True)
             self._add("Node", client, _NODE, None, None, self.nodes, None)
         else:
             for ns in scopes:
-                self._add(f"Pod in {ns}", client, _POD, ns, MANAGED, self.pods, self._on_pod)
+                self._add(
+                    f"Pod in {ns}", client, _POD, ns, MANAGED, self.pods, self._on_pod, pods=True
+                )
         self._tasks: list[asyncio.Task[None]] = []
 
     def _add(
@@ -202,6 +238,7 @@ class Caches:
         store: Store,
         on_change: Callable[[Obj | None, Obj | None], None] | None,
         optional: bool = False,
+        pods: bool = False,
     ) -> None:
         lister, watcher = source(client, res, namespace, labels)
         self.informers.append(
@@ -211,6 +248,7 @@ class Caches:
                 watcher,
                 store,
                 on_change,
+                transform=slim_pod if pods else slim,
                 namespace=namespace,
                 optional=optional,
                 on_relist=self.on_relist,
@@ -310,4 +348,4 @@ class Caches:
         stores = {KIND: self.model_deployments, "Pod": self.pods, **self.children, **self.routes}
         store = stores.get(kind)
         if store is not None:
-            store.upsert(slim(obj))
+            store.upsert(slim_pod(obj) if kind == "Pod" else slim(obj))

@@ -6,13 +6,17 @@ and pods."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from modelrollout.k8s import informer as informer_module
-from modelrollout.k8s.caches import Caches, RouteKind
+from modelrollout.k8s.caches import Caches, RouteKind, slim_pod
 from modelrollout.k8s.informer import Informer
 from modelrollout.k8s.workqueue import Key, QueueSettings, Result, WorkQueue
+from modelrollout.placement import pod_info
+from modelrollout.plan.oom import oom_kills
 
 OWNER = {"modelrollout.io/deployment": "iris"}
 
@@ -255,3 +259,56 @@ async def test_a_relist_after_an_outage_runs_what_failed_for_the_api_server_at_o
     assert reconciled == [False, True]
     worker.cancel()
     await made.stop()
+
+
+def test_a_cached_pod_keeps_what_the_operator_reads_of_it() -> None:
+    """Placement, OOM reports, the track label and the owner index read the same from a slim
+    pod as from the whole one; env, volumes, probes and conditions are not kept."""
+    resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+    killed = {"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "t"}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "iris-abc-1",
+            "namespace": "ns",
+            "uid": "u1",
+            "labels": OWNER | {"modelrollout.io/revision": "abc"},
+            "resourceVersion": "9",
+            "managedFields": [{"manager": "kubelet"}],
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "iris-abc"}],
+        },
+        "spec": {
+            "nodeName": "node-1",
+            "containers": [
+                {
+                    "name": "modelserver",
+                    "image": "modelserver:1",
+                    "env": [{"name": "X", "value": "y" * 1000}],
+                    "resources": resources,
+                    "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
+                }
+            ],
+            "initContainers": [{"name": "fetch", "resources": {"requests": {"cpu": "2"}}}],
+            "volumes": [{"name": "model", "emptyDir": {}}],
+        },
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [
+                {"name": "modelserver", "restartCount": 1, "lastState": killed, "ready": True}
+            ],
+        },
+    }
+    slim = slim_pod(copy.deepcopy(pod))
+    assert pod_info(slim) == pod_info(pod)
+    assert oom_kills([slim]) == oom_kills([pod]) != ()
+    assert slim["metadata"]["labels"] == pod["metadata"]["labels"]
+    assert slim["spec"]["nodeName"] == "node-1"
+    text = json.dumps(slim)
+    for dropped in ("env", "volumes", "conditions", "managedFields", "readinessProbe"):
+        assert dropped not in text
+
+    made, _ = caches()
+    made.put(copy.deepcopy(pod))
+    assert made.pods.get("ns", "iris-abc-1") == slim
