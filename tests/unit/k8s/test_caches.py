@@ -266,7 +266,7 @@ def test_a_cached_pod_keeps_what_the_operator_reads_of_it() -> None:
     pod as from the whole one; env, volumes, probes and conditions are not kept."""
     resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
     killed = {"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "t"}}
-    pod = {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
