@@ -139,6 +139,7 @@ class RestApp:
         settings = plane.settings
         self._tokens = TokenFile(settings.token_file) if settings.token_file else None
         self._limit = settings.max_body_bytes
+        self._limit_digits = len(str(self._limit))
         self._retry_after = [(b"retry-after", str(settings.retry_after_s).encode())]
         # Probes stay open so the kubelet needs no token.
         self._open: dict[str, Callable[[Send], Awaitable[None]]] = {
@@ -276,8 +277,15 @@ class RestApp:
                 elif scope["method"] != "POST":
                     raise MethodNotAllowedError("method not allowed")
                 declared = headers.get(b"content-length")
-                if declared is not None and declared.isdigit() and int(declared) > self._limit:
-                    raise _too_large(self._limit)  # refused before its body is read
+                # Refused before its body is read; a length of fewer digits than the limit's
+                # is under it, and needs no int().
+                if (
+                    declared is not None
+                    and len(declared) >= self._limit_digits
+                    and declared.isdigit()
+                    and int(declared) > self._limit
+                ):
+                    raise _too_large(self._limit)
                 message = await receive()
                 body = message.get("body", b"")
                 if message.get("more_body", False) or len(body) > self._limit:

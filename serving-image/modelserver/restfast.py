@@ -69,6 +69,11 @@ def _input(spec: TensorSpec) -> _Input:
     )
 
 
+_TOP_KEYS = {"inputs"}
+_TOP_KEYS_ID = {"inputs", "id"}
+_INPUT_KEYS = {"name", "datatype", "shape", "data"}
+
+
 class RestCodec:
     """Decodes requests and encodes answers for one model; see the module docstring."""
 
@@ -125,10 +130,11 @@ class RestCodec:
         fast = self._fast
         if fast is None or type(doc) is not dict:
             return None
-        if doc.get("parameters") or doc.get("outputs") is not None:
+        keys = doc.keys()  # no parameters, no outputs named: compared as sets, at once
+        if keys != _TOP_KEYS and keys != _TOP_KEYS_ID:
             return None
         req_id = doc.get("id")
-        raw_inputs = doc.get("inputs")
+        raw_inputs = doc["inputs"]
         if req_id is not None and type(req_id) is not str:
             return None
         if type(raw_inputs) is not list or len(raw_inputs) != len(fast):
@@ -137,30 +143,36 @@ class RestCodec:
         memory = 0
         arrays: Arrays = {}
         for raw in raw_inputs:
-            if type(raw) is not dict:
-                return None
-            name = raw.get("name")
+            if type(raw) is not dict or raw.keys() != _INPUT_KEYS:
+                return None  # parameters (binary data) or a field missing
+            name = raw["name"]
             if type(name) is not str or name in arrays or name not in fast:
                 return None
             want = fast[name]
-            shape = raw.get("shape")
-            data = raw.get("data")
-            if raw.get("datatype") != want.datatype or raw.get("parameters"):
+            shape = raw["shape"]
+            data = raw["data"]
+            if raw["datatype"] != want.datatype or type(data) is not list:
                 return None
-            if type(data) is not list or type(shape) is not list or len(shape) != want.rank:
-                return None
-            if list(map(type, shape)) != want.int_types:
-                return None  # not all plain ints (bool and float are not dims)
-            count = _count(shape, want)
-            if count < 0 or count > limits.max_elements:
-                return None
+            if type(shape) is not list or list(map(type, shape)) != want.int_types:
+                return None  # not a list of plain ints of the model's rank (bool, float)
+            tail = want.tail
+            if tail is not None:  # (-1, fixed...), the usual batch shape: one comparison
+                count = shape[0] * want.tail_count if shape[1:] == tail else -1
+            else:
+                count = _count(shape, want.dims)
+            if count <= 0 or count > limits.max_elements:
+                return None  # negative, mismatched, empty or too many
             memory += count * want.itemsize
             if memory > limits.max_memory:
                 return None
-            arr = _numbers(data, want, count)
-            if arr is None:
+            try:
+                arr = np.asarray(data)
+            except (ValueError, TypeError):
+                return None  # ragged
+            kind = arr.dtype.kind
+            if arr.size != count or not (kind == want.kind == "f" or _fits(arr, kind, want)):
                 return None
-            arrays[name] = arr.reshape(shape)
+            arrays[name] = arr.astype(want.dtype, copy=False).reshape(shape)
         return InferRequest(req_id, arrays, self._all_outputs)
 
     def encode(self, request: InferRequest, results: Arrays) -> tuple[bytes, int | None]:
@@ -184,35 +196,21 @@ class RestCodec:
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), None
 
 
-def _count(shape: list[int], want: _Input) -> int:
-    """Elements of a shape of ints that fits the model's, or -1."""
-    tail = want.tail
-    if tail is not None:  # (-1, fixed...): one comparison for the fixed part
-        first = shape[0]
-        if first < 0 or shape[1:] != tail:
-            return -1
-        return first * want.tail_count
+def _count(shape: list[int], dims: tuple[int, ...]) -> int:
+    """Elements of a shape of ints that fits the model's dims, or -1."""
     count = 1
-    for d, w in zip(shape, want.dims, strict=True):
+    for d, w in zip(shape, dims, strict=True):
         if d < 0 or (w != -1 and d != w):
             return -1
         count *= d
     return count
 
 
-def _numbers(data: list[Any], want: _Input, count: int) -> np.ndarray[Any, Any] | None:
-    """JSON numbers as the input's dtype, when ``tensors.from_list`` would take them as they
-    are; None for anything else (ragged, strings, nulls, mixed kinds, out of range, empty)."""
-    try:
-        arr = np.asarray(data)
-    except (ValueError, TypeError):
-        return None
-    if arr.size != count or count == 0:
-        return None
-    kind = arr.dtype.kind
-    if kind == want.kind and kind in "fb":
-        return arr.astype(want.dtype, copy=False)
-    in_range = kind in "iu" and want.kind in "iu"
-    if in_range and want.lowest <= int(arr.min()) and int(arr.max()) <= want.highest:
-        return arr.astype(want.dtype, copy=False)
-    return None
+def _fits(arr: np.ndarray[Any, Any], kind: str, want: _Input) -> bool:
+    """JSON numbers that ``tensors.from_list`` takes as they are: booleans for BOOL, integers
+    in range for an integer input (floats for a float input are checked inline)."""
+    if kind == "b":
+        return want.kind == "b"
+    if kind in "iu" and want.kind in "iu":
+        return want.lowest <= int(arr.min()) and int(arr.max()) <= want.highest
+    return False
