@@ -96,10 +96,11 @@ class HardwareDecision:
     fallback: bool = False  # condition HardwareFallback
     insufficient_capacity: bool = False  # condition InsufficientCapacity; do not roll out
     scale_down_first: bool = False  # no room to surge: remove an old pod before adding one
+    gpu_resource: str = GPU_RESOURCE  # the cluster's GPU resource name (thresholds.gpu_resource)
 
     @property
     def gpu_count(self) -> int:
-        q = self.limits.get(GPU_RESOURCE) or self.requests.get(GPU_RESOURCE)
+        q = self.limits.get(self.gpu_resource) or self.requests.get(self.gpu_resource)
         return int(parse_quantity(q)) if q else 0
 
     @property
@@ -271,6 +272,7 @@ def _build(
         inter_op_threads=1,
         reason=f"{reason}; {sizing}; {threads} intra-op thread{'s' if threads > 1 else ''}",
         overridden=tuple(changed),
+        gpu_resource=th.gpu_resource,
     )
 
 

@@ -396,6 +396,23 @@ def test_a_fallback_keeps_nothing_of_the_gpu(
     assert out.gpu_count == 0
 
 
+@pytest.mark.parametrize(
+    ("th", "req", "count"),
+    [
+        pytest.param(TH, HardwareRequest(mode="gpu"), 1, id="default-resource"),
+        pytest.param(TH_AMD, HardwareRequest(mode="gpu"), 1, id="cluster-resource"),
+        pytest.param(TH_AMD, HardwareRequest(mode="gpu", limits={AMD: "2"}), 2, id="spec-count"),
+        pytest.param(TH, HardwareRequest(), 0, id="cpu"),
+    ],
+)
+def test_gpu_count_reads_the_clusters_gpu_resource(
+    th: HardwareThresholds, req: HardwareRequest, count: int
+) -> None:
+    """The placement checks capacity for any decision asking for GPUs: a cluster whose GPUs
+    are `amd.com/gpu` must not have its GPU revisions placed unchecked."""
+    assert choose_hardware(TINY, th, req).gpu_count == count
+
+
 def test_plan_hardware_checks_the_fallback_tier_too() -> None:
     # GPU node cordoned and the CPU node too small for a 2.7 GiB cpu-large replica.
     nodes = [
