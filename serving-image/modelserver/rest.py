@@ -98,6 +98,22 @@ async def _error(send: Send, exc: ServingError) -> None:
     await _respond(send, http_status(exc), _error_body(exc))
 
 
+_CLOSE = (b"connection", b"close")
+
+
+def _closing(send: Send) -> Send:
+    """While the server drains, every answer closes its connection. A client's next request then
+    opens a new one, which the Service sends to a pod that stays; a kept-alive connection would
+    keep reaching this pod until it exits and be cut under a request in flight."""
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], _CLOSE]}
+        await send(message)
+
+    return closing_send
+
+
 def _too_large(limit: int) -> TooLargeError:
     return TooLargeError(f"request body larger than the {limit}-byte limit")
 
@@ -160,6 +176,8 @@ class RestApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if self.plane.draining:
+                send = _closing(send)
             try:
                 if scope["path"] in self._infer_paths:  # the served model: no name check
                     await self._infer(scope, None, dict(scope["headers"]), receive, send)

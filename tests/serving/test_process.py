@@ -79,10 +79,16 @@ async def test_drain_on_sigterm(server: ServerProcess) -> None:
         return True
 
     async with httpx.AsyncClient(timeout=60) as client:
+        kept = await client.post(infer, json=BODY)
+        assert "connection" not in kept.headers  # kept alive while serving
         in_flight = [asyncio.create_task(client.post(infer, json=BODY)) for _ in range(6)]
         await until(server.inflight, "requests in flight")
         server.proc.send_signal(signal.SIGTERM)
         await until(draining, "readiness to fail")
+        # Answers in the drain close their connections, so clients move to pods that stay.
+        closing = await client.post(infer, json=BODY)
+        assert closing.status_code == 200
+        assert closing.headers.get("connection") == "close"
         # Still serving during the drain delay: endpoints may not have caught up yet.
         late = HeldRequest(server.port)
         await late.start()
@@ -91,7 +97,7 @@ async def test_drain_on_sigterm(server: ServerProcess) -> None:
         assert all(r.json()["outputs"][0]["shape"] == [1, 8] for r in responses)
         # The late request holds the drain open, so this scrape cannot race the server's exit.
         scraped = await client.get(f"{server.metrics}/metrics")
-        assert f"modelserver_requests_total{{{OK_LABELS}}} 6.0" in scraped.text
+        assert f"modelserver_requests_total{{{OK_LABELS}}} 8.0" in scraped.text
         status, answer = await late.finish()
         assert status == 200, answer
         assert answer["outputs"][0]["shape"] == [1, 8]
