@@ -43,12 +43,14 @@ def section(r: dict[str, Any]) -> str:
     per_1000 = r["operator_rps"] / (n / 1000)
     rss_target = 250.0 if n <= 1000 else 1024.0
     ratio = r["ready_s"] / r["floor_s"]
+    qps = int(r.get("controller_qps") or 20)
     lines = [
         f"## N = {n:,} ({r['date']})",
         "",
         f"Machine: {_machine()}; load average {r.get('load', '?')} during the run. "
         f"Operator workers: {r['workers']}; idle window {r['idle_s']:.0f} s; "
-        f"kube-controller-manager API rate limit {r.get('controller_qps', 20)}/s.",
+        f"kube-controller-manager API rate limit {qps}/s, {max(5, qps // 10)} Deployment and "
+        "ReplicaSet workers.",
         "",
         "| measure | before | now | now / before | target | |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -85,7 +87,7 @@ def section(r: dict[str, Any]) -> str:
     lines.append(
         f"| operator requests/s while idle (API server, running minus frozen) | "
         f"{'240.7' if before else 'not measured'} | {r['operator_rps']:.2f} | | "
-        f"<= {n / 1000:.0f} (1 per 1,000) | {_check(per_1000 <= 1.0)} |"
+        f"<= {n / 1000:g} (1 per 1,000) | {_check(per_1000 <= 1.0)} |"
     )
     lines.append(
         f"| operator requests/s while idle (its client's own log) | | "
