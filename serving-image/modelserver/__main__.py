@@ -41,7 +41,9 @@ async def serve(settings: Settings) -> None:
         "proxy_headers": False,  # client addresses are not used: skip the middleware
         "timeout_graceful_shutdown": settings.drain_timeout_s,
     }
-    common["http"] = guarded(settings.header_timeout_s, settings.body_timeout_s)
+    common["http"] = guarded(
+        settings.header_timeout_s, settings.body_timeout_s, settings.connection_max_age_s
+    )
     common["ws"] = "none"  # no WebSocket endpoint: an upgrade request is answered as plain HTTP
     rest = RestApp(plane, owns_plane=False)
     main = _Server(uvicorn.Config(rest, port=settings.port, lifespan="on", **common))

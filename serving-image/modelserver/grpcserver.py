@@ -201,6 +201,13 @@ async def start(plane: DataPlane) -> grpc.aio.Server:
         # grpc shares a busy port by default (SO_REUSEPORT); a second server must fail instead.
         ("grpc.so_reuseport", 0),
     ]
+    if settings.connection_max_age_s:
+        # As for REST (transport.py): a GOAWAY after this age, grpc's own jitter added, so
+        # channels reconnect through the Service; calls in flight get the drain's time to end.
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.connection_max_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.drain_timeout_s * 1000)),
+        ]
     server = grpc.aio.server(handlers=[service_handler(plane)], options=options)
     address = f"{settings.host}:{settings.grpc_port}"
     try:

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # (or of the connection), its body within body_timeout_s of the headers.
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=60.0, gt=0)
+    # A Service balances connections, not requests: a connection's answers after this age
+    # close it (HTTP `Connection: close`, gRPC GOAWAY), so kept-alive clients spread over pods
+    # added since they connected (a canary, a scale-up). 0 keeps connections for ever.
+    connection_max_age_s: float = Field(default=15.0, ge=0.0)
 
     # Runtime
     threads: int = Field(default_factory=cgroup_cpu_count, ge=1)

@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with deadlines for slow clients.
+"""uvicorn's httptools protocol with deadlines for slow clients and an age for connections.
 
 uvicorn times out idle keep-alive connections but not a request that trickles in: a client
 sending a header byte every few seconds (slowloris) holds a connection and its memory for as
@@ -7,12 +7,20 @@ byte (or of the connection), and its body within ``body_timeout_s`` of the heade
 it is answered 408 and the connection closed. One timer per connection, re-armed lazily when
 it fires rather than set and cancelled for every request (that pair cost about 5 us of the
 per-request CPU on a keep-alive connection), keeps the cost off the fast path.
+
+A Service (kube-proxy) balances connections, not requests: a client that keeps its connection
+alive keeps reaching the pod it first reached, and pods added later (a canary's, a scale-up's)
+get none of its requests. So the first request to start after a connection's ``max_age_s``
+(less up to a tenth, drawn per connection so that clients do not all reconnect at once) is
+answered with ``Connection: close``; the client's next request opens a new connection, balanced
+again. This is what gRPC's MAX_CONNECTION_AGE does for HTTP/2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import orjson
@@ -40,16 +48,20 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     header_timeout_s = 10.0
     body_timeout_s = 60.0
+    max_age_s = 0.0  # 0: connections are kept for as long as the client keeps them
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._phase = _IDLE
         self._phase_started = 0.0
+        self._closes_at = float("inf")
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._enter(_IDLE)
+        if self.max_age_s:
+            self._closes_at = self._phase_started + self.max_age_s * (1 - random.random() / 10)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -66,7 +78,10 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         HttpToolsProtocol.on_headers_complete(self)
-        self._phase, self._phase_started = _BODY, self.loop.time()
+        now = self.loop.time()
+        self._phase, self._phase_started = _BODY, now
+        if now >= self._closes_at and self.cycle is not None:
+            self.cycle.keep_alive = False  # uvicorn answers with Connection: close, then closes
         if self.body_timeout_s < self.header_timeout_s:  # the pending timer would fire late
             self._disarm()
             self._deadline = self.loop.call_later(self.body_timeout_s, self._check)
@@ -110,7 +125,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded(header_timeout_s: float, body_timeout_s: float) -> type[GuardedHttpTools]:
-    """The protocol class with these deadlines, for ``uvicorn.Config(http=...)``."""
-    attrs = {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s}
+def guarded(
+    header_timeout_s: float, body_timeout_s: float, max_age_s: float = 0.0
+) -> type[GuardedHttpTools]:
+    """The protocol class with these deadlines and connection age, for
+    ``uvicorn.Config(http=...)``."""
+    attrs = {
+        "header_timeout_s": header_timeout_s,
+        "body_timeout_s": body_timeout_s,
+        "max_age_s": max_age_s,
+    }
     return type("GuardedHttpTools", (GuardedHttpTools,), attrs)

@@ -57,6 +57,13 @@ def test_sha256_validation() -> None:
         Settings(model_sha256="xyz")
 
 
+def test_connection_max_age() -> None:
+    assert Settings().connection_max_age_s == 15.0
+    assert Settings(connection_max_age_s=0).connection_max_age_s == 0.0  # off
+    with pytest.raises(ValidationError, match="connection_max_age_s"):
+        Settings(connection_max_age_s=-1)
+
+
 def test_provider_choice() -> None:
     both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert choose_providers("cuda", both) == both
