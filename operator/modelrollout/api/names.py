@@ -16,6 +16,9 @@ LABEL_TRACK = "modelrollout.io/track"
 CONTAINER = "modelserver"
 # On a revision's Deployment: the spec sections it was built from (JSON), for history and undo.
 ANNOTATION_REVISION_SPEC = "modelrollout.io/revision-spec"
+# On every child: a digest of the manifest last applied, so that a field dropped from it is
+# applied away (k8s/diff.py).
+ANNOTATION_APPLIED = "modelrollout.io/applied"
 
 Track = Literal["stable", "canary"]
 STABLE: Track = "stable"

@@ -33,7 +33,7 @@ from modelrollout.api.names import (
     LABEL_TRACK,
 )
 from modelrollout.k8s.caches import Caches
-from modelrollout.k8s.diff import contains
+from modelrollout.k8s.diff import contains, stamped
 from modelrollout.k8s.events import EventRecorder
 from modelrollout.plan.children import Manifest
 from modelrollout.plan.types import ChildRef, ObservedDeployment
@@ -166,6 +166,7 @@ class Cluster:
 
     async def apply(self, manifest: Manifest, live: dict[str, Any] | None) -> bool:
         """Server-side apply `manifest` unless `live` already holds it. True if it patched."""
+        manifest = stamped(manifest)
         if live is not None and contains(live, manifest):
             return False
         res = _resource(manifest["apiVersion"], manifest["kind"])

@@ -6,9 +6,12 @@ write load and the objects' resourceVersions still while nothing changes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from fractions import Fraction
 from typing import Any
 
+from modelrollout.api.names import ANNOTATION_APPLIED
 from modelrollout.api.quantity import parse_quantity as _parse
 
 
@@ -42,3 +45,16 @@ def contains(live: Any, desired: Any) -> bool:
             return False
         return all(contains(a, b) for a, b in zip(live, desired, strict=True))
     return _same_scalar(desired, live)
+
+
+def stamped(manifest: dict[str, Any]) -> dict[str, Any]:
+    """`manifest` with a digest of itself in an annotation. `contains` ignores fields only the
+    live object has, so a field dropped from the manifest (a GPU node selector after a fall
+    back to CPU) would never be applied away; with the digest, any change to the manifest,
+    a removal too, makes the live object differ, and the apply removes what it no longer
+    sets."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    meta = manifest["metadata"]
+    annotations = {**meta.get("annotations", {}), ANNOTATION_APPLIED: digest}
+    return {**manifest, "metadata": {**meta, "annotations": annotations}}

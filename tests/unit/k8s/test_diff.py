@@ -1,11 +1,13 @@
 """When does a live object already hold a desired manifest?"""
 
+import copy
 from fractions import Fraction
 from typing import Any
 
 import pytest
 
-from modelrollout.k8s.diff import contains, parse_quantity
+from modelrollout.api.names import ANNOTATION_APPLIED
+from modelrollout.k8s.diff import contains, parse_quantity, stamped
 
 
 @pytest.mark.parametrize(
@@ -64,3 +66,47 @@ LIVE: dict[str, Any] = {
 )
 def test_contains(desired: dict[str, Any], held: bool) -> None:
     assert contains(LIVE, desired) is held
+
+
+GPU: dict[str, Any] = {
+    "metadata": {"name": "m", "namespace": "ns", "annotations": {"note": "kept"}},
+    "spec": {
+        "template": {
+            "spec": {
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            }
+        }
+    },
+}
+
+
+def _live(applied: dict[str, Any]) -> dict[str, Any]:
+    """What the API server holds after an apply: the manifest plus defaults and status."""
+    live = copy.deepcopy(applied)
+    live["metadata"]["resourceVersion"] = "9"
+    live["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"
+    live["status"] = {"replicas": 1}
+    return live
+
+
+def test_stamped_keeps_the_manifest_and_adds_its_digest() -> None:
+    before = copy.deepcopy(GPU)
+    out = stamped(GPU)
+    assert before == GPU  # not mutated
+    assert out["spec"] == GPU["spec"]
+    assert out["metadata"]["annotations"]["note"] == "kept"
+    assert len(out["metadata"]["annotations"][ANNOTATION_APPLIED]) == 16
+    assert stamped(copy.deepcopy(GPU)) == out  # the same manifest, the same digest
+
+
+def test_a_field_dropped_from_the_manifest_is_applied_away() -> None:
+    live = _live(stamped(GPU))
+    assert contains(live, stamped(GPU))  # unchanged: no write
+    cpu = copy.deepcopy(GPU)
+    del cpu["spec"]["template"]["spec"]["nodeSelector"]
+    del cpu["spec"]["template"]["spec"]["tolerations"]
+    # Without the digest the live object (which still has the GPU fields) holds every field
+    # of the smaller manifest, and nothing would remove them.
+    assert contains(live, cpu)
+    assert not contains(live, stamped(cpu))
