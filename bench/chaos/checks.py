@@ -101,11 +101,16 @@ def progress_key(st: Status) -> str:
 def describe(st: Status) -> str:
     """One line of where the rollout stands, for a run's timeline."""
     rollout = st.get("rollout") or {}
-    verdict = (rollout.get("lastAnalysis") or {}).get("verdict")
-    return (
+    analysis = rollout.get("lastAnalysis") or {}
+    verdict = analysis.get("verdict")
+    line = (
         f"{st.get('phase')} weight={st.get('canaryWeight')} step={rollout.get('step')} "
         f"verdict={verdict} bake={bool(st.get('bake'))}"
     )
+    # Why a step holds, in the analysis' own words: what a run left undecided is read from.
+    if verdict == "Inconclusive":
+        line += f" ({str(analysis.get('reason', ''))[:200]})"
+    return line
 
 
 def recovery_s(snapshots: Sequence[Snapshot], fault_end: float, canary: str) -> float | None:

@@ -175,6 +175,10 @@ class EvidenceStatus(ApiModel):
     log_latency: list[list[float]] = Field(default_factory=list)
     """log wealth of the latency evidence, per bound and stake."""
 
+    pending: list[int] = Field(default_factory=list)
+    """Requests and 5xx not judged yet (canary requests, canary errors, stable requests,
+    stable errors): pooled until both tracks have served requests."""
+
     predictions: list[OutputEvidenceStatus] = Field(default_factory=list)
     """predictionShift: the evidence per output judged."""
 

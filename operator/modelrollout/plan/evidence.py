@@ -8,6 +8,13 @@ gap as a single increment. A counter that goes down (a pod restarted or went awa
 split into before and after; that increment is dropped and counting restarts from the new
 values, which removes data but never adds false evidence.
 
+The error evidence is a conditional test: given how many requests each track served, which
+track the errors came from. A read in which only one track served requests says nothing about
+that, and behind a Kubernetes Service (the replica-ratio router) whole seconds go to one pod
+while a client keeps its connection. So increments are pooled until both tracks have served
+requests, then judged as one; when to judge depends only on request counts, never on errors,
+so the bound on false rollbacks holds as for single reads.
+
 Everything here is plain numbers so it round-trips through ``status`` (``as_status`` /
 ``from_status``): a restarted operator continues the same evidence.
 """
@@ -133,6 +140,9 @@ class Evidence:
     log_latency: tuple[tuple[float, ...], ...] = ()
     reads: int = 0
     resets: int = 0
+    # Requests and errors not judged yet: (canary requests, canary errors, stable requests,
+    # stable errors) since the last error-evidence update, until both tracks have requests.
+    pending: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def update(self, canary: Reading, stable: Reading | None) -> Evidence:
         """Take one read of both tracks' counters (``stable`` None: no stable to compare)."""
@@ -143,10 +153,21 @@ class Evidence:
         if c is None or (stable is not None and s is None):
             moved = replace(self, last_canary=canary, last_stable=stable, reads=self.reads + 1)
             return replace(moved, resets=self.resets + 1)
-        log_errors, log_latency = self.log_errors, self.log_latency
+        log_errors, log_latency, pending = self.log_errors, self.log_latency, self.pending
         if s is not None:
-            step = ratio_log_factors(c.requests, c.errors, s.requests, s.errors, ERROR_RATIOS)
-            log_errors = tuple(a + b for a, b in zip(log_errors, step, strict=True))
+            c_req, c_err, s_req, s_err = pending
+            c_req, c_err, s_req, s_err = (
+                c_req + c.requests,
+                c_err + c.errors,
+                s_req + s.requests,
+                s_err + s.errors,
+            )
+            if c_req and s_req:
+                step = ratio_log_factors(c_req, c_err, s_req, s_err, ERROR_RATIOS)
+                log_errors = tuple(a + b for a, b in zip(log_errors, step, strict=True))
+                pending = (0, 0, 0, 0)
+            else:
+                pending = (c_req, c_err, s_req, s_err)
             if c.fast is not None and s.fast is not None:
                 log_latency = _latency_step(log_latency, c.observed, c.fast, s.observed, s.fast)
         return replace(
@@ -158,6 +179,7 @@ class Evidence:
             log_errors=log_errors,
             log_latency=log_latency,
             reads=self.reads + 1,
+            pending=pending,
         )
 
     def _restart(self, canary: Reading, stable: Reading | None) -> Evidence:
@@ -178,8 +200,14 @@ class Evidence:
                 log_latency=tuple((0.0,) * len(LATENCY_BETS) for _ in bounds),
                 reads=1,
             )
+        # What was pooled against the stable that came or went is not judged.
         return replace(
-            self, last_canary=canary, last_stable=stable, reads=self.reads + 1, resets=self.resets
+            self,
+            last_canary=canary,
+            last_stable=stable,
+            reads=self.reads + 1,
+            resets=self.resets,
+            pending=(0, 0, 0, 0),
         )
 
     def as_status(self) -> dict[str, Any]:
@@ -194,6 +222,7 @@ class Evidence:
             "lastStable": _reading_out(self.last_stable, self.bounds),
             "logErrors": [round(v, 6) for v in self.log_errors],
             "logLatency": [[round(v, 6) for v in row] for row in self.log_latency],
+            "pending": list(self.pending),
         }
 
     @classmethod
@@ -213,6 +242,7 @@ class Evidence:
                 ),
                 reads=int(data.get("reads", 0)),
                 resets=int(data.get("resets", 0)),
+                pending=_pending_in(data.get("pending") or (0, 0, 0, 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"status evidence is malformed: {exc!r}") from None
@@ -285,6 +315,13 @@ def _reading_out(r: Reading | None, bounds: Sequence[float]) -> dict[str, Any] |
     if fast is not None and total is not None:
         out |= {"fast": list(fast), "observed": total}
     return out
+
+
+def _pending_in(values: Sequence[Any]) -> tuple[int, int, int, int]:
+    a, b, c, d = (int(v) for v in values)
+    if min(a, b, c, d) < 0 or b > a or d > c:
+        raise ValueError(f"pending counts {[a, b, c, d]} are not requests and errors")
+    return a, b, c, d
 
 
 def _reading_in(d: Mapping[str, Any] | None, bounds: Sequence[float]) -> Reading | None:

@@ -58,6 +58,50 @@ def test_a_counter_reset_drops_that_increment_and_counts_on_from_the_new_values(
     assert (ev.canary.requests, ev.canary.errors) == (120, 1)
 
 
+def _sticky(flips: int, seconds_each: int = 15) -> Evidence:
+    """Reads a second apart behind a Service with one kept-alive client: the traffic goes to
+    one track for `seconds_each` reads, then to the other. The canary fails 30% of its
+    requests, the stable none."""
+    ev = Evidence().update(reading(0, 0), reading(0, 0))
+    c_req = c_err = s_req = 0
+    for flip in range(flips):
+        for _ in range(seconds_each):
+            if flip % 2 == 0:
+                c_req, c_err = c_req + 10, c_err + 3
+            else:
+                s_req += 10
+            ev = ev.update(reading(c_req, c_err), reading(s_req, 0))
+    return ev
+
+
+def test_reads_where_one_track_served_alone_are_pooled_until_both_have() -> None:
+    # A read of the canary alone says nothing about which track the errors come from: it is
+    # pooled, not judged, until the stable has served requests as well.
+    ev = _sticky(flips=1)
+    assert ev.pending == (150, 45, 0, 0)
+    assert ev.log_errors == (0.0,) * len(ev.log_errors)
+    ev = _sticky(flips=2)
+    assert ev.pending == (0, 0, 140, 0)  # judged at the stable's first read, then pooled again
+    assert max(ev.log_errors) > 0
+    # Judged one read at a time, only the two reads where the traffic changed side would count:
+    # the same 30% against 0% decides within a few flips instead of never.
+    result = judge(_sticky(flips=4), DEFAULTS, step_requests=300)
+    assert result.verdict is Verdict.FAIL, result.reason
+
+
+def test_pooled_counts_survive_a_round_trip_and_bad_ones_are_refused() -> None:
+    ev = _sticky(flips=1)
+    back = Evidence.from_status(
+        EvidenceStatus.model_validate(ev.as_status()).model_dump(by_alias=True)
+    )
+    assert back.pending == ev.pending
+    old = ev.as_status()
+    del old["pending"]  # written before pooling existed: nothing pending
+    assert Evidence.from_status(old).pending == (0, 0, 0, 0)
+    with pytest.raises(ValueError, match="pending counts"):
+        Evidence.from_status(ev.as_status() | {"pending": [10, 11, 0, 0]})
+
+
 def test_evidence_survives_a_round_trip_through_status() -> None:
     ev = Evidence().update(reading(0, 0), reading(1000, 10))
     ev = ev.update(reading(80, 20), reading(1320, 11))
