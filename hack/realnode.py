@@ -44,6 +44,7 @@ from hack.nodeconfig import (
     SERVICE_CIDR,
     STATE,
     cni_config,
+    containerd_address,
     containerd_config,
     corefile_text,
     kubelet_config,
@@ -93,6 +94,24 @@ def is_local_cluster_address(address: ipaddress.IPv4Address | ipaddress.IPv6Addr
     """A pod or Service address of the real node running on this machine right now."""
     networks = (ipaddress.ip_network(POD_CIDR), ipaddress.ip_network(SERVICE_CIDR))
     return any(address in net for net in networks) and hoststate.link_exists(BRIDGE)
+
+
+def cri_ready(address: str) -> bool:
+    """The CRI runtime service answers a Version call. The call is sent as raw bytes: an empty
+    VersionRequest is zero bytes, so no CRI stubs are needed."""
+    import grpc
+
+    with grpc.insecure_channel(f"unix://{address}") as channel:
+        version = channel.unary_unary(
+            "/runtime.v1.RuntimeService/Version",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        try:
+            version(b"", timeout=2)
+        except grpc.RpcError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -217,6 +236,14 @@ class RealNode:
         while subprocess.run([*ctr(), "version"], capture_output=True).returncode != 0:
             if time.monotonic() > deadline:
                 raise TimeoutError("containerd did not answer on its socket within 30s")
+            time.sleep(0.2)
+        # containerd serves its own API while its CRI plugin still recovers the containers an
+        # earlier node left (seconds); a kubelet started then finds "server is not initialized
+        # yet" and exits.
+        deadline = time.monotonic() + 60
+        while not cri_ready(containerd_address()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("containerd's CRI plugin was not ready within 60s")
             time.sleep(0.2)
 
     def _start_kubelet(self, kubeconfig: Path, tls: certgen.ClusterCerts) -> None:
