@@ -46,7 +46,9 @@ def manifest(models: Models, prometheus: Prometheus, version: str) -> dict[str, 
             "model": {"uri": models.small.uri, "sha256": models.small.sha256, "version": version},
             "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
             "rollout": {
-                "steps": [{"setWeight": 50}, {"analysis": {}}],
+                # Held after the analysis: one that passes at its first read would promote
+                # (and clear the analysis from status) before the test could read it.
+                "steps": [{"setWeight": 50}, {"analysis": {}}, {"pause": {}}],
                 "analysis": {
                     "interval": "2s",
                     "minRequests": 20,
