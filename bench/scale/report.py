@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hack.localcluster import controller_workers
+
 # Measured on the local control plane with kwok nodes, 1,000 ModelDeployments, 2026-11-30,
 # with the operator as it was before (one daemon per object reading the API server directly).
 BEFORE_1000 = {
@@ -49,7 +51,7 @@ def section(r: dict[str, Any]) -> str:
         "",
         f"Machine: {_machine()}; load average {r.get('load', '?')} during the run. "
         f"Operator workers: {r['workers']}; idle window {r['idle_s']:.0f} s; "
-        f"kube-controller-manager API rate limit {qps}/s, {max(5, qps // 10)} Deployment and "
+        f"kube-controller-manager API rate limit {qps}/s, {controller_workers(qps)} Deployment and "
         "ReplicaSet workers.",
         "",
         "| measure | before | now | now / before | target | |",
