@@ -41,15 +41,23 @@ async def serve(settings: Settings) -> None:
         "proxy_headers": False,  # client addresses are not used: skip the middleware
         "timeout_graceful_shutdown": settings.drain_timeout_s,
     }
-    common["http"] = guarded(
-        settings.header_timeout_s, settings.body_timeout_s, settings.connection_max_age_s
-    )
     common["ws"] = "none"  # no WebSocket endpoint: an upgrade request is answered as plain HTTP
+    deadlines = (settings.header_timeout_s, settings.body_timeout_s, settings.connection_max_age_s)
     rest = RestApp(plane, owns_plane=False)
-    main = _Server(uvicorn.Config(rest, port=settings.port, lifespan="on", **common))
+    main = _Server(
+        uvicorn.Config(
+            rest, port=settings.port, lifespan="on", http=guarded(*deadlines, direct=rest), **common
+        )
+    )
     metrics = (
         _Server(
-            uvicorn.Config(MetricsApp(plane), port=settings.metrics_port, lifespan="off", **common)
+            uvicorn.Config(
+                MetricsApp(plane),
+                port=settings.metrics_port,
+                lifespan="off",
+                http=guarded(*deadlines),
+                **common,
+            )
         )
         if settings.metrics_port
         else None

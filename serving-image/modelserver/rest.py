@@ -90,6 +90,18 @@ async def _json(send: Send, status: int, doc: Any) -> None:
     await _respond(send, status, orjson.dumps(doc))
 
 
+def _json_head(payload: bytes) -> bytes:
+    """The header lines of a JSON answer, as ``_respond`` sends them."""
+    return b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload)
+
+
+def _binary_head(payload: bytes, json_length: int) -> bytes:
+    return (
+        b"content-type: application/octet-stream\r\ncontent-length: %d\r\n"
+        b"inference-header-content-length: %d\r\n" % (len(payload), json_length)
+    )
+
+
 def _error_body(exc: ServingError) -> bytes:
     return orjson.dumps({"error": exc.message})
 
@@ -157,6 +169,7 @@ class RestApp:
         self._limit = settings.max_body_bytes
         self._limit_digits = len(str(self._limit))
         self._retry_after = [(b"retry-after", str(settings.retry_after_s).encode())]
+        self._retry_after_line = b"retry-after: %d\r\n" % settings.retry_after_s
         # Probes stay open so the kubelet needs no token.
         self._open: dict[str, Callable[[Send], Awaitable[None]]] = {
             "/v2/health/live": self._live,
@@ -172,6 +185,10 @@ class RestApp:
             f"/v2/models/{name}/versions/{version}/infer": (name, version),
         }
         self._codec: RestCodec | None = None  # once the model is loaded
+        # transport.DirectApp: the infer paths, once a request there can be answered without
+        # waiting (the model loaded and run on the event loop); the protocol answers them.
+        self.direct_urls: set[bytes] = set()
+        self.body_limit = self._limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -345,6 +362,54 @@ class RestApp:
             plane.leave()
             plane.metrics.request_done(status, synthetic, time.perf_counter() - started)
 
+    # transport.DirectApp: a request answered from the protocol's callbacks, its body in hand.
+
+    def answer(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes, bytes]:
+        """``_infer`` for a body already read, when the model runs on the event loop."""
+        plane = self.plane
+        started = time.perf_counter()
+        fields = dict(headers)
+        synthetic = SYNTHETIC in fields
+        codec = self._codec
+        try:
+            plane.enter()
+        except OverloadedError as exc:
+            plane.metrics.count(429, synthetic)
+            payload = _error_body(exc)
+            return 429, _json_head(payload) + self._retry_after_line, payload
+        json_length = None
+        try:
+            if self._tokens is not None:
+                self._authenticate(fields)
+            assert codec is not None  # direct_urls is filled once the codec is made
+            raw_length = fields.get(HEADER_LENGTH)
+            request = codec.decode(body, None if raw_length is None else _int(raw_length))
+            payload, json_length = codec.encode(request, plane.infer_now(request))
+            status = 200
+        except ServingError as exc:
+            status, payload = http_status(exc), _error_body(exc)
+        except Exception:
+            log.exception("unhandled error on POST %s", self._model_name)
+            status, payload = 500, _error_body(InferenceFailedError("internal server error"))
+        finally:
+            plane.leave()
+        plane.metrics.request_done(status, synthetic, time.perf_counter() - started)
+        if json_length is None:
+            return status, _json_head(payload), payload
+        return status, _binary_head(payload, json_length), payload
+
+    def refuse_too_large(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, bytes]:
+        self.plane.metrics.count(413, SYNTHETIC in dict(headers))
+        payload = _error_body(_too_large(self._limit))
+        return 413, _json_head(payload), payload
+
+    def unanswered(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.plane.metrics.count(status, SYNTHETIC in dict(headers))
+
+    @property
+    def closing(self) -> bool:
+        return self.plane.draining
+
     def _admit(
         self, scope: Scope, model: tuple[str, str | None] | None, headers: dict[bytes, bytes]
     ) -> RestCodec:
@@ -367,6 +432,8 @@ class RestApp:
                 model_version=self._model_version,
             )
             self._codec = codec
+            if self.plane.run_inline:
+                self.direct_urls.update(path.encode() for path in self._infer_paths)
         return codec
 
 
