@@ -27,12 +27,18 @@ $(VENV)/.bench-serving: $(STAMP) bench/serving/requirements.txt
 .PHONY: bench-serving
 bench-serving: venv $(VENV)/.bench-serving $(KSERVE_VENV)/.installed $(MLSERVER_VENV)/.installed ## benchmark the model server against raw onnxruntime, the transport floor, MLServer and KServe
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
 	$(PY) -m bench.serving.run --seconds $(BENCH_SECONDS)
 
 .PHONY: bench-serving-protocols
 bench-serving-protocols: venv $(VENV)/.bench-serving ## only the REST-beside-gRPC part of bench-serving, recorded in bench/results/
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.serving.protocols $(BENCH_SECONDS) bench/results/serving-protocols-$$(date -u +%F).md
+
+.PHONY: bench-serving-instructions
+bench-serving-instructions: venv $(VENV)/.bench-serving ## only the instructions-per-request part of bench-serving (callgrind: floor, modelserver, with counters), printed
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
+	$(PY) -m bench.serving.instructions
 
 .PHONY: bench-serving-distribution
 bench-serving-distribution: venv $(VENV)/.bench-serving ## only the output/input counters part of bench-serving (off vs on), recorded in bench/results/

@@ -19,6 +19,7 @@ from tests.serving.serving_models import mlp
 from .rig import (
     KSERVE_PY,
     MLSERVER_BIN,
+    Body,
     Server,
     check,
     json_body,
@@ -50,10 +51,15 @@ def _starters(model: Path, work: Path) -> dict[str, Callable[[], Server]]:
     return starters
 
 
-def compare(work: Path, seconds: int, rounds: int = 2) -> dict[str, Any]:
+def tabular(work: Path) -> tuple[Path, Body]:
+    """The model and request of this comparison: an MLP 64->256->10, one [1,64] FP32 row."""
     model = mlp(work / "tabular.onnx", features=64, hidden=256, classes=10)
     x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
-    body = json_body(work / "tabular.json", "features", x)
+    return model, json_body(work / "tabular.json", "features", x)
+
+
+def compare(work: Path, seconds: int, rounds: int = 2) -> dict[str, Any]:
+    model, body = tabular(work)
     results: dict[str, Any] = {"rounds": rounds, "runs": {}, "mlserver": _mlserver_version()}
     for round_no in range(rounds):
         for who, start in _starters(model, work).items():

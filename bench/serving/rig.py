@@ -122,8 +122,10 @@ class Server:
                 self.proc.wait()
 
 
-def start_modelserver(model: Path, name: str, work: Path, **settings: str) -> Server:
-    port, metrics_port = free_port(), free_port()
+def modelserver_env(
+    model: Path, name: str, work: Path, port: int, metrics_port: int, **settings: str
+) -> dict[str, str]:
+    """The environment of a benchmarked modelserver: MODELSERVER_* settings (lower-case names)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSERVER_")}
     env.update(
         {
@@ -138,6 +140,12 @@ def start_modelserver(model: Path, name: str, work: Path, **settings: str) -> Se
         }
     )
     env.update({f"MODELSERVER_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def start_modelserver(model: Path, name: str, work: Path, **settings: str) -> Server:
+    port, metrics_port = free_port(), free_port()
+    env = modelserver_env(model, name, work, port, metrics_port, **settings)
     log = work / f"modelserver-{name}.log"
     return Server([str(BIN / "modelserver")], env, port, log, metrics_port)
 

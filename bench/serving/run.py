@@ -27,7 +27,7 @@ import orjson
 
 from tests.serving.serving_models import cnn, mlp, parameter_count
 
-from . import distribution, peers, protocols
+from . import distribution, instructions, peers, protocols
 from .rig import (
     BIN,
     HERE,
@@ -179,6 +179,8 @@ def bench(seconds: int, work: Path) -> dict[str, Any]:
         finally:
             srv.stop()
     results["peers"] = peers.compare(work, seconds)
+    model, body = peers.tabular(work)
+    results["instructions"] = instructions.compare(model, peers.NAME, body, work)
     results["protocols"] = protocols.compare(work, seconds)
     results["distribution"] = distribution.compare(work, seconds)
     results["json_decode_224_ms"] = _decode_cost()
@@ -292,8 +294,14 @@ def report(r: dict[str, Any]) -> str:
             verdict(vs_raw_batched >= 0.8),
         ),
         *(_row(goal, measured, verdict(ok)) for goal, measured, ok in peers.targets(r["peers"])),
+        *(
+            _row(goal, measured, verdict(ok))
+            for goal, measured, ok in instructions.targets(r.get("instructions", {}))
+        ),
         "",
         *peers.report(r["peers"]),
+        "",
+        *(instructions.report(r["instructions"]) if "instructions" in r else []),
         "",
         *(protocols.report(r["protocols"]) if "protocols" in r else []),
         "",
