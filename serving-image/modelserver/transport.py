@@ -157,6 +157,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             and self.url in direct.direct_urls
             and parser.get_method() == b"POST"
             and (cycle is None or cycle.response_complete)  # nothing ahead of it to answer
+            and not self.flow.write_paused  # a client not reading: the ASGI path waits for it
             and not self.expect_100_continue
             and not parser.should_upgrade()
         ):
