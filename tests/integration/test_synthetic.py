@@ -121,6 +121,11 @@ def test_a_model_without_traffic_gets_its_canary_judged_on_synthetic_requests(
 
     judged = wait_for(judged_on_them, timeout=120, what="the analysis counting them")
     assert judged["rollout"]["lastAnalysis"]["canaryErrors"] == 0
+    # Kept apart in the evidence, and no share of the route: they never passed it.
+    canary = judged["rollout"]["evidence"]["canary"]
+    assert canary["synthetic"] == canary["requests"] > 0
+    share = [c for c in judged.get("conditions", []) if c["type"] == "RouteNotHonoured"]
+    assert all(c["status"] == "False" for c in share), share
     # The model server counted them apart, under the canary's revision, and only there.
     query = 'sum by (revision) (modelserver_synthetic_requests_total{namespace="%s"})'
     by_revision = {

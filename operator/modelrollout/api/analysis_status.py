@@ -128,6 +128,9 @@ class TrackTotalsStatus(ApiModel):
     observed: int = 0
     """Requests the latency histogram saw."""
 
+    synthetic: int = 0
+    """Of the requests, those the operator's synthetic traffic sent (not through the route)."""
+
 
 class CounterReadStatus(ApiModel):
     """One track's raw counters at the last read, to take the next increment from."""
@@ -143,6 +146,9 @@ class CounterReadStatus(ApiModel):
 
     observed: int | None = None
     """The histogram's total; absent when the histogram was not read."""
+
+    synthetic: int = 0
+    """The synthetic request counter."""
 
 
 class EvidenceStatus(ApiModel):

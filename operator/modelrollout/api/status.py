@@ -138,6 +138,10 @@ class RolloutStatus(ApiModel):
     step_stable_requests: int | None = None
     """Sequential analysis: stable requests counted when the current step began."""
 
+    step_canary_synthetic: int | None = None
+    """Sequential analysis: of the canary requests counted when the current step began, those
+    synthetic traffic sent (left out of the route's share)."""
+
     waited_seconds: float = 0.0
     """Time spent at `pause: {}` steps waiting to be resumed, before the current step; it does
     not count against the progress deadline."""

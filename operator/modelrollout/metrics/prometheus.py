@@ -178,11 +178,13 @@ class PrometheusProvider:
                 query=promql["requests"],
             )
         buckets = _buckets(series["buckets"]) or ()
+        synthetic = _count(_values(series["synthetic"])) or 0  # a server without the counter
         return Reading(
             requests,
             min(errors, requests),
             tuple((le, round(n)) for le, n in buckets),
             outputs=_outputs(series["outputs"]) if "outputs" in series else None,
+            synthetic=min(synthetic, requests),
         )
 
     async def inputs(self, query: WindowQuery) -> dict[tuple[str, str], dict[str, float]]:

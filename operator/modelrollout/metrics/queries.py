@@ -75,6 +75,8 @@ COUNTER_QUERIES: Final = {
     "requests": f"sum({_both(_REST, _GRPC)})",
     "errors": f"sum({_both(_REST_5XX, _GRPC_5XX)})",
     "buckets": f"sum by (le) ({_both_buckets()})",
+    # The operator's own synthetic requests (REST only), left out of the route's share.
+    "synthetic": "sum(modelserver_synthetic_requests_total{{selector}})",
 }
 
 # Predictions per output and bucket (prediction shift): raw counters for the sequential

@@ -48,10 +48,16 @@ class Reading:
     buckets: tuple[tuple[float, int], ...] = ()
     # Cumulative predictions per output and bucket, when they were asked for.
     outputs: Mapping[str, Mapping[str, float]] | None = None
+    # Of the requests, those the operator's synthetic traffic sent: they reach the canary
+    # straight through its own Service, not through the route.
+    synthetic: int = 0
 
     def __post_init__(self) -> None:
-        if self.requests < 0 or self.errors < 0:
-            raise ValueError(f"counters must be >= 0, got {self.errors}/{self.requests}")
+        if self.requests < 0 or self.errors < 0 or self.synthetic < 0:
+            raise ValueError(
+                f"counters must be >= 0, got {self.errors}/{self.requests} "
+                f"({self.synthetic} synthetic)"
+            )
 
     def at(self, bounds: Sequence[float]) -> tuple[int, ...] | None:
         """Cumulative counts at exactly these bounds, or None if the histogram lacks one."""
@@ -81,6 +87,8 @@ class Totals:
     # Requests at or under each of ``Evidence.bounds``, and how many the histogram saw.
     fast: tuple[int, ...] = ()
     observed: int = 0
+    # Of the requests, those synthetic traffic sent (not routed).
+    synthetic: int = 0
 
     @property
     def error_rate(self) -> float:
@@ -97,12 +105,14 @@ class _Delta:
     errors: int
     fast: tuple[int, ...] | None
     observed: int
+    synthetic: int
 
 
 def _delta(now: Reading, before: Reading, bounds: Sequence[float]) -> _Delta | None:
     """``now - before``, or None when a counter went down (a reset)."""
     requests, errors = now.requests - before.requests, now.errors - before.errors
-    if requests < 0 or errors < 0:
+    synthetic = now.synthetic - before.synthetic
+    if requests < 0 or errors < 0 or synthetic < 0:
         return None
     fast: tuple[int, ...] | None = None
     observed = 0
@@ -114,7 +124,7 @@ def _delta(now: Reading, before: Reading, bounds: Sequence[float]) -> _Delta | N
         if observed < 0 or any(f < 0 or f > observed for f in fast):
             return None
     # Errors and requests are two series scraped together; never let one exceed the other.
-    return _Delta(requests, min(errors, requests), fast, observed)
+    return _Delta(requests, min(errors, requests), fast, observed, min(synthetic, requests))
 
 
 def _histogram_total(reading: Reading) -> int | None:
@@ -285,7 +295,13 @@ def _add(totals: Totals, d: _Delta) -> Totals:
     if d.fast is not None:
         fast = tuple(a + b for a, b in zip(fast, d.fast, strict=True))
         observed += d.observed
-    return Totals(totals.requests + d.requests, totals.errors + d.errors, fast, observed)
+    return Totals(
+        totals.requests + d.requests,
+        totals.errors + d.errors,
+        fast,
+        observed,
+        totals.synthetic + d.synthetic,
+    )
 
 
 def _totals_out(t: Totals) -> dict[str, Any]:
@@ -294,23 +310,28 @@ def _totals_out(t: Totals) -> dict[str, Any]:
         "errors": t.errors,
         "fast": list(t.fast),
         "observed": t.observed,
+        "synthetic": t.synthetic,
     }
 
 
 def _totals_in(d: Mapping[str, Any]) -> Totals:
-    return Totals(
+    totals = Totals(
         requests=int(d.get("requests", 0)),
         errors=int(d.get("errors", 0)),
         fast=tuple(int(v) for v in d.get("fast", ())),
         observed=int(d.get("observed", 0)),
+        synthetic=int(d.get("synthetic", 0)),  # absent in status written before it was kept
     )
+    if not 0 <= totals.synthetic <= totals.requests:
+        raise ValueError(f"synthetic {totals.synthetic} is not a part of {totals.requests}")
+    return totals
 
 
 def _reading_out(r: Reading | None, bounds: Sequence[float]) -> dict[str, Any] | None:
     """Only what the next increment needs: the counts at the evidence's bounds and the total."""
     if r is None:
         return None
-    out: dict[str, Any] = {"requests": r.requests, "errors": r.errors}
+    out: dict[str, Any] = {"requests": r.requests, "errors": r.errors, "synthetic": r.synthetic}
     fast, total = r.at(bounds), _histogram_total(r)
     if fast is not None and total is not None:
         out |= {"fast": list(fast), "observed": total}
@@ -331,4 +352,6 @@ def _reading_in(d: Mapping[str, Any] | None, bounds: Sequence[float]) -> Reading
     buckets: tuple[tuple[float, int], ...] = ()
     if d.get("observed") is not None and len(fast) == len(bounds):
         buckets = (*zip(bounds, fast, strict=True), (math.inf, int(d["observed"])))
-    return Reading(int(d["requests"]), int(d["errors"]), buckets)
+    return Reading(
+        int(d["requests"]), int(d["errors"]), buckets, synthetic=int(d.get("synthetic", 0))
+    )

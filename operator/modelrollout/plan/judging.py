@@ -19,7 +19,7 @@ from modelrollout.plan.predictions import (
 )
 from modelrollout.plan.sequential import SequentialLimits, SequentialResult, judge
 
-__all__ = ["Judged", "judge_reading", "limits_of", "step_counts"]
+__all__ = ["Judged", "judge_reading", "limits_of", "step_marks"]
 
 # What a canary is judged with: one window (windows method) or the running evidence.
 Judged = AnalysisResult | SequentialResult
@@ -71,7 +71,7 @@ def judge_reading(
     update: dict[str, object] = {"evidence": EvidenceStatus.model_validate(block)}
     if isinstance(state, RolloutStatus) and state.step_canary_requests is None:
         # The evidence starts within this step: the step's counts start with it.
-        update |= {"step_canary_requests": 0, "step_stable_requests": 0}
+        update |= {"step_canary_requests": 0, "step_stable_requests": 0, "step_canary_synthetic": 0}
     return state.model_copy(update=update), result
 
 
@@ -126,8 +126,12 @@ def _inconclusive(result: SequentialResult, reason: str) -> SequentialResult:
     )
 
 
-def step_counts(state: RolloutStatus) -> tuple[int | None, int | None]:
-    """Canary and stable requests counted so far, to measure the next step's exposure."""
-    if state.evidence is None:
-        return None, None
-    return state.evidence.canary.requests, state.evidence.stable.requests
+def step_marks(state: RolloutStatus) -> dict[str, int | None]:
+    """Requests counted so far, as the next step's starting marks: canary and stable for its
+    exposure, and the canary's synthetic ones for the route's share."""
+    evidence = state.evidence
+    return {
+        "step_canary_requests": evidence.canary.requests if evidence else None,
+        "step_stable_requests": evidence.stable.requests if evidence else None,
+        "step_canary_synthetic": evidence.canary.synthetic if evidence else None,
+    }

@@ -41,7 +41,7 @@ from modelrollout.plan.analysis import Verdict, next_failure_count, should_rollb
 from modelrollout.plan.decision import Action, Decision, EventTuple, Stage
 from modelrollout.plan.evidence import Readings
 from modelrollout.plan.hooks import Gate, HookBook, canary_gate
-from modelrollout.plan.judging import Judged, judge_reading, step_counts
+from modelrollout.plan.judging import Judged, judge_reading, step_marks
 from modelrollout.plan.share import ShareCheck, check_share
 from modelrollout.plan.steady import analysis_status, steady
 from modelrollout.plan.steps import (
@@ -283,9 +283,15 @@ def _route_share(walk: _Walk) -> ShareCheck | None:
         return None
     if step.shadow is not None:
         return None  # mirrored copies, not a share of the users' requests
-    canary = state.evidence.canary.requests - state.step_canary_requests
-    stable = state.evidence.stable.requests - (state.step_stable_requests or 0)
-    return check_share(max(0, canary), max(0, stable), walk.weight)
+    # Synthetic traffic reaches the canary through its own Service, not the route: only the
+    # routed requests are a share of the split.
+    canary, stable = state.evidence.canary, state.evidence.stable
+    if state.step_canary_synthetic is None and canary.synthetic:
+        return None  # the step began before synthetic requests were counted apart
+    canary_routed = canary.requests - canary.synthetic
+    canary_since = canary_routed - (state.step_canary_requests - (state.step_canary_synthetic or 0))
+    stable_since = stable.requests - (state.step_stable_requests or 0)
+    return check_share(max(0, canary_since), max(0, stable_since), walk.weight)
 
 
 def _walk_steps(walk: _Walk) -> None:
@@ -294,14 +300,12 @@ def _walk_steps(walk: _Walk) -> None:
     step = current_step(steps, walk.state.step)
     while step is not None and _step_done(walk, step):
         waited = walk.state.waited_seconds + _waiting_for_resume(walk)
-        canary_requests, stable_requests = step_counts(walk.state)
         walk.update(
             step=walk.state.step + 1,
             step_started=walk.now_s,
             passes=0,
             waited_seconds=waited,
-            step_canary_requests=canary_requests,
-            step_stable_requests=stable_requests,
+            **step_marks(walk.state),
         )
         step = current_step(steps, walk.state.step)
         if step is not None and step.set_weight is not None:

@@ -102,6 +102,26 @@ def test_pooled_counts_survive_a_round_trip_and_bad_ones_are_refused() -> None:
         Evidence.from_status(ev.as_status() | {"pending": [10, 11, 0, 0]})
 
 
+def test_synthetic_requests_are_kept_apart_per_track_and_round_trip() -> None:
+    def with_synthetic(requests: int, synthetic: int) -> Reading:
+        return Reading(requests, 0, hist({0.025: requests}, requests), synthetic=synthetic)
+
+    ev = Evidence().update(with_synthetic(10, 4), reading(1000, 0))
+    ev = ev.update(with_synthetic(70, 24), reading(1100, 0))
+    ev = ev.update(with_synthetic(130, 44), reading(1200, 0))
+    assert (ev.canary.requests, ev.canary.synthetic) == (120, 40)
+    assert ev.stable.synthetic == 0
+    wire = EvidenceStatus.model_validate(ev.as_status()).model_dump(by_alias=True)
+    back = Evidence.from_status(wire)
+    assert back.canary.synthetic == 40
+    assert back.update(with_synthetic(140, 50), reading(1200, 0)).canary.synthetic == 46
+    old = ev.as_status()
+    del old["canary"]["synthetic"], old["lastCanary"]["synthetic"]  # before they were kept
+    assert Evidence.from_status(old).canary.synthetic == 0
+    with pytest.raises(ValueError, match="synthetic 130 is not a part of 120"):
+        Evidence.from_status(ev.as_status() | {"canary": {**old["canary"], "synthetic": 130}})
+
+
 def test_evidence_survives_a_round_trip_through_status() -> None:
     ev = Evidence().update(reading(0, 0), reading(1000, 10))
     ev = ev.update(reading(80, 20), reading(1320, 11))

@@ -431,6 +431,8 @@ async def test_own_client_reports_unreachable_prometheus() -> None:
 def counter_kind(promql: str) -> str:
     if promql.startswith("sum by (le)"):
         return "buckets"
+    if "modelserver_synthetic_requests_total" in promql:
+        return "synthetic"
     return "errors" if 'code=~"5.."' in promql else "requests"
 
 
@@ -453,14 +455,27 @@ async def test_counters_read_the_raw_cumulative_series() -> None:
                 },
             }
             return httpx.Response(200, json=body)
-        return httpx.Response(200, json=vector("1200") if kind == "requests" else vector())
+        counts = {"requests": vector("1200"), "synthetic": vector("300")}
+        return httpx.Response(200, json=counts.get(kind, vector()))
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     reading = await PrometheusProvider(BASE, client=client).counters(QUERY)
-    assert (reading.requests, reading.errors) == (1200, 0)
+    assert (reading.requests, reading.errors, reading.synthetic) == (1200, 0, 300)
     assert reading.buckets == ((0.025, 700), (0.05, 1100), (math.inf, 1200))
     assert all("increase" not in q and "[" not in q for q in sent)
     assert all('revision="rev-abc"' in q and 'namespace="prod"' in q for q in sent)
+
+
+async def test_counters_without_synthetic_series_read_none() -> None:
+    """A server that never answered synthetic traffic exports no synthetic counter."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        kind = counter_kind(request.url.params["query"])
+        return httpx.Response(200, json=vector("50") if kind == "requests" else vector())
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    reading = await PrometheusProvider(BASE, client=client).counters(QUERY)
+    assert (reading.requests, reading.synthetic) == (50, 0)
 
 
 async def test_counters_refuse_unusable_values() -> None:

@@ -149,3 +149,49 @@ def test_an_honoured_route_says_so() -> None:
     sim.body = spec("v2", steps=[{"setWeight": 50}, {"pause": {"duration": "60s"}}])
     run(sim, Traffic(), 12)
     assert sim.condition("RouteNotHonoured") == ("False", "Honoured")
+
+
+@dataclass
+class SyntheticOnly(Traffic):
+    """No users: the stable serves nothing, the canary only the operator's synthetic requests
+    (which reach it through its own Service, not the route)."""
+
+    synthetic: int = 0
+
+    def read(self, weight: int, bake: bool = False) -> Readings:
+        self.canary = (self.canary[0] + 10, self.canary[1])
+        self.synthetic += 10
+        stable = None if bake else Reading(*self.stable)
+        return Readings(Reading(*self.canary, synthetic=self.synthetic), stable)
+
+
+def test_synthetic_requests_are_not_a_share_of_the_route() -> None:
+    sim = deployed()
+    sim.body = spec("v2", steps=[{"setWeight": 50}, {"pause": {"duration": "60s"}}])
+    run(sim, SyntheticOnly(), 40)
+    # Counted as requests, the canary would have 100% of them against a weight of 50%.
+    assert sim.condition("RouteNotHonoured") != ("True", "ShareOff")
+    assert "not honoured" not in sim.status.message
+    assert sim.status.stable_revision == sim.revision
+
+
+@dataclass
+class IgnoredRouteWithSynthetic(IgnoredRoute):
+    """A gateway that ignores the weights, and synthetic requests on the canary besides."""
+
+    synthetic: int = 0
+
+    def read(self, weight: int, bake: bool = False) -> Readings:
+        readings = super().read(weight, bake)
+        assert readings.canary is not None
+        self.synthetic += 20
+        self.canary = (self.canary[0] + 20, self.canary[1])
+        return Readings(Reading(*self.canary, synthetic=self.synthetic), readings.stable)
+
+
+def test_synthetic_requests_do_not_hide_a_route_not_honoured() -> None:
+    sim = deployed()
+    sim.body = spec("v2", steps=[{"setWeight": 50}, {"pause": {"duration": "10s"}}])
+    run(sim, IgnoredRouteWithSynthetic(), 30)
+    assert sim.status.stable_revision != sim.revision
+    assert sim.condition("RouteNotHonoured") == ("True", "ShareOff")
