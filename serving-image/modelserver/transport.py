@@ -19,7 +19,8 @@ A request the app answers without waiting (``DirectApp``: an inference on a smal
 the event loop) is answered here, from the parser's callbacks, once its body is in: no ASGI
 task, cycle, receive or send. Those cost about as much as the whole inference does on such a
 model. Everything else (other paths, a request with ``Expect: 100-continue``, one behind a
-pipelined request still being answered) takes uvicorn's ASGI path as before.
+pipelined request still being answered, one on a connection whose client is not reading its
+answers) takes uvicorn's ASGI path as before.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._phase_started = 0.0
         self._closes_at = float("inf")
         self._answering = _NONE
-        self._body = b""
+        self._body: bytes | bytearray = b""
         self._keep = True
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -179,7 +180,12 @@ class GuardedHttpTools(HttpToolsProtocol):
         if not self._answering:
             HttpToolsProtocol.on_body(self, body)
         elif self._answering == _RECEIVING:
-            self._body += body  # one chunk, the usual case: no copy
+            if not self._body:
+                self._body = body  # one chunk, the usual case: no copy
+            elif type(self._body) is bytes:
+                self._body = bytearray(self._body) + body  # grown in place from here on
+            else:
+                self._body += body
             direct = self.direct
             if direct is not None and len(self._body) > direct.body_limit:
                 self._answering, self._body = _DISCARDING, b""
@@ -195,7 +201,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._phase, self._phase_started = _KEPT, self.loop.time()
         direct = self.direct
         if answering == _RECEIVING and direct is not None:
-            body, self._body = self._body, b""
+            body, self._body = bytes(self._body), b""  # a copy only of a body in pieces
             keep = self._keep and not direct.closing
             self._write(*direct.answer(self.headers, body), keep=keep)
         self.server_state.total_requests += 1

@@ -148,6 +148,23 @@ def test_direct_answer_is_the_asgi_answer(server: ServerProcess, case: str) -> N
     assert direct_head.startswith(b"HTTP/1.1 200" if case in ANSWERED else b"HTTP/1.1 4")
 
 
+def test_a_body_in_pieces_is_answered_as_one(server: ServerProcess) -> None:
+    body = _json({"id": "pieces", "inputs": [_tensor(shape=[8, 16], data=ROW * 8)]})
+    request = _request(URL, body)
+    head_end = request.index(b"\r\n\r\n") + 4
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request[:head_end])
+        for start in range(head_end, len(request), 97):  # each piece its own on_body call
+            time.sleep(0.01)
+            sock.sendall(request[start : start + 97])
+        head, answer, _ = _read_answer(sock)
+        sock.sendall(request)
+        _, whole, _ = _read_answer(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert answer == whole
+
+
 def test_pipelined_requests_answered_in_order(server: ServerProcess) -> None:
     ids = [b"first", b"second", b"third"]
     targets = [URL, URL + b"?asgi", URL]  # direct, then one behind an ASGI answer
