@@ -27,6 +27,7 @@ _RE = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|
 
 Quantity = int | float | str
 MI = 2**20
+MAX_EXPONENT = 64
 
 
 def parse_quantity(value: Quantity) -> Fraction:
@@ -41,7 +42,14 @@ def parse_quantity(value: Quantity) -> Fraction:
     number, exponent, suffix = m.groups()
     q = Fraction(number)
     if exponent:
-        q *= Fraction(10) ** int(exponent[1:])
+        power = int(exponent[1:])
+        # 10**power is exact, so its cost grows with power: "1e999999999" would take the
+        # operator forever. No quantity a cluster holds comes near this bound.
+        if abs(power) > MAX_EXPONENT:
+            raise ValueError(
+                f"not a Kubernetes quantity (exponent beyond {MAX_EXPONENT}): {value!r}"
+            )
+        q *= Fraction(10) ** power
     return q * _SUFFIXES[suffix or ""]
 
 

@@ -25,6 +25,7 @@ from modelrollout.api.quantity import (
         ("1G", Fraction(10**9)),
         ("1e3", Fraction(1000)),
         ("2E-3", Fraction(2, 1000)),
+        ("1e64", Fraction(10**64)),
         (".5", Fraction(1, 2)),
         ("100k", Fraction(100_000)),
         (3, Fraction(3)),
@@ -39,6 +40,14 @@ def test_parse(text: str | int | float, value: Fraction) -> None:
 def test_parse_rejects(bad: str) -> None:
     with pytest.raises(ValueError, match="quantity"):
         parse_quantity(bad)
+
+
+@pytest.mark.parametrize("huge", ["1e999999999", "8e91234567", "12e4567890123456", "1e-65"])
+def test_parse_refuses_exponents_it_cannot_afford(huge: str) -> None:
+    # Exact powers of ten that large never finish: the operator would hang on one string (a
+    # tenant's, or a hex digest that happens to read as digits, 'e', digits).
+    with pytest.raises(ValueError, match="exponent beyond 64"):
+        parse_quantity(huge)
 
 
 def test_format() -> None:

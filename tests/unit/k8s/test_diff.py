@@ -110,3 +110,13 @@ def test_a_field_dropped_from_the_manifest_is_applied_away() -> None:
     # of the smaller manifest, and nothing would remove them.
     assert contains(live, cpu)
     assert not contains(live, stamped(cpu))
+
+
+@pytest.mark.timeout(10)
+def test_digests_that_read_as_huge_quantities_differ_at_once() -> None:
+    """A hex digest can be digits, 'e', digits: read as a quantity, 10 to the power of a
+    ten-digit number, which an exact parse never finishes (an operator hung on one)."""
+    live = {"metadata": {"annotations": {ANNOTATION_APPLIED: "12e4567890123456"}}}
+    desired = {"metadata": {"annotations": {ANNOTATION_APPLIED: "34e5678901234567"}}}
+    assert not contains(live, desired)
+    assert contains(live, live)
