@@ -14,17 +14,13 @@ the same decision here.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from .rig import LOAD_CPU, ROOT, SERVER_CPU, Body, free_port, modelserver_env
+from .rig import LOAD_CPU, ROOT, Body, Server, floor_command, free_port, modelserver_env
 
 REQUESTS = 1000
 CONNECTIONS = 32
@@ -35,8 +31,7 @@ def _command(
     who: str, model: Path, name: str, work: Path, port: int
 ) -> tuple[list[str], dict[str, str]]:
     if who == "floor":
-        floor = [sys.executable, "-m", "bench.serving.floor", str(model), str(port)]
-        return floor, {**os.environ, "PYTHONPATH": str(ROOT)}
+        return floor_command(model, port)
     counters = "true" if who.endswith("+counters") else "false"
     env = modelserver_env(
         model, name, work, port, free_port(), distribution=counters, inline_run_max_ms="1000"
@@ -62,39 +57,20 @@ def count(who: str, model: Path, name: str, body: Body, work: Path) -> dict[str,
     port = free_port()
     cmd, env = _command(who, model, name, work, port)
     out = work / f"callgrind-{who}.out"
-    log = work / f"callgrind-{who}.log"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *valgrind, *cmd], env=env, stdout=sink,
-            stderr=subprocess.STDOUT, cwd=work,
-        )  # fmt: skip
+    # Started slowly under valgrind; stopped after the dump, so only the dump is needed.
+    server = Server([*valgrind, *cmd], env, port, work / f"callgrind-{who}.log", ready_s=900)
+    pid = str(server.proc.pid)
     try:
-        deadline = time.monotonic() + 900
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, f"{who} not ready under valgrind"
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
         path = f"/v2/models/{name}/infer"
         _send(port, path, body, WARM_UP)  # imports, caches and the codec, uncounted
-        _control("--instr=on", str(proc.pid))
+        _control("--instr=on", pid)
         _send(port, path, body, CONNECTIONS * 2)  # valgrind's instrumented code, warmed up
-        _control("--zero", str(proc.pid))
+        _control("--zero", pid)
         answered = _send(port, path, body, REQUESTS)
-        _control("--dump", str(proc.pid))
+        _control("--dump", pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
     dumps = sorted(work.glob(f"callgrind-{who}.out.*"), key=lambda p: int(p.suffix[1:]))
     assert dumps, f"no callgrind dump for {who}"
     total = _summary(dumps[0])  # the first dump is the one asked for; the last is at exit

@@ -90,7 +90,13 @@ def binary_body(path: Path, name: str, x: np.ndarray[Any, Any]) -> Body:
 
 class Server:
     def __init__(
-        self, cmd: list[str], env: dict[str, str], port: int, log: Path, metrics_port: int = 0
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        port: int,
+        log: Path,
+        metrics_port: int = 0,
+        ready_s: float = 120,
     ) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -99,7 +105,7 @@ class Server:
             self.proc = subprocess.Popen(
                 pinned(SERVER_CPU, cmd), env=env, stdout=out, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
@@ -210,10 +216,16 @@ def run_wrk(url: str, body: Body, connections: int, seconds: int) -> dict[str, f
     }
 
 
+def floor_command(model: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """The transport floor's command line and environment."""
+    cmd = [sys.executable, "-m", "bench.serving.floor", str(model), str(port)]
+    return cmd, {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
 def start_floor(model: Path, work: Path) -> Server:
     port = free_port()
-    cmd = [sys.executable, "-m", "bench.serving.floor", str(model), str(port)]
-    return Server(cmd, {**os.environ, "PYTHONPATH": str(ROOT)}, port, work / "floor.log")
+    cmd, env = floor_command(model, port)
+    return Server(cmd, env, port, work / "floor.log")
 
 
 def start_mlserver(model: Path, name: str, work: Path) -> Server:
