@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -129,3 +130,38 @@ def wait_ready(server: ServerProcess) -> None:
         if cpu > STARTUP_CPU_S or wall > STARTUP_WALL_S:
             pytest.fail(f"server not ready after {cpu:.1f} s of CPU, {wall:.0f} s: {server.log()}")
         time.sleep(0.05)
+
+
+# Raw HTTP/1.1 on a socket, for tests that watch a connection itself (kept alive, closed,
+# pipelined) rather than what a client library makes of it.
+
+
+def raw_post(target: bytes, body: bytes, *headers: bytes) -> bytes:
+    """A JSON POST as bytes on the wire, with more header lines if given."""
+    head = [b"POST " + target + b" HTTP/1.1", b"host: x", b"content-type: application/json"]
+    head += [b"content-length: %d" % len(body), *headers]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def read_answer(sock: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """One response off a kept-alive connection: (head, body, what came after it)."""
+    data = pending
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the middle of a body"
+        rest += chunk
+    return head, rest[:length], rest[length:]
+
+
+def closed(sock: socket.socket) -> bool:
+    """The server closed the connection (what is left to read is its end)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True

@@ -14,7 +14,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from .conftest import Models
-from .server_process import ServerProcess, running_server
+from .server_process import ServerProcess, closed, raw_post, read_answer, running_server
 
 BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 16], "data": [0.1] * 16}]}
 AGE_S = 0.5
@@ -35,58 +35,36 @@ def ageless(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def _request() -> bytes:
-    body = httpx.Request("POST", "http://x", json=BODY).content
-    return (
-        b"POST /v2/models/mlp/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
+    return raw_post(b"/v2/models/mlp/infer", httpx.Request("POST", "http://x", json=BODY).content)
 
 
-def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
+def _head(sock: socket.socket) -> tuple[bytes, bytes]:
     """One whole response on a kept-alive connection: (lower-cased head, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed before an answer: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    head = head.lower()
-    length = int(head.split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed in the middle of a body"
-        body += chunk
-    return head, body
-
-
-def _closed(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
+    head, body, _ = read_answer(sock)
+    return head.lower(), body
 
 
 def test_rest_connection_closed_after_its_age(aged: ServerProcess) -> None:
     with socket.create_connection(("127.0.0.1", aged.port), timeout=5) as sock:
         sock.sendall(_request())
-        head, _ = _answer(sock)
+        head, _ = _head(sock)
         assert head.startswith(b"http/1.1 200"), head
         assert b"connection: close" not in head  # young: kept alive
         time.sleep(AGE_S + 0.1)
         sock.sendall(_request())
-        head, body = _answer(sock)
+        head, body = _head(sock)
         # The request that finds the connection old is still answered, then the connection goes.
         assert head.startswith(b"http/1.1 200"), head
         assert b'"outputs"' in body
         assert b"connection: close" in head
-        assert _closed(sock)
+        assert closed(sock)
 
 
 def test_rest_connection_kept_without_an_age(ageless: ServerProcess) -> None:
     with socket.create_connection(("127.0.0.1", ageless.port), timeout=5) as sock:
         for _ in range(2):
             sock.sendall(_request())
-            head, _ = _answer(sock)
+            head, _ = _head(sock)
             assert head.startswith(b"http/1.1 200"), head
             assert b"connection: close" not in head, head
             time.sleep(AGE_S + 0.1)

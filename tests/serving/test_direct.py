@@ -28,7 +28,7 @@ from modelserver.settings import Settings
 from modelserver.transport import guarded
 
 from .conftest import Models
-from .server_process import ServerProcess, running_server
+from .server_process import ServerProcess, closed, raw_post, read_answer, running_server
 
 URL = b"/v2/models/mlp/infer"
 # The model runs on the event loop (what direct answers need) however slow the machine is.
@@ -72,37 +72,8 @@ BODIES: dict[str, tuple[bytes, int | None]] = {
 ANSWERED = ("valid", "with id", "two rows", "one output", "binary in and out")
 
 
-def _request(target: bytes, body: bytes, *extra: bytes) -> bytes:
-    head = [b"POST " + target + b" HTTP/1.1", b"host: x", b"content-type: application/json"]
-    head += [b"content-length: %d" % len(body), *extra]
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-def _read_answer(sock: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes, bytes]:
-    """One response off a kept-alive connection: (head, body, what came after it)."""
-    data = pending
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed before an answer: {data!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed in the middle of a body"
-        rest += chunk
-    return head, rest[:length], rest[length:]
-
-
 def _without_date(head: bytes) -> list[bytes]:
     return [line for line in head.split(b"\r\n") if not line.lower().startswith(b"date:")]
-
-
-def _closed(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def _count(server: ServerProcess, name: str, code: int) -> float:
@@ -139,10 +110,10 @@ def test_direct_answer_is_the_asgi_answer(server: ServerProcess, case: str) -> N
         [] if header_length is None else [b"inference-header-content-length: %d" % header_length]
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(_request(URL, body, *extra))
-        direct_head, direct_body, _ = _read_answer(sock)
-        sock.sendall(_request(URL + b"?asgi", body, *extra))
-        asgi_head, asgi_body, _ = _read_answer(sock)
+        sock.sendall(raw_post(URL, body, *extra))
+        direct_head, direct_body, _ = read_answer(sock)
+        sock.sendall(raw_post(URL + b"?asgi", body, *extra))
+        asgi_head, asgi_body, _ = read_answer(sock)
     assert _without_date(direct_head) == _without_date(asgi_head)
     assert direct_body == asgi_body
     assert direct_head.startswith(b"HTTP/1.1 200" if case in ANSWERED else b"HTTP/1.1 4")
@@ -150,7 +121,7 @@ def test_direct_answer_is_the_asgi_answer(server: ServerProcess, case: str) -> N
 
 def test_a_body_in_pieces_is_answered_as_one(server: ServerProcess) -> None:
     body = _json({"id": "pieces", "inputs": [_tensor(shape=[8, 16], data=ROW * 8)]})
-    request = _request(URL, body)
+    request = raw_post(URL, body)
     head_end = request.index(b"\r\n\r\n") + 4
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -158,9 +129,9 @@ def test_a_body_in_pieces_is_answered_as_one(server: ServerProcess) -> None:
         for start in range(head_end, len(request), 97):  # each piece its own on_body call
             time.sleep(0.01)
             sock.sendall(request[start : start + 97])
-        head, answer, _ = _read_answer(sock)
+        head, answer, _ = read_answer(sock)
         sock.sendall(request)
-        _, whole, _ = _read_answer(sock)
+        _, whole, _ = read_answer(sock)
     assert head.startswith(b"HTTP/1.1 200"), head
     assert answer == whole
 
@@ -169,14 +140,14 @@ def test_pipelined_requests_answered_in_order(server: ServerProcess) -> None:
     ids = [b"first", b"second", b"third"]
     targets = [URL, URL + b"?asgi", URL]  # direct, then one behind an ASGI answer
     batch = b"".join(
-        _request(t, _json({"id": i.decode(), "inputs": [_tensor()]}))
+        raw_post(t, _json({"id": i.decode(), "inputs": [_tensor()]}))
         for t, i in zip(targets, ids, strict=True)
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(batch)
         pending = b""
         for want in ids:
-            head, body, pending = _read_answer(sock, pending)
+            head, body, pending = read_answer(sock, pending)
             assert head.startswith(b"HTTP/1.1 200"), head
             assert orjson.loads(body)["id"] == want.decode()
 
@@ -188,10 +159,10 @@ def test_direct_answers_are_counted(server: ServerProcess) -> None:
     body, _ = BODIES["valid"]
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for extra in ([], [b"x-modelrollout-synthetic: 1"], []):
-            sock.sendall(_request(URL, body, *extra))
-            _read_answer(sock)
-        sock.sendall(_request(URL, BODIES["wrong shape"][0]))
-        _read_answer(sock)
+            sock.sendall(raw_post(URL, body, *extra))
+            read_answer(sock)
+        sock.sendall(raw_post(URL, BODIES["wrong shape"][0]))
+        read_answer(sock)
     assert _count(server, "modelserver_requests_total", 200) == before_ok + 3
     assert _count(server, "modelserver_synthetic_requests_total", 200) == before_synthetic + 1
     assert _count(server, "modelserver_requests_total", 400) == before_bad + 1
@@ -200,12 +171,12 @@ def test_direct_answers_are_counted(server: ServerProcess) -> None:
 def test_body_over_the_limit_refused_and_connection_closed(server: ServerProcess) -> None:
     before = _count(server, "modelserver_requests_total", 413)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(_request(URL, b"[" + b"0," * 3000 + b"0]"))
-        head, body, _ = _read_answer(sock)
+        sock.sendall(raw_post(URL, b"[" + b"0," * 3000 + b"0]"))
+        head, body, _ = read_answer(sock)
         assert head.startswith(b"HTTP/1.1 413"), head
         assert b"connection: close" in head.lower()
         assert b"4096-byte limit" in body
-        assert _closed(sock)
+        assert closed(sock)
     assert _count(server, "modelserver_requests_total", 413) == before + 1
 
 
@@ -213,9 +184,9 @@ def test_slow_direct_body_answered_408(server: ServerProcess) -> None:
     before = _count(server, "modelserver_requests_total", 408)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         body, _ = BODIES["valid"]
-        sock.sendall(_request(URL, body))
-        _read_answer(sock)  # the connection now answers directly
-        sock.sendall(_request(URL, body)[:-10])  # the last bytes of the body never come
+        sock.sendall(raw_post(URL, body))
+        read_answer(sock)  # the connection now answers directly
+        sock.sendall(raw_post(URL, body)[:-10])  # the last bytes of the body never come
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -227,10 +198,10 @@ def test_idle_connection_closed_after_a_direct_answer(server: ServerProcess) -> 
     """uvicorn arms no keep-alive timer for a direct answer: the deadline timer closes an idle
     connection after uvicorn's keep-alive timeout (5 s), late by at most the header timeout."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(_request(URL, BODIES["valid"][0]))
-        _read_answer(sock)
+        sock.sendall(raw_post(URL, BODIES["valid"][0]))
+        read_answer(sock)
         answered = time.monotonic()
-        assert _closed(sock)
+        assert closed(sock)
         idle = time.monotonic() - answered
     assert 4.5 < idle < 5 + 1 + 2, idle
 
@@ -249,12 +220,12 @@ def test_direct_answers_need_the_token(models: Models, tmp_path: Path) -> None:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             for extra in ([], [b"authorization: Bearer wrong"], [b"authorization: s3cret-token"]):
                 for target in (URL, URL + b"?asgi"):
-                    sock.sendall(_request(target, body, *extra))
-                    head, answer, _ = _read_answer(sock)
+                    sock.sendall(raw_post(target, body, *extra))
+                    head, answer, _ = read_answer(sock)
                     assert head.startswith(b"HTTP/1.1 401"), (extra, target, head)
                     assert orjson.loads(answer) == {"error": "missing or invalid bearer token"}
-            sock.sendall(_request(URL, body, good))
-            head, _, _ = _read_answer(sock)
+            sock.sendall(raw_post(URL, body, good))
+            head, _, _ = read_answer(sock)
             assert head.startswith(b"HTTP/1.1 200"), head
 
 
@@ -305,7 +276,7 @@ async def test_answered_within_the_parser_callback(models: Models, tmp_path: Pat
     protocol = protocol_class(config=config, server_state=state, app_state={})
     transport = _Transport()
     protocol.connection_made(transport)
-    request = _request(URL, BODIES["valid"][0])
+    request = raw_post(URL, BODIES["valid"][0])
     try:
         protocol.data_received(request)
         assert transport.written == b""  # ASGI: answered once the task runs
