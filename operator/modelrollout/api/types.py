@@ -6,8 +6,10 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from modelrollout.api.quantity import parse_quantity
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -29,7 +31,15 @@ def parse_duration(text: str) -> timedelta:
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
 """A Go-style duration string; read it with parse_duration."""
-Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+
+
+def _parsable_quantity(text: str) -> str:
+    # The pattern lets any exponent through; parse_quantity refuses one it cannot afford.
+    parse_quantity(text)
+    return text
+
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN), AfterValidator(_parsable_quantity)]
 
 
 class ApiModel(BaseModel):

@@ -49,6 +49,10 @@ def test_camel_case_round_trip() -> None:
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas"),
         ({"hardware": {"mode": "tpu"}}, "mode"),
         ({"serving": {"port": 70000}}, "port"),
+        (
+            {"serving": {"resources": {"requests": {"memory": "1e999999999"}}}},
+            "exponent beyond 64",
+        ),
         ({"serving": {"port": 9090}}, "metricsPort"),
         (
             {"rollout": {"steps": [{"setWeight": 50}, {"setWeight": 20}]}},
